@@ -1,0 +1,132 @@
+"""Run configuration as data: frozen, validated attrs classes with help text.
+
+The same classes feed the command line (every field becomes an option, see :func:`add_options`),
+Optuna trials (``attrs.evolve`` with suggested values) and saved runs (``config.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+import attrs
+from attrs import validators as v
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(name.strip() for name in value if name.strip())
+
+
+def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"--{attribute.name.replace('_', '-')} must be positive, got {value}")
+
+
+def field(default: Any, help: str, **kwargs: Any) -> Any:
+    return attrs.field(default=default, metadata={"help": help}, **kwargs)
+
+
+@attrs.frozen
+class RunConfig:
+    """Everything that defines a training run; saved as ``config.json`` in the run folder."""
+
+    tasks: tuple[str, ...] = field(("sst", "quora", "sts"), "comma-separated task names", converter=_names,
+                                   validator=v.min_len(1))
+    plugins: tuple[str, ...] = field((), "comma-separated opt-in plugins to enable (see `platform plugins`)",
+                                     converter=_names)
+    checkpoint: str = field("minilm-l6", "pretrained encoder: a folder, minilm-l6, a hub id, or a random-init preset (tiny, small)")
+    mode: str = field("finetune", "finetune: train everything; pretrain: freeze the encoder, train the heads",
+                      validator=v.in_(("finetune", "pretrain")))
+    sampler: str = field("interleaved", "how task batches are scheduled (see `platform plugins`)")
+    update: str = field("sequential", "sequential: one optimizer step per task batch; summed: one step on the summed loss",
+                        validator=v.in_(("sequential", "summed")))
+    topology: str = field("", "head topology; empty: the one an enabled plugin provides, else 'independent'")
+    pooling: str = field("mean", "sentence embedding: cls or mean", validator=v.in_(("cls", "mean")))
+    epochs: int = field(1, "training epochs", validator=v.ge(1))
+    batch_size: int = field(32, "training batch size (per task batch)", validator=v.ge(1))
+    eval_batch_size: int = field(128, "evaluation batch size", validator=v.ge(1))
+    lr: float | None = field(None, "learning rate (default 2e-5 for finetune, 1e-3 for pretrain)", validator=_positive_or_none)
+    weight_decay: float = field(0.0, "decoupled weight decay of AdamW", validator=v.ge(0.0))
+    warmup: float = field(0.0, "fraction of training steps of linear warm-up before linear decay (0: constant rate)",
+                          validator=[v.ge(0.0), v.le(1.0)])
+    dropout: float = field(0.1, "dropout in the encoder and the heads", validator=[v.ge(0.0), v.lt(1.0)])
+    seed: int = field(11711, "random seed (model init, sampling, dropout)")
+    max_length: int = field(128, "maximum tokens per sentence, [CLS] and [SEP] included", validator=v.ge(4))
+    limit: int | None = field(None, "use at most N examples per task and split (quick runs, tests)", validator=_positive_or_none)
+    data_dir: str | None = field(None, "folder of the task files (default: $PLATFORM_DATA_DIR, then ../shared/data/cs224n)")
+    output_dir: str | None = field(None, "run folder (default runs/<time>-<tasks>)")
+    save_every: int = field(200, "steps between resume checkpoints (last.pt) within an epoch", validator=v.ge(1))
+    log_every: int = field(20, "steps between logged training losses", validator=v.ge(1))
+    threads: int | None = field(None, "torch CPU threads (default: all cores)", validator=_positive_or_none)
+    components: dict[str, dict[str, Any]] = attrs.field(factory=dict, metadata={"help": "", "cli": False})
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (1e-3 if self.mode == "pretrain" else 2e-5)
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "configuration") -> "RunConfig":
+        known = {f.name for f in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# attrs classes <-> command-line options
+# --------------------------------------------------------------------------------------------------
+
+
+def _parser_for(annotation: Any):
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if args else annotation
+    if base in (int, float):
+        return lambda text: None if text.lower() == "none" else base(text)
+    if base is bool:
+        return lambda text: text.lower() in ("1", "true", "yes", "on")
+    return str
+
+
+def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, prefix: str = "") -> None:
+    """Add ``--[prefix-]field-name`` for every field of the attrs class ``cls``; defaults stay unset
+    (``argparse.SUPPRESS``) so only what the user typed overrides a base configuration."""
+    hints = typing.get_type_hints(cls)
+    for f in attrs.fields(cls):
+        if f.metadata.get("cli") is False:
+            continue
+        default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        parser.add_argument(f"--{prefix}{f.name.replace('_', '-')}", dest=f"{prefix}{f.name}".replace("-", "_"),
+                            type=_parser_for(hints[f.name]), default=argparse.SUPPRESS,
+                            help=f"{f.metadata.get('help', '')} (default: {shown})")
+
+
+def options_given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
+    """The fields of ``cls`` the user set on the command line, by field name."""
+    given = vars(args)
+    return {f.name: given[f"{prefix}{f.name}".replace("-", "_")] for f in attrs.fields(cls)
+            if f"{prefix}{f.name}".replace("-", "_") in given}
+
+
+def build(cls: type, values: dict[str, Any], source: str) -> Any:
+    """``cls(**values)`` with errors that name where the values came from."""
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: {error}") from None

@@ -1,0 +1,60 @@
+"""Evaluation: dev metrics per task and their mean, and prediction files in the CS224N format."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from core import objectives
+from core.data import SplitData, make_batch
+
+
+@torch.inference_mode()
+def predict_split(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> torch.Tensor:
+    """Predictions for every example of ``data``, in file order. Batches are formed over examples
+    sorted by length, so padding (and wasted work) stays small."""
+    was_training = model.training
+    model.eval()
+    lengths = torch.tensor(data.lengths)
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    outputs: list[torch.Tensor] = []
+    bar = tqdm(total=len(data), desc=f"eval {data.task.name} {data.split}", unit="ex", disable=not progress, leave=False)
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        batch = make_batch(data, indices, pad)
+        outputs.append(objectives.predict(data.task, model(batch)))
+        bar.update(len(indices))
+    bar.close()
+    model.train(was_training)
+    predictions = torch.cat(outputs) if outputs else torch.empty(0)
+    unsorted = torch.empty_like(predictions)
+    unsorted[torch.tensor(order, dtype=torch.long)] = predictions
+    return unsorted
+
+
+def evaluate(model: torch.nn.Module, splits: dict[str, SplitData], pad, batch_size: int,
+             progress: bool = True) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Metrics per task (and ``mean`` over tasks) and predictions per task on labelled splits."""
+    metrics: dict[str, float] = {}
+    predictions: dict[str, torch.Tensor] = {}
+    for name, data in splits.items():
+        predictions[name] = predict_split(model, data, pad, batch_size, progress)
+        if data.labels is not None:
+            metrics[name] = objectives.score(data.task, predictions[name], data.labels)
+    scored = [value for value in metrics.values() if not math.isnan(value)]
+    metrics["mean"] = sum(scored) / len(scored) if scored else float("nan")
+    return metrics, predictions
+
+
+def write_predictions(path: Path, data: SplitData, predictions: torch.Tensor) -> None:
+    """The CS224N output format: a header ``id \\t Predicted_<label>``, then ``id , prediction``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    is_score = data.task.is_regression
+    lines = [f"id \t {data.task.prediction_header} \n"]
+    lines += [f"{i} , {p:.4f} \n" if is_score else f"{i} , {int(p)} \n" for i, p in zip(data.ids, predictions.tolist())]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(lines))
+    tmp.replace(path)

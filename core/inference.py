@@ -1,0 +1,56 @@
+"""Using a trained run: rebuild its model from ``best.pt`` and evaluate or predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from core import assembly, checkpoints
+from core.config import RunConfig
+from core.data import load_split, resolve_data_dir
+from core.evaluation import evaluate, predict_split, write_predictions
+
+
+def load_run(path: Path, data_dir: str | None = None):
+    """(config, model, tokenizer) of a run folder or checkpoint file; the model is in eval mode."""
+    state = checkpoints.load(path)
+    config = RunConfig.from_dict(state["config"], source=str(path))
+    if data_dir:
+        config = attrs.evolve(config, data_dir=data_dir)
+    pm = assembly.plugin_manager(config)
+    registries = assembly.Registries(pm)
+    tasks = assembly.select_tasks(config, registries)
+    model = assembly.build_model(config, tasks, assembly.select_topology(config, registries, pm))
+    model.load_state_dict(state["model"])
+    return config, model.eval(), assembly.load_tokenizer(config)
+
+
+def evaluate_checkpoint(path: Path, *, file: Path | None = None, task: str | None = None,
+                        data_dir: str | None = None) -> dict[str, float]:
+    config, model, tokenizer = load_run(path, data_dir)
+    if file is None:
+        data = assembly.load_data(config, model.tasks, tokenizer, "dev")
+    else:
+        if task is None and len(model.tasks) > 1:
+            raise ValueError(f"--task is needed with --file: the run has tasks {', '.join(model.tasks)}")
+        name = task or next(iter(model.tasks))
+        if name not in model.tasks:
+            raise ValueError(f"--task {name}: the run was trained on {', '.join(model.tasks)}")
+        spec = attrs.evolve(model.tasks[name], files={"train": "-", "dev": str(Path(file).resolve())})
+        data = {name: load_split(spec, "dev", data_dir=Path("/"), tokenizer=tokenizer, max_length=config.max_length)}
+    metrics, _ = evaluate(model, data, tokenizer.pad, config.eval_batch_size)
+    return metrics
+
+
+def predict_checkpoint(path: Path, *, out: Path | None = None, data_dir: str | None = None) -> list[Path]:
+    config, model, tokenizer = load_run(path, data_dir)
+    out = Path(out) if out else (Path(path) if Path(path).is_dir() else Path(path).parent) / "predictions"
+    written = []
+    resolve_data_dir(config.data_dir)  # fail early, naming where it looked
+    for split in ("dev", "test"):
+        for name, data in assembly.load_data(config, model.tasks, tokenizer, split).items():
+            target = out / f"{name}-{split}-output.csv"
+            write_predictions(target, data, predict_split(model, data, tokenizer.pad, config.eval_batch_size))
+            written.append(target)
+    return written

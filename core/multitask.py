@@ -1,0 +1,40 @@
+"""The multitask model: one shared encoder, pooling, and the heads a topology built."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from core.data import Batch
+from core.pooling import pool
+from core.tasks import TaskSpec
+
+
+class MultitaskModel(nn.Module):
+    def __init__(self, encoder: nn.Module, heads: nn.ModuleDict, tasks: dict[str, TaskSpec], pooling: str):
+        super().__init__()
+        self.encoder = encoder
+        self.heads = heads
+        self.tasks = tasks
+        self.pooling = pooling
+
+    def embed(self, batch: Batch, embedding_hook: Callable | None = None) -> torch.Tensor:
+        """Sentence embeddings (texts·B, H); both sentences of a pair go through one forward."""
+        out = self.encoder(batch.input_ids, attention_mask=batch.attention_mask,
+                           token_type_ids=batch.token_type_ids, embedding_hook=embedding_hook)
+        return pool(out.last_hidden_state, batch.attention_mask, self.pooling)
+
+    def forward(self, batch: Batch, embedding_hook: Callable | None = None) -> torch.Tensor:
+        """The head output of ``batch``'s task. ``embedding_hook`` may perturb the embedding-layer
+        output (SMART's adversarial noise) before the transformer layers."""
+        sentences = self.embed(batch, embedding_hook)
+        if self.tasks[batch.task].is_pair:
+            return self.heads[batch.task](*sentences.chunk(2))  # u: first sentences, v: second
+        return self.heads[batch.task](sentences)
+
+    def freeze_encoder(self) -> None:
+        """``pretrain`` mode: the encoder is a fixed feature extractor; only heads train."""
+        for parameter in self.encoder.parameters():
+            parameter.requires_grad_(False)

@@ -1,0 +1,107 @@
+"""AdamW as the CS224N minBERT project specifies it (Loshchilov & Hutter, with Kingma & Ba's
+efficient bias correction), written with ``torch._foreach_*`` ops.
+
+It differs from ``torch.optim.AdamW`` in two places: eps is added to ``sqrt(v)`` before the bias
+correction is folded into the step size, and weight decay is applied after the Adam update rather
+than before it. Both follow the minBERT reference, so its hyperparameters carry over unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+from torch.optim import Optimizer
+
+
+def _check_hyperparameters(lr, betas, eps, weight_decay) -> None:
+    if not lr >= 0.0:
+        raise ValueError(f"Invalid learning rate lr={lr}: must be >= 0")
+    if not eps >= 0.0:
+        raise ValueError(f"Invalid epsilon eps={eps}: must be >= 0")
+    if len(betas) != 2:
+        raise ValueError(f"Invalid betas={betas}: expected a pair (beta1, beta2)")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter betas[{i}]={beta}: must be in [0, 1)")
+    if not weight_decay >= 0.0:
+        raise ValueError(f"Invalid weight_decay={weight_decay}: must be >= 0")
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay.
+
+    Per parameter, at step t (counted per parameter, so parameters that skip steps stay correct):
+        m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
+        a = lr sqrt(1 - b2^t) / (1 - b1^t) if correct_bias else lr
+        p = p - a m / (sqrt(v) + eps);   then   p = p - lr wd p
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0, correct_bias: bool = True):
+        _check_hyperparameters(lr, betas, eps, weight_decay)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        correct_bias=correct_bias)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)  # fills in the defaults
+        group = self.param_groups[-1]
+        _check_hyperparameters(group["lr"], group["betas"], group["eps"], group["weight_decay"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None):
+        """One update of every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        for group in self.param_groups:
+            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamW does not support sparse gradients; "
+                                       "consider torch.optim.SparseAdam instead")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            if params:
+                self._update(group, params, grads, exp_avgs, exp_avg_sqs, steps)
+        return loss
+
+    @staticmethod
+    def _update(group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+
+        # First and second moments: m += (1 - b1)(g - m), i.e. m = b1 m + (1 - b1) g.
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_add_(denom, eps)
+        if group["correct_bias"]:
+            # Bias correction folded into the step size (end of Kingma & Ba, section 2);
+            # plain Python floats, so no kernel launches.
+            step_sizes = [-lr * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t) for t in steps]
+            torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)
+        else:
+            torch._foreach_addcdiv_(params, exp_avgs, denom, value=-lr)
+
+        if wd != 0.0:
+            # Decoupled weight decay, after the Adam update, with the learning rate folded in.
+            torch._foreach_mul_(params, 1.0 - lr * wd)

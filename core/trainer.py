@@ -1,0 +1,255 @@
+"""The multitask training loop: plan steps with a sampler, update, evaluate, checkpoint, resume.
+
+Loop hooks (``platform_on_…``) fire in the order documented in ``core/hookspecs.py``. A run folder
+holds ``config.json``, ``metrics.json``, ``last.pt`` (resume), ``best.pt`` (best dev mean),
+``predictions/`` and TensorBoard events under ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pluggy
+import torch
+from tqdm.auto import tqdm
+
+from core import assembly, checkpoints, objectives
+from core.config import RunConfig
+from core.data import SplitData, make_batch
+from core.evaluation import evaluate, predict_split, write_predictions
+
+log = logging.getLogger("platform")
+
+
+@attrs.define
+class RunContext:
+    """The live state of a run, handed to every loop hook as ``run``."""
+
+    config: RunConfig
+    pm: pluggy.PluginManager
+    output_dir: Path
+    model: torch.nn.Module
+    tokenizer: Any
+    train_data: dict[str, SplitData]
+    dev_data: dict[str, SplitData]
+    sampler: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    regularizers: dict[str, Any]
+    total_steps: int
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    examples_seen: int = 0
+    history: list[dict[str, Any]] = attrs.Factory(list)
+    best: dict[str, float] = attrs.Factory(dict)
+    plugin_state: dict[str, Any] = attrs.Factory(dict)  # scratch space of plugins, by plugin name
+    _writer: Any = None
+
+    @property
+    def writer(self):
+        """The run's TensorBoard ``SummaryWriter`` (created on first use); plugins log through it."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.global_step or None)
+        return self._writer
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, 0 at the first step and 1 after the last."""
+        return self.global_step / max(1, self.total_steps)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume: bool = False) -> RunContext:
+    """Build every part of a run from ``config``; with ``resume``, restore ``last.pt`` of its folder."""
+    config = assembly.finalize(config)
+    output_dir = Path(config.output_dir)
+    if resume:
+        saved = output_dir / "config.json"
+        if not saved.is_file():
+            raise assembly.ConfigError(f"--resume: no run to resume in {output_dir} (config.json missing)")
+        config = RunConfig.load(saved)
+    elif (output_dir / "last.pt").exists():
+        raise assembly.ConfigError(f"--output-dir {output_dir} already holds a run; pass --resume to continue it "
+                                   "or choose another folder (nothing was overwritten)")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    pm = pm or assembly.plugin_manager(config)
+    registries = assembly.Registries(pm)
+    tasks = assembly.select_tasks(config, registries)
+    sampler_entry = assembly._lookup(registries.samplers, config.sampler, "--sampler")
+    topology = assembly.select_topology(config, registries, pm)
+    tokenizer = assembly.load_tokenizer(config)
+    train_data = assembly.load_data(config, tasks, tokenizer, "train")
+    dev_data = assembly.load_data(config, tasks, tokenizer, "dev")
+    sizes = {name: len(data) for name, data in train_data.items()}
+    sampler = sampler_entry.value(assembly.component_config(config, sampler_entry), sizes,
+                                  config.batch_size, config.seed, config.epochs)
+    model = assembly.build_model(config, tasks, topology)
+    steps_per_epoch = sampler.steps_per_epoch()
+    updates_per_epoch = sum(len(step) if config.update == "sequential" else 1 for step in sampler.plan(0))
+    optimizer, scheduler = assembly.build_optimizer(config, model, updates_per_epoch * config.epochs)
+    regularizers = {entry.name: entry.value(assembly.component_config(config, entry), model)
+                    for entry in assembly.select_regularizers(registries, pm)}
+    run = RunContext(config, pm, output_dir, model, tokenizer, train_data, dev_data, sampler, optimizer,
+                     scheduler, regularizers, total_steps=steps_per_epoch * config.epochs)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if resume and (output_dir / "last.pt").exists():
+        restore(run, checkpoints.load(output_dir / "last.pt"))
+    config.save(output_dir / "config.json")
+    return run
+
+
+def state_of(run: RunContext) -> dict[str, Any]:
+    return {
+        "config": run.config.to_dict(), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "sampler": run.sampler.state_dict(),
+        "regularizers": {name: r.state_dict() for name, r in run.regularizers.items()},
+        "rng": checkpoints.rng_state(), "epoch": run.epoch, "step_in_epoch": run.step_in_epoch,
+        "global_step": run.global_step, "examples_seen": run.examples_seen, "history": run.history, "best": run.best,
+    }
+
+
+def restore(run: RunContext, state: dict[str, Any]) -> None:
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.sampler.load_state_dict(state["sampler"])
+    for name, regularizer in run.regularizers.items():
+        regularizer.load_state_dict(state["regularizers"].get(name, {}))
+    checkpoints.set_rng_state(state["rng"])
+    for key in ("epoch", "step_in_epoch", "global_step", "examples_seen", "history", "best"):
+        setattr(run, key, state[key])
+    log.info("resumed %s at epoch %d, step %d", run.output_dir, run.epoch, run.step_in_epoch)
+
+
+def task_step(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Forward one task batch; returns its total loss (task loss + regularizer terms) and the parts."""
+    batch = make_batch(run.train_data[task], indices, run.tokenizer.pad)
+    spec = run.model.tasks[task]
+    output = run.model(batch)
+    total = objectives.loss(spec, output, batch.labels)
+    terms = {"loss": total.item()}
+
+    def forward(embedding_hook=None):
+        return run.model(batch, embedding_hook=embedding_hook)
+
+    for name, regularizer in run.regularizers.items():
+        for term, value in regularizer.terms(run.model, batch, output, forward, run.progress).items():
+            total = total + value
+            terms[f"{name}/{term}"] = value.item()
+    run.pm.hook.platform_on_before_backward(run=run, task=task, loss=total, terms=terms)
+    return total, terms
+
+
+def optimizer_step(run: RunContext) -> None:
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    for regularizer in run.regularizers.values():
+        regularizer.after_step(run.model)
+
+
+def train_step(run: RunContext, step: list[tuple[str, list[int]]]) -> dict[str, float]:
+    """One planned step: a batch of one or more tasks, updated one by one or on the summed loss."""
+    losses: dict[str, float] = {}
+    summed = run.config.update == "summed"
+    total = None
+    for task, indices in step:
+        loss, terms = task_step(run, task, indices)
+        losses[task] = terms["loss"]
+        if summed:
+            total = loss if total is None else total + loss
+        else:
+            loss.backward()
+            optimizer_step(run)
+        run.examples_seen += len(indices)
+    if summed:
+        total.backward()
+        optimizer_step(run)
+    return losses
+
+
+def evaluate_dev(run: RunContext) -> dict[str, float]:
+    metrics, _ = evaluate(run.model, run.dev_data, run.tokenizer.pad, run.config.eval_batch_size)
+    run.pm.hook.platform_on_evaluate_end(run=run, split="dev", metrics=metrics)
+    return metrics
+
+
+def end_epoch(run: RunContext, started: float) -> None:
+    metrics = evaluate_dev(run)
+    record = {"epoch": run.epoch, "step": run.global_step, "seconds": round(time.time() - started, 1), **metrics}
+    run.history.append(record)
+    log.info("epoch %d dev: %s", run.epoch, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if not run.best or metrics["mean"] > run.best["mean"]:
+        run.best = {"epoch": run.epoch, **metrics}
+        checkpoints.save(run.output_dir / "best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
+                                                       "metrics": run.best})
+    run.pm.hook.platform_on_epoch_end(run=run, epoch=run.epoch, metrics=metrics)
+    run.epoch += 1
+    run.step_in_epoch = 0
+    checkpoints.save(run.output_dir / "last.pt", state_of(run))
+    write_metrics(run)
+
+
+def write_metrics(run: RunContext) -> None:
+    path = run.output_dir / "metrics.json"
+    tmp = path.with_name("metrics.json.tmp")
+    tmp.write_text(json.dumps({"best": run.best, "history": run.history, "examples_seen": run.examples_seen}, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def write_all_predictions(run: RunContext) -> None:
+    """Predictions of the best model for the dev and test files of every task."""
+    run.model.load_state_dict(checkpoints.load(run.output_dir / "best.pt")["model"])
+    splits = {"dev": run.dev_data, "test": assembly.load_data(run.config, run.model.tasks, run.tokenizer, "test")}
+    for split, data in splits.items():
+        for name, split_data in data.items():
+            predictions = predict_split(run.model, split_data, run.tokenizer.pad, run.config.eval_batch_size)
+            write_predictions(run.output_dir / "predictions" / f"{name}-{split}-output.csv", split_data, predictions)
+
+
+def train(run: RunContext) -> dict[str, float]:
+    """Train to the configured number of epochs from wherever ``run`` stands; returns best dev metrics."""
+    config, pm = run.config, run.pm
+    run.model.train()
+    pm.hook.platform_on_train_start(run=run)
+    steps_per_epoch = run.sampler.steps_per_epoch()
+    examples_per_epoch = sum(len(indices) for step in run.sampler.plan(0) for _, indices in step)
+    bar = tqdm(total=examples_per_epoch * config.epochs, initial=run.examples_seen, desc="train", unit="ex",
+               unit_scale=True, dynamic_ncols=True)
+    try:
+        while run.epoch < config.epochs:
+            started = time.time()
+            plan = run.sampler.plan(run.epoch)
+            if run.step_in_epoch == 0:
+                pm.hook.platform_on_epoch_start(run=run, epoch=run.epoch)
+            for step in plan[run.step_in_epoch:]:
+                seen = run.examples_seen
+                losses = train_step(run, step)
+                run.step_in_epoch += 1
+                run.global_step += 1
+                pm.hook.platform_on_after_step(run=run, step=run.global_step, losses=losses)
+                bar.update(run.examples_seen - seen)
+                bar.set_postfix(epoch=f"{run.epoch + 1}/{config.epochs}", **{k: f"{v:.3f}" for k, v in losses.items()},
+                                refresh=False)
+                if run.step_in_epoch % config.save_every == 0 and run.step_in_epoch < steps_per_epoch:
+                    checkpoints.save(run.output_dir / "last.pt", state_of(run))
+            end_epoch(run, started)
+    finally:
+        bar.close()
+    write_all_predictions(run)
+    pm.hook.platform_on_train_end(run=run, metrics=run.best)
+    write_metrics(run)
+    run.close()
+    return run.best

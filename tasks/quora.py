@@ -1,0 +1,20 @@
+"""Quora Question Pairs: are two questions paraphrases? One logit, binary cross-entropy."""
+
+from core.hookspecs import hookimpl
+from core.tasks import PAIR_CLASSIFICATION, TaskSpec
+
+QUORA = TaskSpec(
+    name="quora",
+    kind=PAIR_CLASSIFICATION,
+    files={"train": "quora-train.csv", "dev": "quora-dev.csv"},
+    text_columns=("sentence1", "sentence2"),
+    label_column="is_duplicate",
+    num_labels=1,
+    prediction_header="Predicted_Is_Paraphrase",
+    description="Quora paraphrase detection, binary (one logit), accuracy",
+)
+
+
+@hookimpl
+def platform_register_tasks(register):
+    register(QUORA)

@@ -1,0 +1,20 @@
+"""Stanford Sentiment Treebank: five-way sentence sentiment (0 very negative … 4 very positive)."""
+
+from core.hookspecs import hookimpl
+from core.tasks import SINGLE_CLASSIFICATION, TaskSpec
+
+SST = TaskSpec(
+    name="sst",
+    kind=SINGLE_CLASSIFICATION,
+    files={"train": "ids-sst-train.csv", "dev": "ids-sst-dev.csv", "test": "ids-sst-test-student.csv"},
+    text_columns=("sentence",),
+    label_column="sentiment",
+    num_labels=5,
+    prediction_header="Predicted_Sentiment",
+    description="SST sentiment, 5 classes, accuracy",
+)
+
+
+@hookimpl
+def platform_register_tasks(register):
+    register(SST)

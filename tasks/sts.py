@@ -1,0 +1,20 @@
+"""SemEval STS benchmark: semantic similarity of two sentences on a 0-5 scale."""
+
+from core.hookspecs import hookimpl
+from core.tasks import PAIR_REGRESSION, TaskSpec
+
+STS = TaskSpec(
+    name="sts",
+    kind=PAIR_REGRESSION,
+    files={"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test-student.csv"},
+    text_columns=("sentence1", "sentence2"),
+    label_column="similarity",
+    label_range=(0.0, 5.0),
+    prediction_header="Predicted_Similiarity",  # sic: the release's spelling, which its grader reads
+    description="STS similarity, 0-5 regression, Pearson correlation",
+)
+
+
+@hookimpl
+def platform_register_tasks(register):
+    register(STS)

@@ -1,0 +1,40 @@
+"""Shared fixtures: a private cache folder per test session, the data folder, small run configs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from core.data import DataError, resolve_data_dir
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Tokenization caches go to a fresh folder, so tests never see a stale cache."""
+    path = tmp_path_factory.mktemp("platform-cache")
+    old = os.environ.get("PLATFORM_CACHE_DIR")
+    os.environ["PLATFORM_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("PLATFORM_CACHE_DIR", None)
+    else:
+        os.environ["PLATFORM_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    try:
+        return resolve_data_dir()
+    except DataError as error:
+        pytest.skip(f"CS224N data not available: {error}")
+
+
+@pytest.fixture
+def tiny_config(tmp_path, data_dir):
+    """A quick multitask run: tiny random-init encoder, 24 examples per task and split."""
+    from core.config import RunConfig
+
+    return RunConfig(tasks=("sst", "cfimdb", "quora", "sts"), checkpoint="tiny", limit=24, batch_size=8,
+                     eval_batch_size=16, max_length=32, epochs=2, lr=1e-3, sampler="rrobin", save_every=2,
+                     log_every=1, data_dir=str(data_dir), output_dir=str(tmp_path / "run"), threads=1)

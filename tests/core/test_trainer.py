@@ -1,0 +1,118 @@
+"""A tiny multitask run over small slices of all four tasks: training, evaluation, outputs, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import attrs
+import pytest
+
+from core import trainer
+from core.assembly import ConfigError
+
+
+def run_to_end(config):
+    return trainer.train(trainer.prepare(config))
+
+
+def test_tiny_multitask_run_writes_everything(tiny_config):
+    best = run_to_end(tiny_config)
+    out = tiny_config.output_dir and __import__("pathlib").Path(tiny_config.output_dir)
+    assert set(best) >= {"sst", "cfimdb", "quora", "sts", "mean", "epoch"}
+    assert 0.0 <= best["sst"] <= 1.0 and -1.0 <= best["sts"] <= 1.0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1]
+    assert metrics["best"]["mean"] == max(h["mean"] for h in metrics["history"])
+    for name, split, rows in [("sst", "dev", 24), ("sst", "test", 24), ("quora", "dev", 24), ("sts", "test", 24)]:
+        lines = (out / "predictions" / f"{name}-{split}-output.csv").read_text().splitlines()
+        assert lines[0].startswith("id \t Predicted_") and len(lines) == rows + 1
+        assert " , " in lines[1]
+    assert not (out / "predictions" / "quora-test-output.csv").exists()  # no quora test file in the release
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and sum(e.stat().st_size for e in events) > 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["tasks"] == ["sst", "cfimdb", "quora", "sts"] and saved["checkpoint"] == "tiny"
+    assert {p.name for p in out.iterdir()} >= {"best.pt", "last.pt", "config.json", "metrics.json"}
+
+
+def test_tensorboard_has_losses_and_dev_metrics(tiny_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_to_end(attrs.evolve(tiny_config, epochs=1))
+    events = EventAccumulator(str(__import__("pathlib").Path(tiny_config.output_dir) / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss/sst", "train/loss/quora", "train/lr", "train/examples_per_second", "dev/mean", "dev/sts"} <= tags
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from core import trainer
+    from core.assembly import plugin_manager
+    from core.config import RunConfig
+    from core.hookspecs import hookimpl
+
+    class KillAtStep:
+        @hookimpl
+        def platform_on_after_step(self, run, step):
+            if step == int(sys.argv[2]):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    config = RunConfig.load(sys.argv[1])
+    pm = plugin_manager(config)
+    pm.register(KillAtStep())
+    trainer.train(trainer.prepare(config, pm))
+""")
+
+
+def test_killed_run_resumes_to_identical_metrics(tiny_config, tmp_path):
+    steps_per_epoch = 3  # rrobin over 24 examples with batch 8
+    reference = run_to_end(attrs.evolve(tiny_config, output_dir=str(tmp_path / "reference")))
+
+    killed = attrs.evolve(tiny_config, output_dir=str(tmp_path / "killed"), save_every=1)
+    config_file = tmp_path / "killed.json"
+    killed.save(config_file)
+    kill_at = steps_per_epoch + 2  # the second epoch's second step, before its checkpoint: resume after step 1
+    result = subprocess.run([sys.executable, "-c", KILLER, str(config_file), str(kill_at)], capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    out = tmp_path / "killed"
+    assert (out / "last.pt").exists() and not list(out.glob("*.tmp"))
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0], "the first epoch's results were written before the kill"
+
+    resumed = trainer.prepare(attrs.evolve(tiny_config, output_dir=str(out)), resume=True)
+    assert (resumed.epoch, resumed.step_in_epoch) == (1, 1)
+    final = trainer.train(resumed)
+    assert final == reference
+
+
+def test_existing_run_folder_is_not_overwritten(tiny_config):
+    run_to_end(attrs.evolve(tiny_config, epochs=1))
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        trainer.prepare(tiny_config)
+
+
+def test_pretrain_mode_freezes_encoder(tiny_config):
+    run = trainer.prepare(attrs.evolve(tiny_config, tasks=("sst",), mode="pretrain", epochs=1))
+    before = {k: v.clone() for k, v in run.model.encoder.state_dict().items()}
+    head_before = run.model.heads["sst"].out.weight.clone()
+    trainer.train(run)
+    after = run.model.encoder.state_dict()
+    assert all((before[k] == after[k]).all() for k in before)
+    assert not (head_before == run.model.heads["sst"].out.weight).all()
+
+
+def test_pretrain_with_nothing_trainable_is_refused(tiny_config):
+    with pytest.raises(ConfigError, match="no trainable parameters .* use --mode finetune"):
+        trainer.prepare(attrs.evolve(tiny_config, tasks=("sts",), mode="pretrain"))
+
+
+@pytest.mark.parametrize("update", ["sequential", "summed"])
+def test_update_policies_step_counts(tiny_config, update):
+    run = trainer.prepare(attrs.evolve(tiny_config, tasks=("sst", "sts"), update=update, epochs=1))
+    trainer.train(run)
+    steps = run.optimizer.state[next(iter(run.optimizer.state))]["step"]
+    assert int(steps) == (6 if update == "sequential" else 3)

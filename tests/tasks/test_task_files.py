@@ -1,0 +1,103 @@
+"""Reading the CS224N files as released: quirks, skipped rows, errors, and the tokenization cache."""
+
+import logging
+
+import pytest
+
+from core.data import DataError, load_split, read_rows, resolve_data_dir
+from core.tasks import PAIR_CLASSIFICATION, TaskSpec
+from tasks.cfimdb import CFIMDB
+from tasks.quora import QUORA
+from tasks.sst import SST
+from tasks.sts import STS
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from core.pretrained import resolve_checkpoint
+    from core.tokenizer import Tokenizer
+
+    source = resolve_checkpoint("tiny")
+    return Tokenizer(source.vocab, lowercase=source.lowercase)
+
+
+@pytest.mark.parametrize("task,split,rows", [(SST, "train", 7544), (SST, "dev", 1101), (SST, "test", 2210),
+                                             (CFIMDB, "dev", 245), (STS, "dev", 863), (STS, "test", 1725),
+                                             (QUORA, "train", 12007)])
+def test_reads_every_row(data_dir, task, split, rows):
+    data = read_rows(task, data_dir / task.files[split], labelled=split != "test")
+    assert len(data) == rows
+    assert data.column_names[:1 + len(task.text_columns)] == [task.id_column, *task.text_columns]
+
+
+def test_labels_are_parsed_into_the_label_space(data_dir):
+    sst = read_rows(SST, data_dir / SST.files["dev"], labelled=True)
+    assert set(sst["label"]) == {0.0, 1.0, 2.0, 3.0, 4.0}
+    sts = read_rows(STS, data_dir / STS.files["dev"], labelled=True)
+    assert min(sts["label"]) >= 0.0 and max(sts["label"]) <= 5.0
+
+
+def test_rows_with_missing_labels_are_skipped_with_one_warning(data_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="platform"):
+        rows = read_rows(QUORA, data_dir / "quora-dev.csv", labelled=True)
+    assert len(rows) == 20214 - 2
+    warnings = [r.getMessage() for r in caplog.records if "quora-dev.csv" in r.getMessage()]
+    assert len(warnings) == 1 and "skipped 2 of 20214 rows" in warnings[0]
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(DataError, match="file not found: .*ids-sst-train.csv"):
+        read_rows(SST, tmp_path / "ids-sst-train.csv", labelled=True)
+
+
+def test_missing_column_names_file_and_header(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("\tid\tquestion1\tquestion2\tis_duplicate\n0\ta\tx\ty\t1\n")
+    with pytest.raises(DataError, match=r"pairs.csv: missing column\(s\) \['sentence1', 'sentence2'\]"):
+        read_rows(QUORA, path, labelled=True)
+
+
+def test_third_party_file_format(tmp_path, tokenizer):
+    path = tmp_path / "nli-train.csv"
+    path.write_text('id\tpremise\thypothesis\tlabel\n'
+                    'a\tA man sleeps.\tA person rests.\t1\n'
+                    'b\t"He said ""no"""\tHe agreed.\t0\n'
+                    'c\tbroken row\tno label\tmaybe\n')
+    spec = TaskSpec(name="nli", kind=PAIR_CLASSIFICATION, files={"train": str(path), "dev": str(path)},
+                    text_columns=("premise", "hypothesis"), num_labels=2)
+    data = load_split(spec, "train", data_dir=tmp_path, tokenizer=tokenizer, max_length=16)
+    assert data.ids == ["a", "b"] and data.labels.tolist() == [1, 0]
+    assert tokenizer.decode(data.texts[0][1]) == 'he said " no "'
+
+
+def test_tokenization_is_cached(data_dir, tokenizer):
+    class CountingTokenizer(type(tokenizer)):
+        calls = 0
+
+        def encode(self, texts, max_length):
+            CountingTokenizer.calls += 1
+            return super().encode(texts, max_length)
+
+    counting = CountingTokenizer(tokenizer.vocab_path, lowercase=True)
+    first = load_split(STS, "dev", data_dir=data_dir, tokenizer=counting, max_length=40, limit=50)
+    calls = CountingTokenizer.calls
+    assert calls > 0
+    second = load_split(STS, "dev", data_dir=data_dir, tokenizer=counting, max_length=40, limit=50)
+    assert CountingTokenizer.calls == calls, "second load tokenized again"
+    assert first.texts == second.texts and first.ids == second.ids
+    load_split(STS, "dev", data_dir=data_dir, tokenizer=counting, max_length=41, limit=50)
+    assert CountingTokenizer.calls > calls, "a different max_length must not reuse the cache"
+
+
+def test_data_dir_resolution_order(tmp_path, monkeypatch):
+    flag, env = tmp_path / "flag", tmp_path / "env"
+    flag.mkdir(), env.mkdir()
+    monkeypatch.setenv("PLATFORM_DATA_DIR", str(env))
+    assert resolve_data_dir(flag) == flag
+    assert resolve_data_dir() == env
+    monkeypatch.setenv("PLATFORM_DATA_DIR", str(tmp_path / "missing"))
+    with pytest.raises(DataError, match=r"looked at: \$PLATFORM_DATA_DIR=.*missing.*--data-dir"):
+        resolve_data_dir()
+    monkeypatch.delenv("PLATFORM_DATA_DIR")
+    with pytest.raises(DataError, match="looked at: --data-dir .*nowhere"):
+        resolve_data_dir(tmp_path / "nowhere")
