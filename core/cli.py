@@ -116,8 +116,9 @@ def format_metrics(title: str, metrics: dict) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, Registries]:
-    pm = make_plugin_manager(enabled=None)
+def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
+    """The parser of every command; options come from the plugins of ``pm`` (default: all installed)."""
+    pm = pm or make_plugin_manager(enabled=None)
     registries = Registries(pm)
     parser = argparse.ArgumentParser(prog="platform", description="Multitask fine-tuning of BERT-style encoders.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

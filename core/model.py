@@ -25,9 +25,7 @@ from torch import Tensor, nn
 class Embeddings(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(
-            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
-        )
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -36,10 +34,8 @@ class Embeddings(nn.Module):
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         T = input_ids.size(1)
         if T > self.position_embeddings.num_embeddings:
-            raise ValueError(
-                f"sequence length {T} exceeds max_position_embeddings "
-                f"{self.position_embeddings.num_embeddings}; truncate the input"
-            )
+            raise ValueError(f"sequence length {T} exceeds max_position_embeddings "
+                             f"{self.position_embeddings.num_embeddings}; truncate the input")
         x = self.word_embeddings(input_ids)  # (B, T, H), a fresh tensor, so adding in place is safe
         # every row uses positions 0..T-1: slice the table instead of a per-token lookup
         x += self.position_embeddings.weight[:T]  # (T, H) broadcast over B
@@ -51,8 +47,8 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    # separate query/key/value projections, as in the checkpoint: one fused matmul would need the
-    # weights concatenated on every step, and the gain on CPU is small
+    # separate query/key/value projections keep the checkpoint's names; a fused qkv Linear would
+    # need its weights split or concatenated at every load/save boundary
     def __init__(self, config: BertConfig):
         super().__init__()
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
@@ -67,9 +63,8 @@ class SelfAttention(nn.Module):
         q = self.query(x).view(B, T, self.n_head, -1).transpose(1, 2)  # (B, nh, T, hs)
         k = self.key(x).view(B, T, self.n_head, -1).transpose(1, 2)  # (B, nh, T, hs)
         v = self.value(x).view(B, T, self.n_head, -1).transpose(1, 2)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         return y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
 
 
@@ -160,20 +155,13 @@ def extended_attention_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tenso
 
 
 def _positive_int(default: int, help: str):
-    return attrs.field(
-        default=default,
-        validator=[attrs.validators.instance_of(int), attrs.validators.gt(0)],
-        metadata={"help": help},
-    )
+    return attrs.field(default=default, validator=[attrs.validators.instance_of(int), attrs.validators.gt(0)],
+                       metadata={"help": help})
 
 
 def _probability(default: float, help: str):
-    return attrs.field(
-        default=default,
-        converter=float,
-        validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)],
-        metadata={"help": help},
-    )
+    return attrs.field(default=default, converter=float,
+                       validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)], metadata={"help": help})
 
 
 # values other than these change the architecture, which this file does not implement
@@ -191,29 +179,19 @@ class BertConfig:
     type_vocab_size: int = _positive_int(2, "number of segment (token type) ids")
     hidden_dropout_prob: float = _probability(0.1, "dropout on embeddings and sublayer outputs")
     attention_probs_dropout_prob: float = _probability(0.1, "dropout on attention weights")
-    layer_norm_eps: float = attrs.field(
-        default=1e-12,
-        converter=float,
-        validator=attrs.validators.gt(0.0),
-        metadata={"help": "epsilon inside every LayerNorm"},
-    )
+    layer_norm_eps: float = attrs.field(default=1e-12, converter=float, validator=attrs.validators.gt(0.0),
+                                        metadata={"help": "epsilon inside every LayerNorm"})
     pad_token_id: int = attrs.field(
-        default=0,
-        validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)],
-        metadata={"help": "id of [PAD]; its embedding row starts at zero and gets no gradient"},
-    )
+        default=0, validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)],
+        metadata={"help": "id of [PAD]; its embedding row starts at zero and gets no gradient"})
 
     def __attrs_post_init__(self):
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} is not divisible by "
-                f"num_attention_heads {self.num_attention_heads}"
-            )
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by "
+                             f"num_attention_heads {self.num_attention_heads}")
         if self.pad_token_id >= self.vocab_size:
-            raise ValueError(
-                f"pad_token_id {self.pad_token_id} is outside the vocabulary "
-                f"(vocab_size {self.vocab_size})"
-            )
+            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary "
+                             f"(vocab_size {self.vocab_size})")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> BertConfig:
@@ -222,10 +200,8 @@ class BertConfig:
             raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
         for key, wanted in _REQUIRED.items():
             if d.get(key, wanted) != wanted:
-                raise ValueError(
-                    f"{source}: {key}={d[key]!r} is not supported; this encoder implements "
-                    f"{key}={wanted!r} only"
-                )
+                raise ValueError(f"{source}: {key}={d[key]!r} is not supported; this encoder implements "
+                                 f"{key}={wanted!r} only")
         names = {f.name for f in attrs.fields(cls)}
         try:
             return cls(**{k: v for k, v in d.items() if k in names})
@@ -252,7 +228,8 @@ class BertConfig:
 class EncoderOutput(NamedTuple):
     last_hidden_state: Tensor  # (B, T, H)
     pooler_output: Tensor  # (B, H)
-    hidden_states: tuple[Tensor, ...] | None = None  # num_layers + 1 of (B, T, H), embeddings first
+    # num_layers + 1 of (B, T, H): the embedding output (after any embedding_hook), then each layer's
+    hidden_states: tuple[Tensor, ...] | None = None
 
 
 INIT_STD = 0.02  # BERT's initializer_range
@@ -284,12 +261,8 @@ class BertModel(nn.Module):
     def embed(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         return self.embeddings(input_ids, token_type_ids)  # (B, T, H)
 
-    def encode(
-        self,
-        embedding_output: Tensor,
-        attention_mask: Tensor | None = None,
-        output_hidden_states: bool = False,
-    ) -> EncoderOutput:
+    def encode(self, embedding_output: Tensor, attention_mask: Tensor | None = None,
+               output_hidden_states: bool = False) -> EncoderOutput:
         # built once here, shared by every layer
         mask = None
         if attention_mask is not None:
@@ -297,14 +270,9 @@ class BertModel(nn.Module):
         x, hidden_states = self.encoder(embedding_output, mask, output_hidden_states)
         return EncoderOutput(x, self.pooler(x), hidden_states)
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        output_hidden_states: bool = False,
-        embedding_hook: Callable[[Tensor], Tensor] | None = None,
-    ) -> EncoderOutput:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
+                output_hidden_states: bool = False,
+                embedding_hook: Callable[[Tensor], Tensor] | None = None) -> EncoderOutput:
         x = self.embed(input_ids, token_type_ids)  # (B, T, H)
         if embedding_hook is not None:
             # e.g. SMART's adversarial perturbation: applied before the layers, gradients flow through

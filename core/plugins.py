@@ -27,6 +27,9 @@ DEFAULT_PLUGINS = (
     "plugins.samplers",
     "plugins.heads",
     "plugins.tensorboard",
+    "plugins.smart",
+    "plugins.rlayer",
+    "plugins.bam",
 )
 
 OPT_IN = "PLATFORM_OPT_IN"
@@ -99,7 +102,7 @@ class Registries:
         for attr, kind in self.KINDS.items():
             registry = Registry(kind)
             caller = getattr(pm.hook, f"platform_register_{attr}")
-            for impl in reversed(caller.get_hookimpls()):  # registration order
+            for impl in caller.get_hookimpls():  # registration order: built-ins first
                 impl.function(register=registry.register_for(impl.plugin_name))
             setattr(self, attr, registry)
 

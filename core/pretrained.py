@@ -28,12 +28,8 @@ class CheckpointError(ValueError):
 MINILM = "minilm-l6"
 # random-init presets; they borrow minilm's uncased vocabulary, hence its vocab_size
 PRESETS = {
-    "tiny": BertConfig(
-        num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512
-    ),
-    "small": BertConfig(
-        num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024
-    ),
+    "tiny": BertConfig(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
+    "small": BertConfig(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
 }
 KNOWN_NAMES = (MINILM, *PRESETS)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
@@ -55,8 +51,9 @@ class CheckpointSource:
 
 def resolve_checkpoint(name: str) -> CheckpointSource:
     """Turn a path, short name, preset or hub id into the files to build an encoder from."""
+    known = ", ".join(KNOWN_NAMES)
     if not name:
-        raise CheckpointError(f"empty checkpoint name; use a folder, a hub id or one of: {', '.join(KNOWN_NAMES)}")
+        raise CheckpointError(f"empty checkpoint name; pass a folder, a hub id, or one of: {known}")
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -69,12 +66,9 @@ def resolve_checkpoint(name: str) -> CheckpointSource:
         return CheckpointSource(name, None, PRESETS[name], None, vocab, lowercase=True)
     if _HUB_ID.match(name) and ".." not in name and "--" not in name:
         return _from_folder(name, _download(name))
-    known = ", ".join(KNOWN_NAMES)
     if any(sep in name for sep in ("/", "\\")) or name.startswith((".", "~")):
         raise CheckpointError(f"no checkpoint folder {path}; or use one of: {known}")
-    raise CheckpointError(
-        f"unknown checkpoint {name!r}: not a folder, a hub id (org/name), or one of: {known}"
-    )
+    raise CheckpointError(f"unknown checkpoint {name!r}: not a folder, a hub id (org/name), or one of: {known}")
 
 
 def load_encoder(
@@ -88,11 +82,8 @@ def load_encoder(
     source = source_or_name
     if not isinstance(source, CheckpointSource):
         source = resolve_checkpoint(source)
-    overrides = {
-        "hidden_dropout_prob": hidden_dropout_prob,
-        "attention_probs_dropout_prob": attention_probs_dropout_prob,
-    }
-    config = attrs.evolve(source.config, **{k: v for k, v in overrides.items() if v is not None})
+    dropout = {"hidden_dropout_prob": hidden_dropout_prob, "attention_probs_dropout_prob": attention_probs_dropout_prob}
+    config = attrs.evolve(source.config, **{k: p for k, p in dropout.items() if p is not None})
     if source.weights is None:
         model = BertModel(config)
         if seed is not None:
@@ -120,9 +111,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def check_state_dict(
-    model: BertModel, state: dict[str, torch.Tensor], path: Path
-) -> dict[str, torch.Tensor]:
+def check_state_dict(model: BertModel, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """Map checkpoint keys onto the model's names; any missing, extra or misshapen tensor is an error."""
     mapped = {}
     for key, tensor in state.items():
@@ -135,12 +124,8 @@ def check_state_dict(
         problems.append(f"missing tensors ({len(missing)}): {_first(missing)}")
     if unexpected := sorted(mapped.keys() - expected.keys()):
         problems.append(f"unexpected tensors ({len(unexpected)}): {_first(unexpected)}")
-    mismatched = [
-        f"shape mismatch for {key}: checkpoint {tuple(mapped[key].shape)}, "
-        f"model {tuple(expected[key].shape)}"
-        for key in sorted(expected.keys() & mapped.keys())
-        if mapped[key].shape != expected[key].shape
-    ]
+    mismatched = [f"shape mismatch for {key}: checkpoint {tuple(mapped[key].shape)}, model {tuple(expected[key].shape)}"
+                  for key in sorted(expected.keys() & mapped.keys()) if mapped[key].shape != expected[key].shape]
     problems += mismatched[:10] + ([f"... {len(mismatched) - 10} more"] if len(mismatched) > 10 else [])
     if problems:
         raise CheckpointError(f"checkpoint {path}: " + "; ".join(problems))
@@ -159,9 +144,7 @@ def _from_folder(name: str, folder: Path) -> CheckpointSource:
             raise CheckpointError(f"checkpoint folder {folder} has no {needed.name}")
     weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     if weights is None:
-        raise CheckpointError(
-            f"checkpoint folder {folder} has no weights file (one of: {', '.join(WEIGHT_FILES)})"
-        )
+        raise CheckpointError(f"checkpoint folder {folder} has no weights file (one of: {', '.join(WEIGHT_FILES)})")
     try:
         config = BertConfig.from_json_file(config_file)
     except ValueError as err:
@@ -169,9 +152,7 @@ def _from_folder(name: str, folder: Path) -> CheckpointSource:
     with vocab.open(encoding="utf-8") as f:
         n_vocab = sum(1 for _ in f)
     if n_vocab > config.vocab_size:
-        raise CheckpointError(
-            f"{vocab} has {n_vocab} tokens but {config_file} says vocab_size {config.vocab_size}"
-        )
+        raise CheckpointError(f"{vocab} has {n_vocab} tokens but {config_file} says vocab_size {config.vocab_size}")
     return CheckpointSource(name, folder, config, weights, vocab, _lowercase(name, folder))
 
 
@@ -202,7 +183,7 @@ def _download(repo_id: str) -> Path:
     failure = (
         f"could not download {repo_id!r} from the Hugging Face hub (offline?). Download the folder "
         "(config.json, model.safetensors, vocab.txt) by other means and pass its path, "
-        f"or use one of: {', '.join(KNOWN_NAMES)}"
+        f"or use one of: {', '.join(KNOWN_NAMES)} (no local folder {repo_id!r} exists either)"
     )
     try:
         import huggingface_hub
@@ -213,15 +194,9 @@ def _download(repo_id: str) -> Path:
     offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
     files = ["config.json", "tokenizer_config.json", "vocab.txt", WEIGHT_FILES[0]]
     try:
-        folder = Path(
-            huggingface_hub.snapshot_download(
-                repo_id, allow_patterns=files, local_files_only=offline
-            )
-        )
+        folder = Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=files, local_files_only=offline))
         if not (folder / WEIGHT_FILES[0]).is_file():  # older repos only have the .bin
-            huggingface_hub.snapshot_download(
-                repo_id, allow_patterns=[WEIGHT_FILES[1]], local_files_only=offline
-            )
+            huggingface_hub.snapshot_download(repo_id, allow_patterns=[WEIGHT_FILES[1]], local_files_only=offline)
     except RepositoryNotFoundError as err:
         raise CheckpointError(
             f"{repo_id!r} is not a local folder, and the Hugging Face hub has no such repository "

@@ -27,6 +27,10 @@ class Regularizer:
         with a perturbed embedding layer; ``progress`` runs from 0 to 1 over training."""
         return {}
 
+    def task_loss_weight(self, batch: Batch, progress: float) -> float:
+        """Factor on the gold-label task loss of ``batch`` (distillation anneals it from 0 to 1)."""
+        return 1.0
+
     def after_step(self, model: torch.nn.Module) -> None:
         """Called after every optimizer step."""
 

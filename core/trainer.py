@@ -140,6 +140,8 @@ def task_step(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Ten
     output = run.model(batch)
     total = objectives.loss(spec, output, batch.labels)
     terms = {"loss": total.item()}
+    for regularizer in run.regularizers.values():
+        total = total * regularizer.task_loss_weight(batch, run.progress)
 
     def forward(embedding_hook=None):
         return run.model(batch, embedding_hook=embedding_hook)

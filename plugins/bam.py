@@ -1,0 +1,3 @@
+"""bam plugin (opt-in: --plugins bam)."""
+
+PLATFORM_OPT_IN = True

@@ -1,0 +1,3 @@
+"""rlayer plugin (opt-in: --plugins rlayer)."""
+
+PLATFORM_OPT_IN = True

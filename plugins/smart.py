@@ -1,0 +1,3 @@
+"""smart plugin (opt-in: --plugins smart)."""
+
+PLATFORM_OPT_IN = True
