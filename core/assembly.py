@@ -17,7 +17,7 @@ from core.multitask import MultitaskModel
 from core.optim import AdamW
 from core.plugins import Registries, is_opt_in, make_plugin_manager
 from core.pretrained import load_encoder, resolve_checkpoint
-from core.registry import Entry
+from core.registry import Entry, RegistryError
 from core.tasks import TaskSpec
 from core.tokenizer import Tokenizer
 
@@ -41,8 +41,8 @@ def component_config(config: RunConfig, entry: Entry) -> Any:
 def select_tasks(config: RunConfig, registries: Registries) -> dict[str, TaskSpec]:
     try:
         return {name: registries.tasks[name].value for name in config.tasks}
-    except KeyError as error:
-        raise ConfigError(f"--tasks: {error.args[0]}") from None
+    except RegistryError as error:
+        raise ConfigError(f"--tasks: {error}") from None
 
 
 def select_topology(config: RunConfig, registries: Registries, pm: pluggy.PluginManager) -> Entry:
@@ -65,8 +65,8 @@ def select_regularizers(registries: Registries, pm: pluggy.PluginManager) -> lis
 def _lookup(registry, name: str, option: str) -> Entry:
     try:
         return registry[name]
-    except KeyError as error:
-        raise ConfigError(f"{option}: {error.args[0]}") from None
+    except RegistryError as error:
+        raise ConfigError(f"{option}: {error}") from None
 
 
 def load_tokenizer(config: RunConfig) -> Tokenizer:
