@@ -16,6 +16,7 @@ from core.data import SplitData, load_split, resolve_data_dir
 from core.multitask import MultitaskModel
 from core.optim import AdamW
 from core.plugins import Registries, is_opt_in, make_plugin_manager
+from core.pooling import check_layers, pooled_width
 from core.pretrained import load_encoder, resolve_checkpoint
 from core.registry import Entry, RegistryError
 from core.tasks import TaskSpec
@@ -85,8 +86,12 @@ def build_model(config: RunConfig, tasks: dict[str, TaskSpec], topology: Entry) 
     torch.manual_seed(config.seed)
     encoder = load_encoder(config.checkpoint, hidden_dropout_prob=config.dropout,
                            attention_probs_dropout_prob=config.dropout, seed=config.seed)
+    try:
+        check_layers(config.pooling, encoder.config.num_hidden_layers)
+    except ValueError as error:
+        raise ConfigError(f"--pooling: {error} (checkpoint {config.checkpoint})") from None
     heads = topology.value(component_config(config, topology), list(tasks.values()),
-                           encoder.config.hidden_size, config.dropout)
+                           pooled_width(config.pooling, encoder.config.hidden_size), config.dropout)
     missing = [name for name in tasks if name not in heads]
     if missing:
         raise ConfigError(f"topology {topology.name!r} built no head for task(s) {missing}")
@@ -99,21 +104,56 @@ def build_model(config: RunConfig, tasks: dict[str, TaskSpec], topology: Entry) 
     return model
 
 
-def build_optimizer(config: RunConfig, model: torch.nn.Module, total_steps: int):
-    """AdamW over trainable parameters, and a linear warm-up then linear decay schedule
-    (constant when ``--warmup 0``)."""
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+def build_optimizer(config: RunConfig, model: MultitaskModel, total_steps: int):
+    """AdamW over the trainable parameters (see :func:`parameter_groups`), and a linear warm-up then
+    linear decay schedule (constant when ``--warmup 0``) that scales every group's own rate."""
+    optimizer = AdamW(parameter_groups(model, config.learning_rate, config.layer_decay, config.weight_decay),
+                      lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup_steps = int(config.warmup * total_steps)
 
     def factor(step: int) -> float:
-        if config.warmup == 0:
-            return 1.0
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+        return 1.0 if config.warmup == 0 else warmup_linear_decay(step, warmup_steps, total_steps)
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def warmup_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float:
+    """The rate factor at ``step``: rises linearly to 1 over ``warmup_steps``, then falls linearly
+    to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def parameter_groups(model: MultitaskModel, lr: float, layer_decay: float, weight_decay: float) -> list[dict]:
+    """Optimizer groups of the trainable parameters, top of the network first.
+
+    Layer-wise rate decay: the heads, the pooler and the top encoder layer train at ``lr``, each
+    layer below at ``layer_decay`` times the layer above, the embeddings at ``layer_decay`` times the
+    lowest layer. Weight decay applies to weight matrices and embedding tables (>= 2-D) only, never
+    to biases or LayerNorm weights. Frozen parameters (``--mode pretrain``) are left out.
+    """
+    num_layers = len(model.encoder.encoder.layer)
+    depth = {id(p): num_layers for p in model.encoder.embeddings.parameters()}
+    for index, layer in enumerate(model.encoder.encoder.layer):
+        depth.update({id(p): num_layers - 1 - index for p in layer.parameters()})  # the top layer is 0
+    groups: dict[tuple[int, bool], dict] = {}
+    for p in model.parameters():  # a parameter shared between heads comes once
+        if not p.requires_grad:
+            continue
+        d, decayed = depth.get(id(p), 0), p.ndim >= 2
+        group = groups.setdefault((d, decayed), {"params": [], "lr": lr * layer_decay ** d,
+                                                 "weight_decay": weight_decay if decayed else 0.0,
+                                                 "name": _group_name(d, num_layers, decayed)})
+        group["params"].append(p)
+    return [groups[key] for key in sorted(groups, key=lambda key: (key[0], not key[1]))]
+
+
+def _group_name(depth: int, num_layers: int, decayed: bool) -> str:
+    where = "embeddings" if depth == num_layers else f"layer {num_layers - 1 - depth}"
+    if depth == 0:
+        where = f"heads, pooler, layer {num_layers - 1}"
+    return f"{where} ({'weight decay' if decayed else 'no weight decay'})"
 
 
 def default_output_dir(config: RunConfig) -> Path:

@@ -15,6 +15,8 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
+from core.pooling import parse as parse_pooling
+
 
 def _names(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
@@ -25,6 +27,18 @@ def _names(value: Any) -> tuple[str, ...]:
 def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value is not None and value <= 0:
         raise ValueError(f"--{attribute.name.replace('_', '-')} must be positive, got {value}")
+
+
+def _check_pooling(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        parse_pooling(value)
+    except ValueError as error:
+        raise ValueError(f"--pooling: {error}") from None
+
+
+def _check_layer_decay(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"--layer-decay must be in (0, 1] (1: no decay), got {value}")
 
 
 def field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -46,12 +60,20 @@ class RunConfig:
     update: str = field("sequential", "sequential: one optimizer step per task batch; summed: one step on the summed loss",
                         validator=v.in_(("sequential", "summed")))
     topology: str = field("", "head topology; empty: the one an enabled plugin provides, else 'independent'")
-    pooling: str = field("mean", "sentence embedding: cls or mean", validator=v.in_(("cls", "mean")))
+    pooling: str = field("mean", "sentence embedding: cls ([CLS] of the last layer), mean (over real tokens), pooler "
+                                 "(the checkpoint's tanh pooler over [CLS]), cls-concat-K (the [CLS] vectors of the last "
+                                 "K layers concatenated: K x hidden size wide), cls-mean-K (their mean)",
+                         validator=_check_pooling)
     epochs: int = field(1, "training epochs", validator=v.ge(1))
     batch_size: int = field(32, "training batch size (per task batch)", validator=v.ge(1))
     eval_batch_size: int = field(128, "evaluation batch size", validator=v.ge(1))
     lr: float | None = field(None, "learning rate (default 2e-5 for finetune, 1e-3 for pretrain)", validator=_positive_or_none)
-    weight_decay: float = field(0.0, "decoupled weight decay of AdamW", validator=v.ge(0.0))
+    weight_decay: float = field(0.0, "decoupled weight decay of AdamW, applied to weight matrices and embedding tables "
+                                     "only (never to biases or LayerNorm weights)", validator=v.ge(0.0))
+    layer_decay: float = field(1.0, "layer-wise learning-rate decay: the top encoder layer, the pooler and the heads "
+                                    "train at --lr, each layer below at this factor times the layer above, the "
+                                    "embeddings at it times the lowest layer (1: one rate for all)",
+                               validator=_check_layer_decay)
     warmup: float = field(0.0, "fraction of training steps of linear warm-up before linear decay (0: constant rate)",
                           validator=[v.ge(0.0), v.le(1.0)])
     dropout: float = field(0.1, "dropout in the encoder and the heads", validator=[v.ge(0.0), v.lt(1.0)])

@@ -22,9 +22,9 @@ def embed_sentences(encoder, pad, sequences: list[list[int]], pooling: str, batc
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
         indices = order[start:start + batch_size]
         batch = pad([sequences[i] for i in indices])
-        hidden = encoder(batch["input_ids"], attention_mask=batch["attention_mask"],
-                         token_type_ids=batch["token_type_ids"]).last_hidden_state
-        out[indices] = pool(hidden, batch["attention_mask"], pooling)
+        output = encoder(batch["input_ids"], attention_mask=batch["attention_mask"],
+                         token_type_ids=batch["token_type_ids"])
+        out[indices] = pool(output, batch["attention_mask"], pooling)
     return out
 
 

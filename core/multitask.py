@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from core.data import Batch
-from core.pooling import pool
+from core.pooling import needs_hidden_states, pool
 from core.tasks import TaskSpec
 
 
@@ -19,12 +19,15 @@ class MultitaskModel(nn.Module):
         self.heads = heads
         self.tasks = tasks
         self.pooling = pooling
+        self._hidden_states = needs_hidden_states(pooling)  # only pay for every layer's output when pooled
 
     def embed(self, batch: Batch, embedding_hook: Callable | None = None) -> torch.Tensor:
-        """Sentence embeddings (texts·B, H); both sentences of a pair go through one forward."""
+        """Sentence embeddings (texts·B, W), W = ``pooled_width(pooling, H)``; both sentences of a
+        pair go through one forward."""
         out = self.encoder(batch.input_ids, attention_mask=batch.attention_mask,
-                           token_type_ids=batch.token_type_ids, embedding_hook=embedding_hook)
-        return pool(out.last_hidden_state, batch.attention_mask, self.pooling)
+                           token_type_ids=batch.token_type_ids, output_hidden_states=self._hidden_states,
+                           embedding_hook=embedding_hook)
+        return pool(out, batch.attention_mask, self.pooling)
 
     def forward(self, batch: Batch, embedding_hook: Callable | None = None) -> torch.Tensor:
         """The head output of ``batch``'s task. ``embedding_hook`` may perturb the embedding-layer

@@ -1,3 +1,130 @@
-"""rlayer plugin (opt-in: --plugins rlayer)."""
+"""rlayer plugin (opt-in: --plugins rlayer): sentence-pair tasks share one relational layer.
+
+The shared layer reads the scaled Hadamard product h_u∘h_v / (‖h_u‖·‖h_v‖ + ε), whose features sum
+to the cosine similarity of the pair, optionally beside |h_u − h_v|, through
+``linear -> LeakyReLU -> linear`` back to the embedding width. Each sharing task keeps an output
+layer of its own: class logits for pair classification, one score for pair regression. Every other
+task gets its default head (``core.heads.head_for``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import torch
+import torch.nn as nn
+from attrs import validators as v
+
+from core.config import field
+from core.heads import head_for
+from core.hookspecs import hookimpl
+from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, TaskSpec
 
 PLATFORM_OPT_IN = True
+
+log = logging.getLogger("platform")
+PAIR_KINDS = (PAIR_CLASSIFICATION, PAIR_REGRESSION)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(name.strip() for name in value if name.strip())
+
+
+def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"--rlayer-{attribute.name}: must be a positive integer, got {value}")
+
+
+@attrs.frozen
+class RLayerConfig:
+    tasks: tuple[str, ...] = field((), "comma-separated pair tasks that share the relational layer; empty: every "
+                                       "pair-classification and pair-regression task of the run", converter=_names)
+    width: int | None = field(None, "inner width of the relational layer; None: the embedding width",
+                              validator=_positive_or_none)
+    negative_slope: float = field(0.01, "negative slope of the LeakyReLU", validator=v.ge(0.0))
+    with_difference: bool = field(False, "also feed |h_u - h_v| beside the scaled Hadamard product (the first "
+                                         "linear then takes twice the embedding width)")
+    eps: float = field(1e-8, "added to the norm product that scales the Hadamard product", validator=v.gt(0.0))
+
+
+def scaled_hadamard(u: torch.Tensor, v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """h_u∘h_v / (‖h_u‖·‖h_v‖ + ε), (B, H) each -> (B, H); its sum over features is cos(u, v)."""
+    norms = u.norm(dim=-1, keepdim=True) * v.norm(dim=-1, keepdim=True)  # (B, 1)
+    return u * v / (norms + eps)
+
+
+class RelationalLayer(nn.Module):
+    """(u, v) -> (B, H): the relation of a pair, ``linear -> LeakyReLU -> linear``."""
+
+    def __init__(self, hidden_size: int, width: int | None = None, negative_slope: float = 0.01,
+                 with_difference: bool = False, eps: float = 1e-8):
+        super().__init__()
+        width = width or hidden_size
+        self.with_difference = with_difference
+        self.eps = eps
+        self.inner = nn.Linear((2 if with_difference else 1) * hidden_size, width)
+        self.act = nn.LeakyReLU(negative_slope)
+        self.outer = nn.Linear(width, hidden_size)
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        features = scaled_hadamard(u, v, self.eps)  # (B, H)
+        if self.with_difference:
+            features = torch.cat([features, (u - v).abs()], dim=-1)  # (B, 2H)
+        return self.outer(self.act(self.inner(features)))  # (B, H)
+
+
+class RelationalHead(nn.Module):
+    """A task's own output layer on top of the shared relational layer."""
+
+    def __init__(self, relation: RelationalLayer, hidden_size: int, outputs: int, dropout: float):
+        super().__init__()
+        self.relation = relation  # the same instance in every sharing head
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, outputs)
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(self.relation(u, v)))  # (B, num_labels) or (B, 1)
+
+
+def sharing_tasks(config: RLayerConfig, tasks: list[TaskSpec]) -> list[TaskSpec]:
+    """The tasks that share the relational layer: ``config.tasks``, checked, or every pair task."""
+    by_name = {task.name: task for task in tasks}
+    pair = [task.name for task in tasks if task.kind in PAIR_KINDS]
+    if not config.tasks:
+        return [by_name[name] for name in pair]
+    for name in config.tasks:
+        if name not in by_name:
+            raise ValueError(f"--rlayer-tasks: task {name!r} is not a task of this run; its pair tasks are: "
+                             f"{', '.join(pair) or 'none'}")
+        if by_name[name].kind not in PAIR_KINDS:
+            raise ValueError(f"--rlayer-tasks: task {name!r} is of kind {by_name[name].kind}, the relational layer "
+                             f"relates sentence pairs; choose among: {', '.join(pair) or 'none'}")
+    return [by_name[name] for name in dict.fromkeys(config.tasks)]
+
+
+def relational_heads(config: RLayerConfig | None, tasks: list[TaskSpec], hidden_size: int,
+                     dropout: float) -> nn.ModuleDict:
+    """Pair tasks share one relational layer under heads of their own; other tasks get defaults."""
+    config = config or RLayerConfig()
+    sharing = {task.name for task in sharing_tasks(config, tasks)}
+    if not sharing:
+        log.warning("rlayer: no pair task in this run shares the relational layer; every task gets its default head")
+    relation = RelationalLayer(hidden_size, config.width, config.negative_slope, config.with_difference, config.eps)
+    heads = {}
+    for task in tasks:
+        if task.name in sharing:
+            outputs = task.num_labels if task.kind == PAIR_CLASSIFICATION else 1
+            heads[task.name] = RelationalHead(relation, hidden_size, outputs, dropout)
+        else:
+            heads[task.name] = head_for(task, hidden_size, dropout)
+    return nn.ModuleDict(heads)
+
+
+@hookimpl
+def platform_register_topologies(register):
+    register("rlayer", relational_heads, config=RLayerConfig,
+             help="pair tasks share one relational layer over the scaled Hadamard product, each with its own output")

@@ -1,0 +1,187 @@
+"""Fine-tuning recipes in the core: layer-wise rate decay, weight decay groups, the warm-up schedule,
+and the pooling choices."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import torch
+
+from core import assembly, trainer
+from core.assembly import ConfigError, build_model, build_optimizer, warmup_linear_decay
+from core.config import RunConfig
+from core.data import Batch
+from core.plugins import Registries
+from core.pooling import pool, pooled_width
+from core.tasks import PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
+
+FILES = {"train": "-", "dev": "-"}
+SST = TaskSpec(name="sst", kind=SINGLE_CLASSIFICATION, files=FILES, text_columns=("s",), num_labels=5)
+STS = TaskSpec(name="sts", kind=PAIR_REGRESSION, files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0))
+LR = 1e-3
+
+
+def model_of(config: RunConfig, tasks=(SST, STS)):
+    """The model ``config`` builds (tiny random-init encoder: 2 layers, hidden size 128)."""
+    pm = assembly.plugin_manager(config)
+    topology = assembly.select_topology(config, Registries(pm), pm)
+    return build_model(config, {task.name: task for task in tasks}, topology)
+
+
+def config_of(**overrides) -> RunConfig:
+    return RunConfig(tasks=("sst", "sts"), checkpoint="tiny", lr=LR, dropout=0.0, **overrides)
+
+
+def rate_of(optimizer, parameter) -> tuple[float, float]:
+    """(lr, weight decay) of the group that holds ``parameter``."""
+    [group] = [g for g in optimizer.param_groups if any(p is parameter for p in g["params"])]
+    return group["lr"], group["weight_decay"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Layer-wise learning-rate decay and weight decay
+# --------------------------------------------------------------------------------------------------
+
+
+def test_layer_decay_gives_each_layer_its_rate_and_the_schedule_scales_them_all():
+    model = model_of(config_of())
+    config = config_of(layer_decay=0.5, warmup=0.5)
+    optimizer, scheduler = build_optimizer(config, model, total_steps=4)
+    bert = model.encoder
+    expected = {
+        bert.encoder.layer[1].attention.self.query.weight: LR,  # top layer
+        bert.pooler.dense.weight: LR,
+        model.heads["sst"].out.weight: LR,
+        bert.encoder.layer[0].intermediate.dense.weight: LR * 0.5,
+        bert.encoder.layer[0].output.LayerNorm.bias: LR * 0.5,
+        bert.embeddings.word_embeddings.weight: LR * 0.25,
+        bert.embeddings.LayerNorm.weight: LR * 0.25,
+    }
+    warmup_steps = 2
+    for step in range(4):
+        factor = warmup_linear_decay(step, warmup_steps, 4)
+        for parameter, lr in expected.items():
+            assert rate_of(optimizer, parameter)[0] == pytest.approx(lr * factor)
+        optimizer.step()
+        scheduler.step()
+    assert warmup_linear_decay(0, 2, 4) == pytest.approx(1 / 3)  # the first step already moves
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)  # at the end of training
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    grouped = [p for g in optimizer.param_groups for p in g["params"]]
+    assert len(grouped) == len(trainable) and {id(p) for p in grouped} == {id(p) for p in trainable}
+
+
+def test_no_layer_decay_keeps_one_rate():
+    model = model_of(config_of())
+    optimizer, _ = build_optimizer(config_of(), model, total_steps=10)
+    assert {g["lr"] for g in optimizer.param_groups} == {LR}
+
+
+def test_weight_decay_spares_biases_and_layernorm_weights():
+    model = model_of(config_of())
+    optimizer, _ = build_optimizer(config_of(weight_decay=0.01, layer_decay=0.8), model, total_steps=10)
+    for name, parameter in model.named_parameters():
+        decayed = rate_of(optimizer, parameter)[1] == 0.01
+        assert decayed == (parameter.ndim >= 2), name
+        if "bias" in name or "LayerNorm" in name:
+            assert not decayed, name
+    assert rate_of(optimizer, model.encoder.embeddings.word_embeddings.weight)[1] == 0.01
+
+
+def test_warmup_then_linear_decay_factor():
+    total, warmup = 100, 10
+    assert warmup_linear_decay(0, warmup, total) == pytest.approx(1 / 11)  # start
+    assert warmup_linear_decay(9, warmup, total) == pytest.approx(10 / 11)
+    assert warmup_linear_decay(10, warmup, total) == pytest.approx(1.0)  # peak after the warm-up
+    assert warmup_linear_decay(55, warmup, total) == pytest.approx(0.5)  # middle of the decay
+    assert warmup_linear_decay(100, warmup, total) == 0.0  # end
+    model = model_of(config_of())
+    _, constant = build_optimizer(config_of(), model, total_steps=100)  # --warmup 0: no schedule at all
+    assert constant.lr_lambdas[0](0) == constant.lr_lambdas[0](99) == 1.0
+
+
+def test_pretrain_mode_with_layer_decay_trains_only_the_heads(tiny_config):
+    config = attrs.evolve(tiny_config, tasks=("sst", "sts"), mode="pretrain", layer_decay=0.5, weight_decay=0.01,
+                          plugins=("rlayer",), pooling="cls-concat-2", epochs=1)
+    run = trainer.prepare(config)
+    grouped = [p for g in run.optimizer.param_groups for p in g["params"]]
+    assert grouped and all(p.requires_grad for p in grouped)
+    assert {id(p) for p in grouped} == {id(p) for p in run.model.heads.parameters()}
+    assert {g["lr"] for g in run.optimizer.param_groups} == {1e-3}  # heads only: all at the base rate
+    relation = run.model.heads["sts"].relation
+    assert relation.inner.in_features == 2 * 128  # the heads take the pooled width
+    before = relation.inner.weight.detach().clone()
+    trainer.train(run)
+    assert not torch.equal(before, relation.inner.weight)
+
+
+def test_layer_decay_is_validated():
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"--layer-decay must be in \(0, 1\]"):
+            config_of(layer_decay=bad)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pooling
+# --------------------------------------------------------------------------------------------------
+
+
+def batch_of(task="sst", seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 1000, (3, 7), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0  # padding
+    ids[1, 4:] = 0
+    return Batch(task=task, input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), labels=None,
+                 ids=["a", "b", "c"], indices=torch.arange(3))
+
+
+@pytest.mark.parametrize("how,width", [("cls", 128), ("mean", 128), ("pooler", 128), ("cls-concat-1", 128),
+                                       ("cls-concat-2", 256), ("cls-mean-2", 128)])
+def test_each_pooling_gives_its_width(how, width):
+    model = model_of(config_of(pooling=how)).eval()
+    assert pooled_width(how, 128) == width
+    assert model.embed(batch_of()).shape == (3, width)
+    assert model.heads["sst"].out.in_features == width  # heads are built at the pooled width
+    assert model(batch_of()).shape == (3, 5)
+
+
+def test_poolings_agree_with_the_encoder_outputs():
+    model = model_of(config_of()).eval()
+    batch = batch_of()
+    with torch.no_grad():
+        out = model.encoder(batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+        mask = batch.attention_mask
+
+        def pooled(how):
+            return pool(out, mask, how)
+
+        torch.testing.assert_close(pooled("cls-mean-1"), pooled("cls"), rtol=0, atol=0)
+        torch.testing.assert_close(pooled("pooler"), out.pooler_output, rtol=0, atol=0)
+        torch.testing.assert_close(pooled("cls"), out.last_hidden_state[:, 0], rtol=0, atol=0)
+        layers = out.hidden_states
+        torch.testing.assert_close(pooled("cls-concat-2"), torch.cat([layers[1][:, 0], layers[2][:, 0]], dim=-1))
+        torch.testing.assert_close(pooled("cls-mean-2"), (layers[1][:, 0] + layers[2][:, 0]) / 2)
+        torch.testing.assert_close(pooled("mean")[1], out.last_hidden_state[1, :4].mean(dim=0))  # padding left out
+
+
+def test_hidden_states_are_requested_only_when_the_pooling_needs_them():
+    seen = []
+    for how in ("mean", "cls-mean-2"):
+        model = model_of(config_of(pooling=how)).eval()
+        model.encoder.encoder.register_forward_hook(lambda module, args, output: seen.append(output[1] is not None))
+        model.embed(batch_of())
+    assert seen == [False, True]
+
+
+@pytest.mark.parametrize("bad", ["max", "cls-concat", "cls-concat-0", "cls-mean-x", "last4-cls-concat", ""])
+def test_unknown_pooling_lists_the_choices(bad):
+    with pytest.raises(ValueError, match=rf"--pooling: unknown pooling '{bad}'; choose one of cls, mean, pooler, "
+                                         r"cls-concat-K, cls-mean-K"):
+        config_of(pooling=bad)
+
+
+def test_pooling_deeper_than_the_encoder_names_its_layer_count():
+    with pytest.raises(ConfigError, match=r"--pooling: pooling 'cls-concat-3' needs the last 3 layers, but the "
+                                          r"encoder has 2; choose K between 1 and 2"):
+        model_of(config_of(pooling="cls-concat-3"))

@@ -1,0 +1,138 @@
+"""plugins.rlayer: the scaled Hadamard product, one shared relational layer, errors, a tiny run."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core import trainer
+from core.heads import PairClassifier, SentenceClassifier
+from core.inference import load_run
+from core.registry import Registry
+from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
+from plugins import rlayer
+from plugins.rlayer import RelationalHead, RelationalLayer, RLayerConfig, relational_heads, scaled_hadamard
+
+H = 16
+FILES = {"train": "-", "dev": "-"}
+SST = TaskSpec(name="sst", kind=SINGLE_CLASSIFICATION, files=FILES, text_columns=("s",), num_labels=5)
+QUORA = TaskSpec(name="quora", kind=PAIR_CLASSIFICATION, files=FILES, text_columns=("a", "b"), num_labels=1)
+STS = TaskSpec(name="sts", kind=PAIR_REGRESSION, files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0))
+NLI = TaskSpec(name="nli", kind=PAIR_CLASSIFICATION, files=FILES, text_columns=("a", "b"), num_labels=3)  # third party
+TASKS = [SST, QUORA, STS, NLI]
+
+
+def pair(batch=4, width=H, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, width, generator=generator), torch.randn(batch, width, generator=generator)
+
+
+def test_registers_the_rlayer_topology_with_settings():
+    registry = Registry("topology")
+    rlayer.platform_register_topologies(register=registry.register_for("rlayer"))
+    entry = registry["rlayer"]
+    assert entry.value is relational_heads and entry.config is RLayerConfig and entry.help
+    assert rlayer.PLATFORM_OPT_IN is True
+
+
+def test_scaled_hadamard_sums_to_the_cosine_similarity():
+    u, v = (x.double() for x in pair(batch=64, width=48, seed=1))
+    product = scaled_hadamard(u, v, eps=1e-8)
+    assert product.shape == u.shape
+    torch.testing.assert_close(product.sum(dim=-1), F.cosine_similarity(u, v, dim=-1), rtol=0, atol=1e-9)
+    torch.testing.assert_close(scaled_hadamard(u, v, eps=0.0).sum(dim=-1), F.cosine_similarity(u, v, dim=-1),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_pair_tasks_share_one_relational_layer_other_tasks_get_default_heads():
+    heads = relational_heads(RLayerConfig(), TASKS, H, dropout=0.0)
+    relation = heads["quora"].relation
+    assert isinstance(relation, RelationalLayer)
+    assert heads["sts"].relation is relation and heads["nli"].relation is relation  # a third-party pair task too
+    assert isinstance(heads["sst"], SentenceClassifier)
+    own = sum(p.numel() for name in ("sst", "quora", "sts", "nli") for n, p in heads[name].named_parameters()
+              if not n.startswith("relation."))
+    shared = sum(p.numel() for p in relation.parameters())
+    assert sum(p.numel() for p in heads.parameters()) == own + shared  # the shared layer counted once
+    assert relation.inner.in_features == H and relation.inner.out_features == H and relation.outer.out_features == H
+    assert relation.act.negative_slope == 0.01
+
+
+def test_output_shapes_and_settings():
+    heads = relational_heads(RLayerConfig(width=24, with_difference=True, negative_slope=0.2), TASKS, H, 0.0)
+    u, v = pair(batch=5)
+    assert heads["quora"](u, v).shape == (5, 1)  # one logit
+    assert heads["nli"](u, v).shape == (5, 3)  # class logits
+    assert heads["sts"](u, v).shape == (5, 1)  # one score
+    assert heads["sst"](u).shape == (5, 5)
+    relation = heads["sts"].relation
+    assert (relation.inner.in_features, relation.inner.out_features) == (2 * H, 24)
+    assert relation.act.negative_slope == 0.2 and relation(u, v).shape == (5, H)
+
+
+def test_selected_tasks_share_the_others_keep_default_heads():
+    heads = relational_heads(RLayerConfig(tasks="sts,nli"), TASKS, H, 0.0)
+    assert heads["sts"].relation is heads["nli"].relation
+    assert isinstance(heads["quora"], PairClassifier)
+
+
+def test_gradients_of_both_tasks_reach_the_shared_layer():
+    heads = relational_heads(RLayerConfig(), [QUORA, STS], H, 0.0)
+    u, v = pair()
+    relation = heads["quora"].relation
+
+    def grad_of(*tasks):
+        heads.zero_grad(set_to_none=True)
+        sum(heads[task](u, v).sum() for task in tasks).backward()
+        return relation.inner.weight.grad.clone()
+
+    quora, sts, both = grad_of("quora"), grad_of("sts"), grad_of("quora", "sts")
+    assert quora.abs().sum() > 0 and sts.abs().sum() > 0
+    torch.testing.assert_close(both, quora + sts)
+
+
+def test_state_dict_loads_back_and_keeps_the_layer_shared():
+    config = RLayerConfig(with_difference=True)
+    source, target = relational_heads(config, TASKS, H, 0.0), relational_heads(config, TASKS, H, 0.0)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_()
+    target.load_state_dict(source.state_dict())
+    u, v = pair()
+    for task in ("quora", "sts", "nli"):
+        torch.testing.assert_close(target[task](u, v), source[task](u, v))
+    assert target["quora"].relation is target["sts"].relation
+
+
+@pytest.mark.parametrize("tasks,message", [
+    ("sts,paws", r"--rlayer-tasks: task 'paws' is not a task of this run; its pair tasks are: quora, sts, nli"),
+    ("sst", r"--rlayer-tasks: task 'sst' is of kind single-classification, .* choose among: quora, sts, nli"),
+])
+def test_unknown_or_single_sentence_task_is_refused_by_name(tasks, message):
+    with pytest.raises(ValueError, match=message):
+        relational_heads(RLayerConfig(tasks=tasks), TASKS, H, 0.0)
+
+
+def test_bad_width_is_refused():
+    with pytest.raises(ValueError, match="--rlayer-width: must be a positive integer, got 0"):
+        RLayerConfig(width=0)
+
+
+def test_tiny_run_trains_and_reloads_the_same_model(tiny_config):
+    config = attrs.evolve(tiny_config, plugins=("rlayer",), epochs=1)
+    run = trainer.prepare(config)
+    relation = run.model.heads["quora"].relation
+    assert isinstance(run.model.heads["sts"], RelationalHead) and run.model.heads["sts"].relation is relation
+    before = relation.inner.weight.detach().clone()
+    best = trainer.train(run)
+    assert set(best) >= {"sst", "cfimdb", "quora", "sts", "mean"}
+    assert not torch.equal(before, relation.inner.weight)
+
+    saved, model, _ = load_run(config.output_dir)
+    assert saved.plugins == ("rlayer",)
+    assert model.heads["sts"].relation is model.heads["quora"].relation
+    trained = run.model.state_dict()
+    assert list(model.state_dict()) == list(trained)
+    assert all(torch.equal(value, trained[key]) for key, value in model.state_dict().items())
