@@ -1,8 +1,8 @@
-"""The ``platform`` command: run, evaluate, predict, encode, plugins.
+"""The ``platform`` command: run, study, evaluate, predict, encode, plugins.
 
-Options of ``run`` come from the fields of :class:`core.config.RunConfig`; every registered sampler,
-regularizer and topology with settings adds ``--<name>-<setting>`` options; plugins may add more
-through ``platform_add_cli_options``.
+Options of ``run``, and of the base configuration of ``study``, come from the fields of
+:class:`core.config.RunConfig`; every registered sampler, regularizer and topology with settings adds
+``--<name>-<setting>`` options; plugins may add more through ``platform_add_cli_options``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def add_component_options(parser: argparse.ArgumentParser, registries: Registrie
     for kind in COMPONENT_KINDS:
         for entry in getattr(registries, kind):
             if entry.config is not None:
-                group = parser.add_argument_group(f"{entry.name} ({kind[:-1]} from plugin {entry.plugin})", entry.help)
+                group = parser.add_argument_group(f"{entry.name} ({Registries.KINDS[kind]} from plugin {entry.plugin})", entry.help)
                 cfg.add_options(group, entry.config, prefix=f"{entry.name}-")
 
 
@@ -42,10 +42,18 @@ def component_settings(args: argparse.Namespace, registries: Registries) -> dict
     return settings
 
 
-def run_config_from(args: argparse.Namespace, registries: Registries) -> cfg.RunConfig:
+def add_run_config_options(parser: argparse.ArgumentParser, registries: Registries, title: str = "",
+                           description: str = "") -> None:
+    """Every option of a :class:`RunConfig` (under ``title`` if given), and the settings of every
+    registered component."""
+    cfg.add_options(parser.add_argument_group(title, description) if title else parser, cfg.RunConfig)
+    add_component_options(parser, registries)
+
+
+def run_config_from(args: argparse.Namespace, registries: Registries, source: str = "platform run") -> cfg.RunConfig:
     values = cfg.options_given(args, cfg.RunConfig)
     values["components"] = component_settings(args, registries)
-    return cfg.build(cfg.RunConfig, values, source="platform run")
+    return cfg.build(cfg.RunConfig, values, source=source)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -63,6 +71,14 @@ def command_run(args: argparse.Namespace, registries: Registries) -> int:
     print(f"run folder: {run.output_dir}", file=sys.stderr)
     best = trainer.train(run)
     print(format_metrics("best dev", best))
+    return 0
+
+
+def command_study(args: argparse.Namespace, registries: Registries) -> int:
+    from studies.runner import StudySettings, run_study
+
+    settings = cfg.build(StudySettings, cfg.options_given(args, StudySettings), source="platform study")
+    run_study(run_config_from(args, registries, source="platform study"), settings)
     return 0
 
 
@@ -124,9 +140,41 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser("run", help="train a (multitask) model and evaluate it on dev every epoch")
-    cfg.add_options(run, cfg.RunConfig)
+    add_run_config_options(run, registries)
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
-    add_component_options(run, registries)
+
+    study = commands.add_parser(
+        "study", help="an Optuna hyperparameter study: trials of `platform run` with settings from the search spaces",
+        description="Run (or continue) the Optuna study NAME: each trial trains like `platform run` with the base "
+                    "configuration below plus the settings the active search spaces suggest, in "
+                    "<study-dir>/NAME/trial-<number>. See docs/studies.md.")
+    study.add_argument("name", metavar="NAME", help="the study's name: its folder is <study-dir>/NAME; running the "
+                                                    "same NAME again continues the study")
+    options = study.add_argument_group("study")
+    options.add_argument("--trials", type=int, metavar="N", default=argparse.SUPPRESS,
+                         help="trials to run now, added to those the study has (default: 10; no limit with --timeout)")
+    options.add_argument("--timeout", type=float, metavar="MIN", default=argparse.SUPPRESS,
+                         help="start no new trial after MIN minutes")
+    options.add_argument("--storage", metavar="URL", default=argparse.SUPPRESS,
+                         help="an Optuna RDB storage URL, e.g. postgresql://user@host/db "
+                              "(default: sqlite:///<study-dir>/NAME/study.db)")
+    options.add_argument("--space-file", metavar="FILE", default=argparse.SUPPRESS,
+                         help="a TOML file whose [params.NAME] tables narrow (low, high, log, step; choices) or fix "
+                              "(value) parameters of the search space, e.g. studies/interleaved_ratios.toml")
+    options.add_argument("--show-space", action="store_true", default=argparse.SUPPRESS,
+                         help="print the effective search space (parameter, distribution, range or choices, the "
+                              "plugin that contributes it) and exit without training")
+    options.add_argument("--objective", metavar="SPEC", default=argparse.SUPPRESS,
+                         help="mean: the mean dev score; weighted:sst=1,sts=2: a weighted mean of task scores; "
+                              "pareto: one objective per task (multi-objective, no pruning); all maximized "
+                              "(default: mean)")
+    options.add_argument("--pruner", choices=("median", "hyperband", "none"), default=argparse.SUPPRESS,
+                         help="stop unpromising trials after an epoch: median (below the median of earlier trials, "
+                              "after 5 trials, from the second epoch), hyperband, or none (default: median)")
+    options.add_argument("--study-dir", metavar="DIR", default=argparse.SUPPRESS,
+                         help="folder of the studies (default: runs/studies)")
+    add_run_config_options(study, registries, "base configuration",
+                           "every `platform run` option; the search spaces override what they suggest")
 
     evaluate = commands.add_parser("evaluate", help="dev metrics of a trained run (or of any file of the same format)")
     evaluate.add_argument("checkpoint", type=Path, help="a run folder or its best.pt")
@@ -155,7 +203,7 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     return parser, registries
 
 
-COMMANDS = {"run": command_run, "evaluate": command_evaluate, "predict": command_predict,
+COMMANDS = {"run": command_run, "study": command_study, "evaluate": command_evaluate, "predict": command_predict,
             "encode": command_encode, "plugins": command_plugins}
 
 
@@ -172,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"platform {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; everything written so far is kept (resume with --resume RUN_DIR)", file=sys.stderr)
+        hint = ("run the same command again to continue the study" if args.command == "study"
+                else "resume with --resume RUN_DIR")
+        print(f"interrupted; everything written so far is kept ({hint})", file=sys.stderr)
         return 130
 
 

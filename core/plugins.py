@@ -24,6 +24,7 @@ DEFAULT_PLUGINS = (
     "tasks.cfimdb",
     "tasks.quora",
     "tasks.sts",
+    "plugins.core_space",
     "plugins.samplers",
     "plugins.heads",
     "plugins.tensorboard",

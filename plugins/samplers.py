@@ -233,3 +233,21 @@ def platform_register_samplers(register):
     register("proportional", Proportional, help="one task per step, drawn with probability proportional to size")
     register("annealed", Annealed, config=AnnealedConfig,
              help="one task per step, probability proportional to size^alpha, alpha annealed from 1 to a floor")
+
+
+def sampler_space(trial, base) -> dict:
+    """Settings of the base configuration's sampler: per-task batch sizes (``ratio_<task>``, 1..64)
+    for ``interleaved``, ``alpha_floor`` for ``annealed``; nothing for the others."""
+    if base.sampler == "interleaved":
+        ratios = {task: trial.suggest_int(f"ratio_{task}", 1, 64, log=True) for task in base.tasks}
+        return {"components": {"interleaved": {"ratios": ",".join(f"{task}={n}" for task, n in ratios.items())}}}
+    if base.sampler == "annealed":
+        return {"components": {"annealed": {"alpha_floor": trial.suggest_float("alpha_floor", 0.0, 1.0)}}}
+    return {}
+
+
+@hookimpl
+def platform_register_search_spaces(register):
+    register("samplers", sampler_space,
+             help="per-task batch sizes (ratio_<task>) for interleaved, alpha_floor for annealed; "
+                  "when it is the run's sampler")

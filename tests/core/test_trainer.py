@@ -1,17 +1,14 @@
 """A tiny multitask run over small slices of all four tasks: training, evaluation, outputs, resume."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
+from pathlib import Path
 
 import attrs
 import pytest
 
 from core import trainer
 from core.assembly import ConfigError
+from tests.helpers import kill_run_at_step
 
 
 def run_to_end(config):
@@ -20,7 +17,7 @@ def run_to_end(config):
 
 def test_tiny_multitask_run_writes_everything(tiny_config):
     best = run_to_end(tiny_config)
-    out = tiny_config.output_dir and __import__("pathlib").Path(tiny_config.output_dir)
+    out = Path(tiny_config.output_dir)
     assert set(best) >= {"sst", "cfimdb", "quora", "sts", "mean", "epoch"}
     assert 0.0 <= best["sst"] <= 1.0 and -1.0 <= best["sts"] <= 1.0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -42,29 +39,9 @@ def test_tensorboard_has_losses_and_dev_metrics(tiny_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_to_end(attrs.evolve(tiny_config, epochs=1))
-    events = EventAccumulator(str(__import__("pathlib").Path(tiny_config.output_dir) / "tensorboard")).Reload()
+    events = EventAccumulator(str(Path(tiny_config.output_dir) / "tensorboard")).Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss/sst", "train/loss/quora", "train/lr", "train/examples_per_second", "dev/mean", "dev/sts"} <= tags
-
-
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from core import trainer
-    from core.assembly import plugin_manager
-    from core.config import RunConfig
-    from core.hookspecs import hookimpl
-
-    class KillAtStep:
-        @hookimpl
-        def platform_on_after_step(self, run, step):
-            if step == int(sys.argv[2]):
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    config = RunConfig.load(sys.argv[1])
-    pm = plugin_manager(config)
-    pm.register(KillAtStep())
-    trainer.train(trainer.prepare(config, pm))
-""")
 
 
 def test_killed_run_resumes_to_identical_metrics(tiny_config, tmp_path):
@@ -72,12 +49,8 @@ def test_killed_run_resumes_to_identical_metrics(tiny_config, tmp_path):
     reference = run_to_end(attrs.evolve(tiny_config, output_dir=str(tmp_path / "reference")))
 
     killed = attrs.evolve(tiny_config, output_dir=str(tmp_path / "killed"), save_every=1)
-    config_file = tmp_path / "killed.json"
-    killed.save(config_file)
     kill_at = steps_per_epoch + 2  # the second epoch's second step, before its checkpoint: resume after step 1
-    result = subprocess.run([sys.executable, "-c", KILLER, str(config_file), str(kill_at)], capture_output=True,
-                            text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=300)
-    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    kill_run_at_step(killed, kill_at, tmp_path)
     out = tmp_path / "killed"
     assert (out / "last.pt").exists() and not list(out.glob("*.tmp"))
     history = json.loads((out / "metrics.json").read_text())["history"]

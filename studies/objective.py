@@ -1,0 +1,151 @@
+"""What a study maximizes, how a trial trains, and how it is pruned.
+
+A trial trains through exactly the code path of ``platform run`` (``core.trainer.prepare`` and
+``train``); the only addition is :class:`PruningPlugin`, registered on the run's plugin manager,
+which reports every epoch's objective value to Optuna and stops the run when the pruner says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+import optuna
+
+from core import trainer
+from core.config import RunConfig
+from core.hookspecs import hookimpl
+from core.registry import Entry
+from studies.space import Rule, SpaceTrial, trial_config
+
+PRUNERS = ("median", "hyperband", "none")
+
+
+@attrs.frozen
+class Objective:
+    """``mean`` (the dev mean), ``weighted`` (a weighted mean of task scores) or ``pareto`` (one
+    objective per task); every direction is maximize."""
+
+    kind: str
+    tasks: tuple[str, ...]
+    weights: dict[str, float] = attrs.Factory(dict)
+
+    @property
+    def spec(self) -> str:
+        if self.kind == "weighted":
+            return "weighted:" + ",".join(f"{task}={weight:g}" for task, weight in self.weights.items())
+        return f"pareto:{','.join(self.tasks)}" if self.kind == "pareto" else "mean"
+
+    @property
+    def multi(self) -> bool:
+        return self.kind == "pareto"
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] * (len(self.tasks) if self.multi else 1)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(self.tasks) if self.multi else [self.kind]
+
+    def value(self, metrics: dict[str, float]) -> float:
+        """The single objective of a dev evaluation (``mean`` and ``weighted``)."""
+        if self.kind == "weighted":
+            return sum(weight * metrics[task] for task, weight in self.weights.items()) / sum(self.weights.values())
+        return metrics["mean"]
+
+    def values(self, metrics: dict[str, float]) -> float | list[float]:
+        """What the trial returns to Optuna: one value, or one per task for ``pareto``."""
+        return [metrics[task] for task in self.tasks] if self.multi else self.value(metrics)
+
+
+def parse_objective(text: str, tasks: tuple[str, ...]) -> Objective:
+    """``mean``, ``pareto`` or ``weighted:sst=1,sts=2`` (tasks of the base configuration, weights >= 0)."""
+    kind, _, rest = text.partition(":")
+    if text in ("mean", "pareto"):
+        return Objective(text, tuple(tasks))
+    if kind != "weighted" or not rest:
+        raise ValueError(f"--objective: unknown objective {text!r}; choose mean, pareto, or weighted:TASK=W,... "
+                         "(e.g. weighted:sst=1,sts=2)")
+    weights: dict[str, float] = {}
+    for entry in (part.strip() for part in rest.split(",") if part.strip()):
+        task, sep, number = (part.strip() for part in entry.partition("="))
+        try:
+            weight = float(number) if sep else -1.0
+        except ValueError:
+            weight = -1.0
+        if not task or weight < 0:
+            raise ValueError(f"--objective: bad entry {entry!r}; expected TASK=WEIGHT with WEIGHT >= 0, e.g. sst=1")
+        if task not in tasks:
+            raise ValueError(f"--objective: task {task!r} is not among the tasks of the study ({', '.join(tasks)})")
+        weights[task] = weight
+    if not sum(weights.values()) > 0:
+        raise ValueError(f"--objective: the weights of {text!r} sum to zero; give at least one positive weight")
+    return Objective("weighted", tuple(tasks), weights)
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """``median``: stop a trial whose epoch score is below the median of earlier trials at that epoch
+    (after 5 trials, from the second epoch on); ``hyperband``: successive halving over epochs;
+    ``none``: never prune."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"--pruner: unknown pruner {name!r}; choose {', '.join(PRUNERS)}")
+
+
+class PruningPlugin:
+    """Reports each epoch's objective value to the trial, and prunes the run when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, objective: Objective):
+        self.trial, self.objective = trial, objective
+
+    @hookimpl(trylast=True)
+    def platform_on_epoch_end(self, run, epoch, metrics):
+        value = self.objective.value(metrics)
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            reason = f"pruned after epoch {epoch}: {self.objective.spec} {value:.4f}"
+            self.trial.set_user_attr("reason", reason)
+            raise optuna.TrialPruned(reason)
+
+
+@attrs.frozen
+class TrialRunner:
+    """The function Optuna calls for each trial: configure, train in ``<folder>/trial-<number>``,
+    record ``run_dir`` and the dev ``metrics`` as user attributes, return the objective value(s).
+
+    ``plugin_manager(config)`` builds the manager of a run, exactly as ``platform run`` does."""
+
+    base: RunConfig
+    spaces: list[Entry]
+    rules: dict[str, Rule]
+    objective: Objective
+    folder: Path
+    plugin_manager: Callable[[RunConfig], Any]
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        output_dir = self.folder / f"trial-{trial.number}"
+        trial.set_user_attr("run_dir", str(output_dir))
+        try:
+            config = trial_config(self.base, self.spaces, SpaceTrial(trial, self.rules), output_dir)
+            pm = self.plugin_manager(config)
+            if not self.objective.multi:  # Optuna does not prune multi-objective studies
+                pm.register(PruningPlugin(trial, self.objective), name="optuna-pruning")
+            run = trainer.prepare(config, pm)
+            try:
+                best = trainer.train(run)
+            finally:
+                if run.best:
+                    trial.set_user_attr("metrics", dict(run.best))
+                run.close()
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            raise
+        return self.objective.values(best)

@@ -1,0 +1,248 @@
+"""``platform study``: open (or continue) an Optuna study, run its trials, report them.
+
+A study lives in ``<study-dir>/<NAME>/``: ``study.db`` (the default SQLite storage), one run folder
+per trial (``trial-<number>``), and ``hparams/`` (TensorBoard HParams of every finished trial).
+Re-running the same NAME continues the study; nothing in an existing study is ever deleted.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, TextIO
+
+import attrs
+import optuna
+from attrs import validators as v
+
+from core import assembly
+from core.config import RunConfig, field
+from core.plugins import Registries
+from studies.objective import PRUNERS, Objective, TrialRunner, make_pruner, parse_objective
+from studies.space import dry_run, format_space, load_space_file
+
+
+class StudyError(ValueError):
+    """A study that cannot be opened or continued as asked; the message names the study or storage."""
+
+
+def _check_name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not value or value in (".", "..") or any(c in value for c in "/\\"):
+        raise ValueError(f"study NAME must be a plain folder name (no slashes), got {value!r}")
+
+
+def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"--{attribute.name.replace('_', '-')} must be positive, got {value}")
+
+
+@attrs.frozen
+class StudySettings:
+    """How a study runs; the base configuration of its trials is a separate :class:`RunConfig`."""
+
+    name: str = field("", "the study's name: its folder is <study-dir>/NAME", validator=_check_name)
+    trials: int | None = field(None, "trials to run now (default 10; no limit when --timeout is given)",
+                               validator=_positive_or_none)
+    timeout: float | None = field(None, "minutes after which no new trial starts", validator=_positive_or_none)
+    storage: str | None = field(None, "Optuna RDB storage URL (default sqlite:///<study-dir>/NAME/study.db)")
+    space_file: str | None = field(None, "TOML file narrowing or fixing parameters")
+    show_space: bool = field(False, "print the effective search space and exit")
+    objective: str = field("mean", "mean, weighted:TASK=W,..., or pareto")
+    pruner: str = field("median", "median, hyperband or none", validator=v.in_(PRUNERS))
+    study_dir: str = field("runs/studies", "folder of the studies")
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.study_dir) / self.name
+
+
+def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[object] = (),
+              pruner: optuna.pruners.BasePruner | None = None, out: TextIO | None = None) -> optuna.Study | None:
+    """Run (or continue) the study, print its trials, and return it; with ``show_space``, print the
+    effective space and return None. ``plugins`` are registered on every run's manager beside the
+    enabled ones (fixture plugins); ``pruner`` replaces ``settings.pruner``; output goes to ``out``
+    (default: standard output)."""
+    out = out or sys.stdout
+    if base.output_dir:
+        raise StudyError(f"--output-dir is set per trial (<study-dir>/NAME/trial-N, here {settings.folder}/trial-N); "
+                         "choose the folder with --study-dir")
+    plugins = list(plugins)
+
+    def plugin_manager(config: RunConfig):
+        pm = assembly.plugin_manager(config)
+        for index, plugin in enumerate(plugins):
+            pm.register(plugin, name=f"study-extra-{index}")
+        return pm
+
+    registries = Registries(plugin_manager(base))
+    spaces = list(registries.search_spaces)
+    rules = load_space_file(settings.space_file) if settings.space_file else {}
+    suggested = dry_run(base, spaces, rules, source=settings.space_file or "--space-file",
+                        check=lambda config: _check_components(config, registries))
+    if settings.show_space:
+        print(format_space(suggested), file=out)
+        return None
+
+    objective = parse_objective(settings.objective, base.tasks)
+    if objective.multi:  # Optuna does not prune multi-objective studies
+        pruner = optuna.pruners.NopPruner()
+    pruner = pruner or make_pruner(settings.pruner, base.epochs)
+    if settings.storage is None:
+        settings.folder.mkdir(parents=True, exist_ok=True)  # the SQLite file goes there
+    url = settings.storage or f"sqlite:///{(settings.folder / 'study.db').resolve()}"
+    storage = open_storage(url)
+    settings.folder.mkdir(parents=True, exist_ok=True)
+    hparams = HParamsWriter(settings.folder / "hparams")
+    try:
+        study = open_study(storage, url, settings.name, objective, pruner)
+        if objective.multi:
+            print("note: pruning is off for --objective pareto (Optuna does not prune multi-objective studies)",
+                  file=out)
+        ran: list[optuna.trial.FrozenTrial] = []  # this process's trials (other workers may share the study)
+        trials = settings.trials if settings.trials or settings.timeout else 10
+        runner = TrialRunner(base, spaces, rules, objective, settings.folder, plugin_manager)
+        study.optimize(runner, n_trials=trials, timeout=settings.timeout and settings.timeout * 60,
+                       catch=(Exception,), callbacks=[hparams, lambda study, trial: ran.append(trial)])
+        print(format_trials(study, objective), file=out)
+        print(format_best(study, objective), file=out)
+        if ran and all(t.state == optuna.trial.TrialState.FAIL for t in ran):
+            raise StudyError(f"study {settings.name!r}: all {len(ran)} trial(s) of this run failed; "
+                             f"first error: {ran[0].user_attrs.get('error', 'unknown')}")
+        return study
+    finally:
+        hparams.close()
+        storage.engine.dispose()
+
+
+def _check_components(config: RunConfig, registries: Registries) -> None:
+    for kind in ("samplers", "regularizers", "topologies"):
+        for entry in getattr(registries, kind):
+            if entry.name in config.components:
+                assembly.component_config(config, entry)
+
+
+# --------------------------------------------------------------------------------------------------
+# Storage and study
+# --------------------------------------------------------------------------------------------------
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats, so the trials of a worker that died are marked failed."""
+    import sqlalchemy.exc
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=120)
+    except ImportError:
+        raise StudyError(f"--storage: cannot open {_safe(url)}: the database driver for this URL is not installed "
+                         "(e.g. pip install psycopg2-binary for postgresql://)") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
+        raise StudyError(f"--storage: cannot open {_safe(url)}: {str(error).splitlines()[0]}") from None
+
+
+def _safe(url: str) -> str:
+    """The URL with its password hidden."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_study(storage: optuna.storages.RDBStorage, url: str, name: str, objective: Objective,
+               pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """Load the study ``name``, or create it; an existing study must have the same direction(s) and
+    objective. Nothing in it is changed when it does not."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        study_id = None
+    if study_id is not None:
+        existing = [d.name.lower() for d in storage.get_study_directions(study_id)]
+        if existing != objective.directions:
+            raise StudyError(f"study {name!r} in {_safe(url)} has direction(s) {existing}, but --objective "
+                             f"{objective.spec} needs {objective.directions}; choose another NAME (the existing "
+                             "study was left as it is)")
+        recorded = storage.get_study_user_attrs(study_id).get("objective")
+        if recorded is not None and recorded != objective.spec:
+            raise StudyError(f"study {name!r} in {_safe(url)} optimizes {recorded}, not {objective.spec}; choose "
+                             "another NAME or the same --objective (the existing study was left as it is)")
+    study = optuna.create_study(storage=storage, study_name=name, directions=objective.directions, pruner=pruner,
+                                load_if_exists=True)
+    if study_id is None:
+        study.set_user_attr("objective", objective.spec)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(objective.metric_names)
+    return study
+
+
+# --------------------------------------------------------------------------------------------------
+# Reporting: TensorBoard HParams and the table of trials
+# --------------------------------------------------------------------------------------------------
+
+
+def trial_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """Suggested and fixed (space file) parameters of a trial, by name."""
+    fixed = {key.partition(":")[2]: value for key, value in trial.user_attrs.items() if key.startswith("fixed:")}
+    return dict(sorted({**trial.params, **fixed}.items()))
+
+
+class HParamsWriter:
+    """After each finished trial, its parameters and best dev metrics as TensorBoard HParams under
+    ``<folder>/trial-<number>``, so ``tensorboard --logdir <folder>`` compares trials."""
+
+    def __init__(self, folder: Path):
+        self.folder, self._writer = folder, None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        metrics = trial.user_attrs.get("metrics")
+        if not metrics:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.folder))
+        scores = {f"dev/{name}": float(value) for name, value in metrics.items() if name != "epoch"}
+        if trial.values and len(trial.values) == 1:  # pareto trials have their per-task scores already
+            scores["objective"] = float(trial.values[0])
+        hparams = {name: value if isinstance(value, (int, float, str, bool)) else str(value)
+                   for name, value in trial_params(trial).items()}
+        self._writer.add_hparams({**hparams, "state": trial.state.name}, scores, run_name=f"trial-{trial.number}")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_trials(study: optuna.Study, objective: Objective) -> str:
+    """Every trial of the study: number, state, value(s) and parameters (fixed ones marked)."""
+    rows = [("trial", "state", " / ".join(objective.metric_names), "params")]
+    for trial in study.trials:
+        values = " / ".join(f"{v:.4f}" for v in trial.values) if trial.values else "-"
+        params = ", ".join(f"{name}={_number(value)}" + (" (fixed)" if f"fixed:{name}" in trial.user_attrs else "")
+                           for name, value in trial_params(trial).items())
+        note = trial.user_attrs.get("error") or trial.user_attrs.get("reason") or ""
+        rows.append((str(trial.number), trial.state.name, values, params + (f"  [{note}]" if note else "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
+                     for row in rows)
+
+
+def format_best(study: optuna.Study, objective: Objective) -> str:
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return "no trial has completed yet"
+    if objective.multi:
+        return "Pareto-optimal trials: " + "; ".join(
+            f"{t.number} ({', '.join(f'{n} {v:.4f}' for n, v in zip(objective.metric_names, t.values))}) "
+            f"{t.user_attrs.get('run_dir')}" for t in study.best_trials)
+    best = study.best_trial
+    return f"best trial: {best.number} ({objective.spec} {best.value:.4f}), run folder {best.user_attrs.get('run_dir')}"

@@ -1,0 +1,184 @@
+"""Tiny real studies (tiny encoder, 16 examples per task, 1-2 epochs): trials, continuation, pruning,
+failures, objectives, storage errors, and what every trial leaves behind."""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from core.cli import build_parser, main
+from core.config import RunConfig
+from core.hookspecs import hookimpl
+from studies.runner import StudyError, StudySettings, run_study
+
+EXAMPLE = Path(__file__).parents[2] / "studies" / "interleaved_ratios.toml"
+TINY = ["--tasks", "sst,sts", "--checkpoint", "tiny", "--limit", "16", "--max-length", "24", "--threads", "1",
+        "--batch-size", "8"]
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def load(folder, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / name / 'study.db'}")
+
+
+def tiny_base(data_dir, **changes):
+    return RunConfig(**{**dict(tasks=("sst", "sts"), checkpoint="tiny", limit=16, max_length=24, batch_size=8,
+                               epochs=2, threads=1, sampler="rrobin", data_dir=str(data_dir)), **changes})
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, data_dir):
+    """`platform study` twice under one NAME: 2 trials with the median pruner, then 1 more."""
+    folder = tmp_path_factory.mktemp("studies")
+    args = ["study", "tiny", "--study-dir", folder, "--pruner", "median", "--space-file", EXAMPLE, *TINY,
+            "--epochs", "2", "--sampler", "interleaved", "--data-dir", data_dir]
+    outputs, first = [], None
+    for trials in (2, 1):
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert main([str(a) for a in args] + ["--trials", str(trials)]) == 0
+        outputs.append(out.getvalue())
+        first = first or [(t.number, t.params, t.values) for t in load(folder, "tiny").trials]
+    return folder, load(folder, "tiny"), first, outputs
+
+
+def test_study_runs_its_trials_and_reports_every_epoch(study):
+    folder, loaded, first, _ = study
+    assert loaded.directions == [optuna.study.StudyDirection.MAXIMIZE]
+    assert [t.state for t in loaded.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    for trial in loaded.trials:
+        assert sorted(trial.intermediate_values) == [0, 1]  # the pruning plugin reported both epochs
+        assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
+
+
+def test_running_the_same_name_again_continues_the_study(study):
+    folder, loaded, first, outputs = study
+    assert len(first) == 2 and len(loaded.trials) == 3
+    assert [(t.number, t.params, t.values) for t in loaded.trials[:2]] == first  # nothing changed or deleted
+    assert sorted(p.name for p in (folder / "tiny").glob("trial-*")) == ["trial-0", "trial-1", "trial-2"]
+    assert "A new study" not in outputs[1]
+
+
+def test_every_trial_records_its_run_folder_metrics_and_the_space_file(study):
+    folder, loaded, _, _ = study
+    for trial in loaded.trials:
+        run_dir = Path(trial.user_attrs["run_dir"])
+        assert run_dir == folder / "tiny" / f"trial-{trial.number}"
+        best = json.loads((run_dir / "metrics.json").read_text())["best"]
+        assert trial.user_attrs["metrics"] == best and {"sst", "sts", "mean"} <= set(best)
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["dropout"] == trial.user_attrs["fixed:dropout"] == 0.1  # fixed by the space file
+        assert 1e-4 <= trial.params["lr"] <= 1e-3 and config["lr"] == trial.params["lr"]
+        assert config["pooling"] == "mean" and "pooling" in trial.params  # one choice left: still suggested
+        assert config["components"]["interleaved"]["ratios"] == \
+            f"sst={trial.params['ratio_sst']},sts={trial.params['ratio_sts']}"
+        assert 2 <= trial.params["ratio_sst"] <= 8 and 2 <= trial.params["ratio_sts"] <= 8
+
+
+def test_hparams_of_every_trial_are_written_for_tensorboard(study):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    folder, loaded, _, _ = study
+    for trial in loaded.trials:
+        files = list((folder / "tiny" / "hparams" / f"trial-{trial.number}").glob("events.out.tfevents.*"))
+        tags = {value.tag for path in files for event in EventFileLoader(str(path)).Load()
+                if event.HasField("summary") for value in event.summary.value}
+        assert {"_hparams_/experiment", "_hparams_/session_start_info", "dev/sst", "dev/sts", "objective"} <= tags
+
+
+def test_the_table_lists_trials_and_the_best_run_folder(study):
+    folder, loaded, _, outputs = study
+    table = outputs[1]
+    assert table.splitlines()[0].split() == ["trial", "state", "mean", "params"]
+    assert "dropout=0.1 (fixed)" in table and "ratio_sst=" in table
+    best = loaded.best_trial
+    assert f"best trial: {best.number} (mean {best.value:.4f}), run folder {best.user_attrs['run_dir']}" in table
+
+
+def test_pareto_objective_makes_a_multi_objective_study(capsys, tmp_path, data_dir):
+    code, out, _ = run_cli(capsys, "study", "front", "--study-dir", tmp_path, "--objective", "pareto", "--trials", 1,
+                           *TINY, "--epochs", "1", "--sampler", "rrobin", "--data-dir", data_dir)
+    assert code == 0 and "pruning is off for --objective pareto" in out
+    loaded = load(tmp_path, "front")
+    assert loaded.directions == [optuna.study.StudyDirection.MAXIMIZE] * 2 and loaded.metric_names == ["sst", "sts"]
+    trial = loaded.trials[0]
+    metrics = trial.user_attrs["metrics"]
+    assert trial.values == [metrics["sst"], metrics["sts"]] and trial.intermediate_values == {}
+    assert "Pareto-optimal trials: 0" in out
+
+
+def test_a_pruned_trial_stops_and_says_why(tmp_path, data_dir):
+    settings = StudySettings(name="pruned", trials=1, study_dir=str(tmp_path))
+    study = run_study(tiny_base(data_dir), settings, pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # always prunes
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [0]
+    assert trial.user_attrs["reason"].startswith("pruned after epoch 0: mean ")
+    assert trial.user_attrs["metrics"]["epoch"] == 0
+    assert (tmp_path / "pruned" / "hparams" / "trial-0").is_dir()
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, data_dir):
+    class Broken:
+        @hookimpl
+        def platform_register_search_spaces(self, register):
+            register("broken", lambda trial, base: {"data_dir": str(tmp_path / "nowhere")})
+
+    settings = StudySettings(name="broken", trials=2, study_dir=str(tmp_path))
+    with pytest.raises(StudyError, match="all 2 trial"):
+        run_study(tiny_base(data_dir), settings, plugins=[Broken()])
+    trials = load(tmp_path, "broken").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert all("no data folder found" in t.user_attrs["error"] for t in trials)
+
+
+def test_an_existing_study_with_other_directions_is_refused_and_kept(capsys, tmp_path):
+    (tmp_path / "old").mkdir()
+    old = optuna.create_study(study_name="old", storage=f"sqlite:///{tmp_path / 'old' / 'study.db'}",
+                              direction="minimize")
+    old.add_trial(optuna.trial.create_trial(value=1.0))
+    code, _, err = run_cli(capsys, "study", "old", "--study-dir", tmp_path, *TINY)
+    assert code == 2 and "study 'old'" in err and "['minimize']" in err and "['maximize']" in err
+    code, _, err = run_cli(capsys, "study", "old", "--study-dir", tmp_path, "--objective", "pareto", *TINY)
+    assert code == 2 and "['maximize', 'maximize']" in err
+    assert len(load(tmp_path, "old").trials) == 1
+
+
+def test_an_existing_study_of_another_objective_is_refused(capsys, tmp_path):
+    (tmp_path / "mean").mkdir()
+    study = optuna.create_study(study_name="mean", storage=f"sqlite:///{tmp_path / 'mean' / 'study.db'}",
+                                direction="maximize")
+    study.set_user_attr("objective", "mean")
+    code, _, err = run_cli(capsys, "study", "mean", "--study-dir", tmp_path, "--objective", "weighted:sst=1", *TINY)
+    assert code == 2 and "study 'mean'" in err and "optimizes mean, not weighted:sst=1" in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--storage", "postgresql://nobody@127.0.0.1:1/none"],
+     "--storage: cannot open postgresql://nobody@127.0.0.1:1/none: "),
+    (["--storage", "not a url"], "--storage: cannot open not a url"),
+    (["--objective", "weighted:quora=1"], "--objective: task 'quora' is not among the tasks of the study (sst, sts)"),
+    (["--objective", "best"], "--objective: unknown objective 'best'"),
+    (["--output-dir", "x"], "--output-dir is set per trial"),
+    (["--trials", "0"], "--trials must be positive"),
+])
+def test_bad_study_options_give_one_clear_message(capsys, tmp_path, args, message):
+    code, _, err = run_cli(capsys, "study", "bad", "--study-dir", tmp_path, *TINY, *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_help_documents_every_option():
+    parser, _ = build_parser()
+    study = parser._subparsers._group_actions[0].choices["study"]
+    text = study.format_help()
+    for option in ("--trials", "--timeout", "--storage", "--space-file", "--show-space", "--objective", "--pruner",
+                   "--study-dir", "--tasks", "--checkpoint", "--epochs", "--limit", "--plugins",
+                   "--interleaved-ratios"):
+        assert option in text
+    assert all(action.help for action in study._actions)
