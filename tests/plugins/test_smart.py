@@ -1,0 +1,341 @@
+"""plugins.smart: divergences by hand, the ε-ball, the EMA teacher, the adversarial term on a tiny
+model, registration and CLI options, TensorBoard telemetry, exact resume, and a step-time figure."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+
+import attrs
+import pytest
+import torch
+
+from core import trainer
+from core.data import Batch
+from core.multitask import MultitaskModel
+from core.plugins import Registries, make_plugin_manager
+from core.pretrained import load_encoder
+from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
+from plugins import smart
+from plugins.heads import independent_heads
+from plugins.smart import Smart, SmartConfig, divergence_for, squared_error, symmetric_kl_bernoulli, symmetric_kl_logits
+
+LN3 = math.log(3.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: one thread is fastest, and far faster than several on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Divergences
+# ---------------------------------------------------------------------------------------------------
+
+
+def kl(p: list[float], q: list[float]) -> float:
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+
+
+def test_symmetric_kl_of_logits_by_hand():
+    # softmax([0, ln 3]) = [1/4, 3/4], softmax([0, 0]) = [1/2, 1/2]
+    expected = kl([0.25, 0.75], [0.5, 0.5]) + kl([0.5, 0.5], [0.25, 0.75])
+    assert expected == pytest.approx(LN3 / 4)
+    got = symmetric_kl_logits(torch.tensor([[0.0, LN3]]), torch.tensor([[0.0, 0.0]]))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # a batch averages its examples: the second pair is equal, so half the first
+    batch = symmetric_kl_logits(torch.tensor([[0.0, LN3], [1.0, 2.0]]), torch.tensor([[0.0, 0.0], [1.0, 2.0]]))
+    assert batch.item() == pytest.approx(expected / 2, rel=1e-6)
+
+
+def test_symmetric_kl_of_one_logit_is_the_bernoulli_one_by_hand_and_not_zero():
+    a, b = torch.tensor([[LN3]]), torch.tensor([[0.0]])  # σ(ln 3) = 3/4, σ(0) = 1/2
+    expected = kl([0.75, 0.25], [0.5, 0.5]) + kl([0.5, 0.5], [0.75, 0.25])
+    got = symmetric_kl_bernoulli(a, b)
+    assert got.item() == pytest.approx(expected, rel=1e-6) and got.item() > 0
+    # one logit z is the two-class logits [0, z]
+    two_classes = symmetric_kl_logits(torch.tensor([[0.0, LN3]]), torch.zeros(1, 2))
+    assert got.item() == pytest.approx(two_classes.item(), rel=1e-6)
+    # the bug of a softmax over a single logit: always 0, whatever the logits
+    assert symmetric_kl_logits(a, b).item() == 0.0
+    # saturated logits stay finite: (σ(a) − σ(b))(a − b) -> 1 · 100
+    assert symmetric_kl_bernoulli(torch.tensor([[50.0]]), torch.tensor([[-50.0]])).item() == pytest.approx(100.0)
+    assert symmetric_kl_bernoulli(torch.tensor([0.5, -1.0]), torch.tensor([0.5, -1.0])).item() == 0.0  # (B,) too
+
+
+def test_squared_error_by_hand():
+    got = squared_error(torch.tensor([[0.5], [0.25]]), torch.tensor([[0.0], [0.75]]))
+    assert got.item() == pytest.approx((0.25 + 0.25) / 2)
+
+
+@pytest.mark.parametrize("loss, shape", [("cross-entropy", (6, 5)), ("bce", (6, 1)), ("mse", (6, 1))])
+def test_divergences_are_symmetric_and_zero_on_equal_outputs(loss, shape):
+    divergence = divergence_for(loss)
+    a, b = torch.randn(shape, generator=torch.Generator().manual_seed(0)), torch.randn(shape)
+    assert divergence(a, b).item() > 0
+    assert divergence(a, b).item() == pytest.approx(divergence(b, a).item(), rel=1e-6)
+    assert divergence(a, a).item() == 0.0
+
+
+def test_unknown_loss_has_no_divergence():
+    with pytest.raises(ValueError, match="no divergence for task loss 'hinge'; known: cross-entropy, bce, mse"):
+        divergence_for("hinge")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The ε-ball
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_projection_keeps_every_example_inside_the_ball():
+    big = torch.randn(4, 7, 16) * 3
+    small = big * 1e-9
+    inf = smart.project(big, 0.01, "inf")
+    assert inf.flatten(1).abs().amax(dim=1).max().item() <= 0.01
+    l2 = smart.project(big, 0.01, "l2")
+    assert torch.all(l2.flatten(1).norm(dim=1) <= 0.01 * (1 + 1e-5))
+    assert torch.allclose(l2.flatten(1).norm(dim=1), torch.full((4,), 0.01))  # outside: moved onto the sphere
+    for norm in ("inf", "l2"):
+        assert torch.equal(smart.project(small, 0.01, norm), small)  # inside: left alone
+
+
+def test_gradient_normalisation_is_per_example():
+    grad = torch.randn(3, 5, 8) * torch.tensor([1e-6, 1.0, 1e3]).view(3, 1, 1)
+    assert torch.allclose(smart.normalize(grad, "inf").flatten(1).abs().amax(dim=1), torch.ones(3))
+    assert torch.allclose(smart.normalize(grad, "l2").flatten(1).norm(dim=1), torch.ones(3))
+    assert torch.equal(smart.normalize(torch.zeros(2, 3, 4), "inf"), torch.zeros(2, 3, 4))  # no division by zero
+
+
+# ---------------------------------------------------------------------------------------------------
+# A tiny model with one task of each head kind
+# ---------------------------------------------------------------------------------------------------
+
+TASKS = {
+    "five": TaskSpec(name="five", kind=SINGLE_CLASSIFICATION, files={"train": "t", "dev": "d"}, text_columns=("s",),
+                     num_labels=5),
+    "para": TaskSpec(name="para", kind=PAIR_CLASSIFICATION, files={"train": "t", "dev": "d"}, text_columns=("a", "b")),
+    "sim": TaskSpec(name="sim", kind=PAIR_REGRESSION, files={"train": "t", "dev": "d"}, text_columns=("a", "b"),
+                    label_range=(0.0, 5.0)),
+}
+
+
+def tiny_model(dropout: float = 0.0) -> MultitaskModel:
+    torch.manual_seed(0)
+    encoder = load_encoder("tiny", hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, seed=0)
+    return MultitaskModel(encoder, independent_heads(None, list(TASKS.values()), 128, dropout), TASKS, "mean")
+
+
+def tiny_batch(task: str, size: int = 4, length: int = 12) -> Batch:
+    """Random tokens, the last rows padded; pair tasks stack both sentences: (texts·B, T)."""
+    rows = size * (2 if TASKS[task].is_pair else 1)
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(1000, 2000, (rows, length), generator=generator)
+    attention_mask = torch.ones(rows, length, dtype=torch.long)
+    attention_mask[1::2, length // 2:] = 0  # every other row is padded after half its length
+    input_ids[attention_mask == 0] = 0
+    labels = torch.randint(0, 2 if TASKS[task].loss == "bce" else 5, (size,), generator=generator)
+    return Batch(task, input_ids, torch.zeros_like(input_ids), attention_mask, labels,
+                 [str(i) for i in range(size)], torch.arange(size))
+
+
+def run_terms(regularizer, model, batch):
+    output = model(batch)
+    return regularizer.terms(model, batch, output, lambda embedding_hook=None: model(batch, embedding_hook), 0.0)
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_adversarial_term_is_positive_and_trains_the_model(task):
+    model = tiny_model()  # no dropout: the term measures the perturbation alone
+    regularizer = Smart(SmartConfig(bregman_weight=0.0, epsilon=1e-3, noise=1e-3), model)
+    terms = run_terms(regularizer, model, tiny_batch(task))
+    assert set(terms) == {"adversarial"} and terms["adversarial"].item() > 0
+    terms["adversarial"].backward()
+    grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+    assert grads["encoder.embeddings.word_embeddings.weight"].abs().sum() > 0  # through x + δ, into the embeddings
+    assert grads["encoder.encoder.layer.0.attention.self.query.weight"].abs().sum() > 0
+    if task != "sim":  # the cosine head has no parameters
+        assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(f"heads.{task}."))
+    assert all(g is None for n, g in grads.items() if n.startswith("heads.") and not n.startswith(f"heads.{task}."))
+
+
+@pytest.mark.parametrize("norm", ["inf", "l2"])
+def test_perturbation_lies_in_the_ball_off_the_padding_and_beats_random_ones(norm):
+    model = tiny_model()
+    epsilon = 1e-2  # large enough for divergences well above float32 rounding
+    config = SmartConfig(epsilon=epsilon, noise=epsilon, step_size=1.0, norm=norm, bregman_weight=0.0)
+    batch = tiny_batch("five", size=8)
+    output = model(batch)
+    forward = lambda embedding_hook=None: model(batch, embedding_hook)  # noqa: E731
+    delta = Smart(config, model).perturbation(batch, output, forward, symmetric_kl_logits)
+    assert delta.shape == (8, 12, 128) and not delta.requires_grad
+    assert torch.all(delta[batch.attention_mask == 0] == 0)
+    sizes = delta.flatten(1).abs().amax(dim=1) if norm == "inf" else delta.flatten(1).norm(dim=1)
+    assert torch.all(sizes <= epsilon * (1 + 1e-5))
+
+    def divergence_at(d):
+        with torch.no_grad():
+            return symmetric_kl_logits(model(batch, lambda emb: emb + d), output).item()
+
+    mask = batch.attention_mask.unsqueeze(-1)
+    randoms = [smart.project(torch.randn_like(delta).sign() * mask, epsilon, norm) for _ in range(5)]
+    assert divergence_at(delta) > 10 * max(divergence_at(d) for d in randoms)
+
+
+def test_ema_teacher_update_is_exact():
+    model = tiny_model(dropout=0.1)
+    regularizer = Smart(SmartConfig(momentum=0.9), model)
+    teacher = regularizer.teacher
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():  # a model that moved away from the copy
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    current = model.state_dict()
+    regularizer.after_step(model)
+    for key, value in teacher.state_dict().items():
+        expected = 0.9 * before[key] + (1 - 0.9) * current[key]
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7, msg=key)
+
+
+def test_bregman_term_uses_the_teacher_and_zero_weight_skips_it():
+    model = tiny_model(dropout=0.1)
+    model.train()
+    regularizer = Smart(SmartConfig(weight=0.0), model)
+    batch = tiny_batch("para")
+    terms = run_terms(regularizer, model, batch)
+    assert set(terms) == {"bregman"} and terms["bregman"].item() > 0  # dropout: the student differs from f̃
+    assert terms["bregman"].requires_grad
+    none = Smart(SmartConfig(bregman_weight=0.0), model)
+    assert none.teacher is None and none.state_dict() == {}
+    assert "bregman" not in run_terms(none, model, batch)
+    with pytest.raises(ValueError, match="the checkpoint has a teacher, but --smart-bregman-weight is 0.0"):
+        none.load_state_dict(regularizer.state_dict())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registration, options, telemetry and resume through the real host
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_registered_only_when_enabled_with_options():
+    from core.cli import build_parser
+
+    pm = make_plugin_manager(enabled=("smart",), entry_points=False)
+    entry = Registries(pm).regularizers["smart"]
+    assert entry.value is Smart and entry.config is SmartConfig and entry.plugin == "smart" and entry.help
+    assert isinstance(entry.value(SmartConfig(), tiny_model()), Smart)
+    assert "smart" not in Registries(make_plugin_manager(enabled=(), entry_points=False)).regularizers
+
+    parser, _ = build_parser(pm)
+    args = parser.parse_args(["run", "--plugins", "smart", "--smart-weight", "2", "--smart-norm", "l2",
+                              "--smart-bregman-weight", "0"])
+    assert (args.smart_weight, args.smart_norm, args.smart_bregman_weight) == (2.0, "l2", 0.0)
+
+
+@pytest.mark.parametrize("bad", [{"weight": -1.0}, {"epsilon": 0.0}, {"step_size": 0.0}, {"noise": -1e-5},
+                                 {"steps": 0}, {"norm": "l1"}, {"momentum": 1.0}, {"bregman_weight": -0.5}])
+def test_config_rejects_out_of_range_settings(bad):
+    with pytest.raises(ValueError):
+        SmartConfig(**bad)
+
+
+@pytest.fixture(scope="module")
+def smart_config(tmp_path_factory, data_dir):
+    """Two epochs of a tiny run with SMART over one task of each head kind (ce, bce, mse)."""
+    from core.config import RunConfig
+
+    return RunConfig(tasks=("sst", "quora", "sts"), plugins=("smart",), checkpoint="tiny", limit=16, batch_size=8,
+                     eval_batch_size=16, max_length=32, epochs=2, lr=1e-3, sampler="rrobin", log_every=1,
+                     data_dir=str(data_dir), output_dir=str(tmp_path_factory.mktemp("smart") / "reference"), threads=1)
+
+
+@pytest.fixture(scope="module")
+def reference(smart_config):
+    run = trainer.prepare(smart_config)
+    return run, trainer.train(run)
+
+
+def test_tiny_run_logs_smart_terms_per_task(smart_config, reference):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, _ = reference
+    assert list(run.regularizers) == ["smart"]
+    events = EventAccumulator(str(Path(smart_config.output_dir) / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    for task in smart_config.tasks:
+        assert {f"smart/{task}/adversarial", f"smart/{task}/bregman"} <= tags
+        adversarial = events.Scalars(f"smart/{task}/adversarial")
+        assert [e.step for e in adversarial] == list(range(1, 5)) and all(e.value > 0 for e in adversarial)
+        # the same step numbers as the task losses the tensorboard plugin logs after each step
+        assert [e.step for e in events.Scalars(f"train/loss/{task}")] == list(range(1, 5))
+    teacher, model = run.regularizers["smart"].teacher.state_dict(), run.model.state_dict()
+    assert not all(torch.equal(teacher[k], model[k]) for k in teacher)  # the EMA moved, and lags the model
+
+
+class StopAtEpoch(RuntimeError):
+    pass
+
+
+def test_resumed_run_restores_the_teacher_and_ends_identically(smart_config, reference, tmp_path):
+    from core.assembly import plugin_manager
+    from core.hookspecs import hookimpl
+
+    class Interrupt:
+        @hookimpl
+        def platform_on_epoch_start(self, epoch):
+            if epoch == 1:  # after epoch 0's last.pt
+                raise StopAtEpoch
+
+    config = attrs.evolve(smart_config, output_dir=str(tmp_path / "stopped"))
+    pm = plugin_manager(config)
+    pm.register(Interrupt(), name="interrupt")
+    stopped = trainer.prepare(config, pm)
+    with pytest.raises(StopAtEpoch):
+        trainer.train(stopped)
+    saved = {k: v.clone() for k, v in stopped.regularizers["smart"].teacher.state_dict().items()}
+
+    resumed = trainer.prepare(config, resume=True)
+    assert resumed.epoch == 1
+    restored = resumed.regularizers["smart"].teacher.state_dict()
+    assert saved.keys() == restored.keys() and all(torch.equal(saved[k], restored[k]) for k in saved)
+    reference_run, reference_metrics = reference
+    assert trainer.train(resumed) == reference_metrics
+    final = reference_run.regularizers["smart"].teacher.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in resumed.regularizers["smart"].teacher.state_dict().items())
+
+
+def test_step_time_ratio_smart_over_plain(tiny_config):
+    """Prints the median time of a training step with and without SMART (K = 1) on the tiny encoder:
+    the whole step, and its forward + backward part alone (on a model this small the optimizer step
+    over the 4M-row embedding table, and SMART's teacher update over it, weigh a lot). One run,
+    SMART switched off by emptying its regularizers, the two kinds of step alternating."""
+    run = trainer.prepare(attrs.evolve(tiny_config, plugins=("smart",), tasks=("sst", "quora", "sts"), log_every=10**6))
+    run.model.train()
+    smart_on, step = run.regularizers, run.sampler.plan(0)[0]
+
+    def forward_backward():
+        for task, indices in step:
+            trainer.task_step(run, task, indices)[0].backward()
+        run.optimizer.zero_grad(set_to_none=True)
+
+    timings = {}
+    for repeat in range(4):  # the first round warms up
+        parts = (("whole step", lambda: trainer.train_step(run, step)), ("forward+backward", forward_backward))
+        for part, work in parts:
+            for regularizers in ({}, smart_on):
+                run.regularizers = regularizers
+                started = time.perf_counter()
+                work()
+                if repeat:
+                    timings.setdefault((part, bool(regularizers)), []).append(time.perf_counter() - started)
+    figures = []
+    for part in ("whole step", "forward+backward"):
+        plain, regularized = (statistics.median(timings[part, on]) for on in (False, True))
+        figures.append(f"{part} {plain * 1e3:.0f} -> {regularized * 1e3:.0f} ms ({regularized / plain:.2f}x)")
+    print("\nsmart/plain on the tiny encoder (sst+quora+sts, batch 8, 1 thread): " + "; ".join(figures))
