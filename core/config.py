@@ -65,6 +65,8 @@ class RunConfig:
                                  "K layers concatenated: K x hidden size wide), cls-mean-K (their mean)",
                          validator=_check_pooling)
     epochs: int = field(1, "training epochs", validator=v.ge(1))
+    length_window: int = field(32, "length bucketing: sort examples by length within windows of this many batches "
+                                   "of a task, then shuffle the batches (1: off, random batches)", validator=v.ge(1))
     batch_size: int = field(32, "training batch size (per task batch)", validator=v.ge(1))
     eval_batch_size: int = field(128, "evaluation batch size", validator=v.ge(1))
     lr: float | None = field(None, "learning rate (default 2e-5 for finetune, 1e-3 for pretrain)", validator=_positive_or_none)

@@ -93,13 +93,13 @@ class SplitData:
     ids: list[str]
     texts: list[list[list[int]]]  # per text column, per example: token ids with [CLS] … [SEP]
     labels: torch.Tensor | None
+    lengths: list[int] = attrs.field(init=False)  # per example: tokens of its longest text
+
+    def __attrs_post_init__(self) -> None:
+        self.lengths = [max(sizes) for sizes in zip(*([len(ids) for ids in column] for column in self.texts))]
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    @property
-    def lengths(self) -> list[int]:
-        return [max(len(column[i]) for column in self.texts) for i in range(len(self))]
 
 
 @attrs.frozen

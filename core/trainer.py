@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core import assembly, checkpoints, objectives
+from core.bucketing import bucket_plan
 from core.config import RunConfig
 from core.data import SplitData, make_batch
 from core.evaluation import evaluate, predict_split, write_predictions
@@ -221,6 +222,12 @@ def write_all_predictions(run: RunContext) -> None:
             write_predictions(run.output_dir / "predictions" / f"{name}-{split}-output.csv", split_data, predictions)
 
 
+def epoch_plan(run: RunContext, epoch: int) -> list:
+    """The sampler's plan for ``epoch``, its batches regrouped by length (``--length-window``)."""
+    lengths = {name: data.lengths for name, data in run.train_data.items()}
+    return bucket_plan(run.sampler.plan(epoch), lengths, run.config.length_window, run.config.seed, epoch)
+
+
 def train(run: RunContext) -> dict[str, float]:
     """Train to the configured number of epochs from wherever ``run`` stands; returns best dev metrics."""
     config, pm = run.config, run.pm
@@ -233,7 +240,7 @@ def train(run: RunContext) -> dict[str, float]:
     try:
         while run.epoch < config.epochs:
             started = time.time()
-            plan = run.sampler.plan(run.epoch)
+            plan = epoch_plan(run, run.epoch)
             if run.step_in_epoch == 0:
                 pm.hook.platform_on_epoch_start(run=run, epoch=run.epoch)
             for step in plan[run.step_in_epoch:]:
