@@ -7,15 +7,13 @@ file (``docs/studies.md``).
 
 from __future__ import annotations
 
-import attrs
-
 from core.config import RunConfig
 from core.hookspecs import hookimpl
 
 
 def core_space(trial, base: RunConfig) -> dict:
     """``lr`` (log scale; 1e-5..1e-3 when fine-tuning, 1e-4..1e-2 when only the heads train), ``warmup``,
-    ``dropout``, ``pooling``, and ``layer_decay`` when the configuration has it and the encoder trains."""
+    ``dropout``, ``pooling``, and ``layer_decay`` when the encoder trains."""
     low, high = (1e-4, 1e-2) if base.mode == "pretrain" else (1e-5, 1e-3)
     overrides = {
         "lr": trial.suggest_float("lr", low, high, log=True),
@@ -23,7 +21,7 @@ def core_space(trial, base: RunConfig) -> dict:
         "dropout": trial.suggest_float("dropout", 0.0, 0.3),
         "pooling": trial.suggest_categorical("pooling", ["cls", "mean"]),
     }
-    if "layer_decay" in attrs.fields_dict(RunConfig) and base.mode == "finetune":  # a frozen encoder: nothing to decay
+    if base.mode == "finetune":  # a frozen encoder has no layers to decay
         overrides["layer_decay"] = trial.suggest_float("layer_decay", 0.5, 1.0)
     return overrides
 

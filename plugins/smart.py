@@ -216,3 +216,19 @@ def platform_on_before_backward(run, task, terms):
     for term in TERMS:
         if f"{NAME}/{term}" in terms:
             run.writer.add_scalar(f"{NAME}/{task}/{term}", terms[f"{NAME}/{term}"], step)
+
+
+def smart_space(trial, base) -> dict:
+    """λ (``smart_weight``), ε, η and μ on log scales around the minBERT report's defaults."""
+    return {"components": {NAME: {
+        "weight": trial.suggest_float("smart_weight", 0.1, 20.0, log=True),
+        "epsilon": trial.suggest_float("smart_epsilon", 1e-6, 1e-4, log=True),
+        "step_size": trial.suggest_float("smart_step_size", 1e-4, 1e-2, log=True),
+        "bregman_weight": trial.suggest_float("smart_bregman_weight", 0.1, 2.0, log=True),
+    }}}
+
+
+@hookimpl
+def platform_register_search_spaces(register):
+    register(NAME, smart_space, help="SMART's λ, ε, η and μ (smart_weight, smart_epsilon, smart_step_size, "
+                                     "smart_bregman_weight)")

@@ -106,3 +106,23 @@ def test_two_spaces_suggesting_one_parameter_are_refused():
     pm.register(Plugin(), name="fixture")
     with pytest.raises(SpaceError, match="parameter 'lr' is suggested by two search spaces: 'core'"):
         dry_run(base, list(Registries(pm).search_spaces), {})
+
+
+def test_smart_contributes_its_space_when_enabled(capsys):
+    _, out, _ = show_space(capsys, *BASE, "--sampler", "rrobin")
+    assert "smart_weight" not in out
+    code, out, _ = show_space(capsys, *BASE, "--sampler", "interleaved", "--plugins", "smart", "--space-file",
+                              EXAMPLE.with_name("smart_and_ratios.toml"))
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert {"smart_weight", "smart_epsilon", "smart_step_size", "smart_bregman_weight"} <= set(lines)
+    assert "plugin smart" in lines["smart_weight"] and "0.5 .. 20" in lines["smart_weight"]
+    assert "fixed" in lines["smart_epsilon"] and "ratio_sst" in lines
+
+
+def test_smart_space_sets_the_regularizer_settings():
+    base = RunConfig(tasks=("sst", "sts"), checkpoint="tiny", plugins=("smart",))
+    trial = optuna.create_study().ask()
+    config = trial_config(base, spaces_of(base), SpaceTrial(trial, {}), "out")
+    assert config.components["smart"]["weight"] == trial.params["smart_weight"]
+    assert set(config.components["smart"]) == {"weight", "epsilon", "step_size", "bregman_weight"}
