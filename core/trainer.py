@@ -190,8 +190,10 @@ def evaluate_dev(run: RunContext) -> dict[str, float]:
 
 
 def end_epoch(run: RunContext, started: float) -> None:
+    trained = time.time()
     metrics = evaluate_dev(run)
-    record = {"epoch": run.epoch, "step": run.global_step, "seconds": round(time.time() - started, 1), **metrics}
+    record = {"epoch": run.epoch, "step": run.global_step, "train_seconds": round(trained - started, 1),
+              "eval_seconds": round(time.time() - trained, 1), **metrics}
     run.history.append(record)
     log.info("epoch %d dev: %s", run.epoch, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if not run.best or metrics["mean"] > run.best["mean"]:
