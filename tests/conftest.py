@@ -22,6 +22,17 @@ def private_cache(tmp_path_factory):
         os.environ["PLATFORM_CACHE_DIR"] = old
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests use tiny tensors: one intra-op thread is fastest, and far faster on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_dir():
     try:

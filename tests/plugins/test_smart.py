@@ -25,15 +25,6 @@ from plugins.smart import Smart, SmartConfig, divergence_for, squared_error, sym
 LN3 = math.log(3.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is fastest, and far faster than several on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Divergences
 # ---------------------------------------------------------------------------------------------------
