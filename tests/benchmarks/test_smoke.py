@@ -1,0 +1,60 @@
+"""Smoke test of benchmarks/train_speed.py at toy scale (tiny random-init encoder, one timed step).
+
+It checks the structure of what the command prints and writes, and that every figure is positive;
+never a timing target. Each run is bounded at 60 s; on an idle 2-core machine both take ~20 s in all.
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_speed.py"
+TOY = ["--checkpoint", "tiny", "--steps", "1", "--threads", "1", "--tasks", "sst", "--batch-size", "4",
+       "--eval-batch-size", "64"]
+NUMBER = r"(\d+(?:\.\d+)?)"
+
+pytestmark = pytest.mark.data
+
+
+def run_script(data_dir: Path, *extra: str) -> str:
+    result = subprocess.run([sys.executable, str(SCRIPT), *TOY, "--data-dir", str(data_dir), *extra],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_prints_the_table_and_the_ratios(data_dir, tmp_path):
+    # --no-isolate: the child process per configuration would take this past 60 s; --only is tested below
+    out = tmp_path / "speed.json"
+    lines = run_script(data_dir, "--no-isolate", "--json", str(out)).splitlines()
+    header = next(line for line in lines if line.startswith("task "))
+    for column in ("configuration", "steps", "ex/s", "real tok/s", "pad tok/s", "real %", "s/step", "RSS alone",
+                   "RSS cum."):
+        assert column in header
+    for label in ("(a) platform, bucketed", "(a) platform, random batches", "(a) platform + smart",
+                  "(b) transformers + collator", "(c) transformers, platform batches",
+                  "eval: platform predict_split", "eval: transformers + collator"):
+        row = next(line for line in lines if line.startswith("sst") and label in line)
+        figures = [float(x) for x in row.split(label)[1].split() if x != "-"]
+        assert len(figures) == 7 and all(x > 0 for x in figures), row
+    for ratio in ("platform / (b)", "platform / (c)", "bucketed / random", "smart step time / plain step time",
+                  "eval: platform / transformers"):
+        row = next(line for line in lines if line.startswith(ratio))
+        assert float(re.search(NUMBER + r"\s*$", row).group(1)) > 0, row
+    assert re.search(r"ceiling: .* = \d+ tokens/s", "\n".join(lines))
+    report = json.loads(out.read_text())
+    assert len(report["results"]) == 7 and report["machine"]["ceiling_tokens_per_s"] > 0
+    assert all(value > 0 for value in report["ratios"]["sst"].values()) and report["eval_ratio"] > 0
+
+
+def test_only_measures_one_configuration_in_its_own_process(data_dir, tmp_path):
+    out = tmp_path / "one.json"
+    assert run_script(data_dir, "--only", "sst/platform", "--json", str(out)) == ""
+    figures = json.loads(out.read_text())
+    assert figures["steps"] == 1 and figures["peak_rss_mb"] > 0
+    assert all(figures[key] > 0 for key in ("examples_per_s", "real_tokens_per_s", "padded_tokens_per_s"))
+    assert 0 < figures["real_fraction"] <= 1
