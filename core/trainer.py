@@ -183,15 +183,20 @@ def train_step(run: RunContext, step: list[tuple[str, list[int]]]) -> dict[str, 
     return losses
 
 
-def evaluate_dev(run: RunContext) -> dict[str, float]:
-    metrics, _ = evaluate(run.model, run.dev_data, run.tokenizer.pad, run.config.eval_batch_size)
+def evaluate_dev(run: RunContext) -> tuple[dict[str, float], dict]:
+    metrics, predictions = evaluate(run.model, run.dev_data, run.tokenizer.pad, run.config.eval_batch_size)
     run.pm.hook.platform_on_evaluate_end(run=run, split="dev", metrics=metrics)
-    return metrics
+    return metrics, predictions
+
+
+def write_split_predictions(run: RunContext, split: str, data: dict[str, SplitData], predictions: dict) -> None:
+    for name, split_data in data.items():
+        write_predictions(run.output_dir / "predictions" / f"{name}-{split}-output.csv", split_data, predictions[name])
 
 
 def end_epoch(run: RunContext, started: float) -> None:
     trained = time.time()
-    metrics = evaluate_dev(run)
+    metrics, predictions = evaluate_dev(run)
     record = {"epoch": run.epoch, "step": run.global_step, "train_seconds": round(trained - started, 1),
               "eval_seconds": round(time.time() - trained, 1), **metrics}
     run.history.append(record)
@@ -200,6 +205,7 @@ def end_epoch(run: RunContext, started: float) -> None:
         run.best = {"epoch": run.epoch, **metrics}
         checkpoints.save(run.output_dir / "best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
                                                        "metrics": run.best})
+        write_split_predictions(run, "dev", run.dev_data, predictions)  # the best model's, written as found
     run.pm.hook.platform_on_epoch_end(run=run, epoch=run.epoch, metrics=metrics)
     run.epoch += 1
     run.step_in_epoch = 0
@@ -214,14 +220,14 @@ def write_metrics(run: RunContext) -> None:
     tmp.replace(path)
 
 
-def write_all_predictions(run: RunContext) -> None:
-    """Predictions of the best model for the dev and test files of every task."""
-    run.model.load_state_dict(checkpoints.load(run.output_dir / "best.pt")["model"])
-    splits = {"dev": run.dev_data, "test": assembly.load_data(run.config, run.model.tasks, run.tokenizer, "test")}
-    for split, data in splits.items():
-        for name, split_data in data.items():
-            predictions = predict_split(run.model, split_data, run.tokenizer.pad, run.config.eval_batch_size)
-            write_predictions(run.output_dir / "predictions" / f"{name}-{split}-output.csv", split_data, predictions)
+def write_test_predictions(run: RunContext) -> None:
+    """Test-file predictions of the best model (dev ones were written when it was found)."""
+    if run.best.get("epoch") != run.epoch - 1:  # the model in hand is not the best one
+        run.model.load_state_dict(checkpoints.load(run.output_dir / "best.pt")["model"])
+    test = assembly.load_data(run.config, run.model.tasks, run.tokenizer, "test")
+    write_split_predictions(run, "test", test, {name: predict_split(run.model, data, run.tokenizer.pad,
+                                                                    run.config.eval_batch_size)
+                                                for name, data in test.items()})
 
 
 def epoch_plan(run: RunContext, epoch: int) -> list:
@@ -259,7 +265,7 @@ def train(run: RunContext) -> dict[str, float]:
             end_epoch(run, started)
     finally:
         bar.close()
-    write_all_predictions(run)
+    write_test_predictions(run)
     pm.hook.platform_on_train_end(run=run, metrics=run.best)
     write_metrics(run)
     run.close()
