@@ -258,7 +258,7 @@ def matmul_gflops(repeats: int = 10) -> dict[str, float]:
     rates = {}
     for name, (m, k, n) in MATMULS.items():
         a, b = torch.randn(m, k), torch.randn(k, n)
-        rates[name] = 2 * m * k * n / min(timeit.repeat(lambda: a @ b, number=1, repeat=repeats + 1)) / 1e9
+        rates[name] = 2 * m * k * n / min(timeit.repeat(lambda: a @ b, number=1, repeat=repeats + 1)) / 1e9  # noqa: B023
     return rates
 
 

@@ -12,12 +12,10 @@ import logging
 import sys
 from pathlib import Path
 
-import attrs
 
 from core import config as cfg
 from core.plugins import Registries, is_opt_in, make_plugin_manager
 
-log = logging.getLogger("platform")
 
 COMPONENT_KINDS = ("samplers", "regularizers", "topologies")
 

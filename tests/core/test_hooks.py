@@ -5,7 +5,6 @@ third-party plugin would be.
 """
 
 import re
-import sys
 from pathlib import Path
 
 import attrs
