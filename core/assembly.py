@@ -49,7 +49,7 @@ def select_tasks(config: RunConfig, registries: Registries) -> dict[str, TaskSpe
 def select_topology(config: RunConfig, registries: Registries, pm: pluggy.PluginManager) -> Entry:
     """``--topology`` if given; otherwise the one topology an enabled opt-in plugin provides."""
     if config.topology:
-        return _lookup(registries.topologies, config.topology, "--topology")
+        return lookup(registries.topologies, config.topology, "--topology")
     opt_in = {name for name, plugin in pm.list_name_plugin() if is_opt_in(plugin)}
     offered = [entry for entry in registries.topologies if entry.plugin in opt_in]
     if len(offered) > 1:
@@ -63,7 +63,8 @@ def select_regularizers(registries: Registries, pm: pluggy.PluginManager) -> lis
     return [entry for entry in registries.regularizers if pm.get_plugin(entry.plugin) is not None]
 
 
-def _lookup(registry, name: str, option: str) -> Entry:
+def lookup(registry, name: str, option: str) -> Entry:
+    """``registry[name]``, with an error that names the option the name came from."""
     try:
         return registry[name]
     except RegistryError as error:
