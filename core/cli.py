@@ -80,6 +80,13 @@ def command_study(args: argparse.Namespace, registries: Registries) -> int:
     return 0
 
 
+def command_dashboard(args: argparse.Namespace, registries: Registries) -> int:
+    from studies.dashboard import serve
+
+    serve(args.study, args.study_dir, args.storage, args.host, args.port)
+    return 0
+
+
 def command_evaluate(args: argparse.Namespace, registries: Registries) -> int:
     from core import inference
 
@@ -174,6 +181,13 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     add_run_config_options(study, registries, "base configuration",
                            "every `platform run` option; the search spaces override what they suggest")
 
+    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard for a study on localhost")
+    dashboard.add_argument("study", nargs="?", metavar="STUDY", help="a study under --study-dir (or use --storage)")
+    dashboard.add_argument("--study-dir", default="runs/studies", help="folder of the studies (default: runs/studies)")
+    dashboard.add_argument("--storage", metavar="URL", help="an Optuna storage URL instead of a study's SQLite file")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
+
     evaluate = commands.add_parser("evaluate", help="dev metrics of a trained run (or of any file of the same format)")
     evaluate.add_argument("checkpoint", type=Path, help="a run folder or its best.pt")
     evaluate.add_argument("--file", type=Path, help="a labelled file in the task's format (default: the dev files)")
@@ -201,8 +215,8 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     return parser, registries
 
 
-COMMANDS = {"run": command_run, "study": command_study, "evaluate": command_evaluate, "predict": command_predict,
-            "encode": command_encode, "plugins": command_plugins}
+COMMANDS = {"run": command_run, "study": command_study, "dashboard": command_dashboard, "evaluate": command_evaluate,
+            "predict": command_predict, "encode": command_encode, "plugins": command_plugins}
 
 
 def main(argv: list[str] | None = None) -> int:
