@@ -176,6 +176,9 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     options.add_argument("--pruner", choices=("median", "hyperband", "none"), default=argparse.SUPPRESS,
                          help="stop unpromising trials after an epoch: median (below the median of earlier trials, "
                               "after 5 trials, from the second epoch), hyperband, or none (default: median)")
+    options.add_argument("--heartbeat", type=int, metavar="SECONDS", default=argparse.SUPPRESS,
+                         help="seconds between the heartbeats of a running trial; a RUNNING trial silent for twice as "
+                              "long belongs to a worker that died and is marked failed (default: 60)")
     options.add_argument("--study-dir", metavar="DIR", default=argparse.SUPPRESS,
                          help="folder of the studies (default: runs/studies)")
     add_run_config_options(study, registries, "base configuration",

@@ -7,7 +7,10 @@ Re-running the same NAME continues the study; nothing in an existing study is ev
 
 from __future__ import annotations
 
+import logging
+import random
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, TextIO
@@ -51,6 +54,8 @@ class StudySettings:
     objective: str = field("mean", "mean, weighted:TASK=W,..., or pareto")
     pruner: str = field("median", "median, hyperband or none", validator=v.in_(PRUNERS))
     study_dir: str = field("runs/studies", "folder of the studies")
+    heartbeat: int = field(60, "seconds between the heartbeats of a running trial; a trial silent for twice as long "
+                               "belongs to a worker that died, and is marked failed", validator=_positive_or_none)
 
     @property
     def folder(self) -> Path:
@@ -91,7 +96,7 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
     if settings.storage is None:
         settings.folder.mkdir(parents=True, exist_ok=True)  # the SQLite file goes there
     url = settings.storage or f"sqlite:///{(settings.folder / 'study.db').resolve()}"
-    storage = open_storage(url)
+    storage = open_storage(url, settings.heartbeat)
     settings.folder.mkdir(parents=True, exist_ok=True)
     hparams = HParamsWriter(settings.folder / "hparams")
     try:
@@ -127,19 +132,36 @@ def _check_components(config: RunConfig, registries: Registries) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats, so the trials of a worker that died are marked failed."""
+def open_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats: while a trial runs, its worker records one every ``heartbeat``
+    seconds; before each new trial, any worker marks failed the RUNNING trials silent for twice as
+    long (their worker died), so a trial is never lost nor counted twice."""
     import sqlalchemy.exc
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=120)
-    except ImportError:
-        raise StudyError(f"--storage: cannot open {_safe(url)}: the database driver for this URL is not installed "
-                         "(e.g. pip install psycopg2-binary for postgresql://)") from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
-        raise StudyError(f"--storage: cannot open {_safe(url)}: {str(error).splitlines()[0]}") from None
+    attempts = 5
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                                                  heartbeat_stale_trial_callback=_report_stale)
+        except ImportError as error:
+            raise StudyError(f"--storage: cannot open {_safe(url)}: the database driver for this URL is not installed "
+                             f"({error.__cause__ or error}; pip install -e '.[postgres]' for postgresql://)") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                optuna.exceptions.StorageInternalError) as error:
+            # workers that open a new database at once race to create its tables: the loser tries again
+            if attempt == attempts - 1:
+                raise StudyError(f"--storage: cannot open {_safe(url)}: {str(error).splitlines()[0]}") from None
+            time.sleep(0.5 + random.random())
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
+            raise StudyError(f"--storage: cannot open {_safe(url)}: {str(error).splitlines()[0]}") from None
+    raise AssertionError("not reached")
+
+
+def _report_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    logging.getLogger(__name__).warning(f"trial {trial.number} of study {study.study_name!r} was marked failed: "
+                                        "its worker stopped sending heartbeats")
 
 
 def _safe(url: str) -> str:
