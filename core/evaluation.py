@@ -13,26 +13,31 @@ from core.data import SplitData, make_batch
 
 
 @torch.inference_mode()
-def predict_split(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> torch.Tensor:
-    """Predictions for every example of ``data``, in file order. Batches are formed over examples
-    sorted by length, so padding (and wasted work) stays small."""
+def head_outputs(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> torch.Tensor:
+    """Raw head outputs for every example of ``data``, in file order, in eval mode. Batches are formed
+    over examples sorted by length, so padding (and wasted work) stays small."""
     was_training = model.training
     model.eval()
-    lengths = torch.tensor(data.lengths)
-    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    order = torch.argsort(torch.tensor(data.lengths), descending=True, stable=True).tolist()
     outputs: list[torch.Tensor] = []
     bar = tqdm(total=len(data), desc=f"eval {data.task.name} {data.split}", unit="ex", disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         indices = order[start:start + batch_size]
-        batch = make_batch(data, indices, pad)
-        outputs.append(objectives.predict(data.task, model(batch)))
+        outputs.append(model(make_batch(data, indices, pad)))
         bar.update(len(indices))
     bar.close()
     model.train(was_training)
-    predictions = torch.cat(outputs) if outputs else torch.empty(0)
-    unsorted = torch.empty_like(predictions)
-    unsorted[torch.tensor(order, dtype=torch.long)] = predictions
-    return unsorted
+    if not outputs:
+        return torch.empty(0)
+    in_length_order = torch.cat(outputs)
+    in_file_order = torch.empty_like(in_length_order)
+    in_file_order[torch.tensor(order, dtype=torch.long)] = in_length_order
+    return in_file_order
+
+
+def predict_split(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> torch.Tensor:
+    """Predictions (classes or scores) for every example of ``data``, in file order."""
+    return objectives.predict(data.task, head_outputs(model, data, pad, batch_size, progress))
 
 
 def evaluate(model: torch.nn.Module, splits: dict[str, SplitData], pad, batch_size: int,

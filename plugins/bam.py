@@ -37,9 +37,9 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from core import checkpoints
+from core import checkpoints, evaluation
 from core.config import field
-from core.data import Batch, SplitData, load_split, make_batch, resolve_data_dir
+from core.data import Batch, SplitData, load_split, resolve_data_dir
 from core.hookspecs import hookimpl
 from core.inference import load_run
 from core.regularizers import Regularizer
@@ -112,19 +112,11 @@ def teacher_loss(task: TaskSpec, output: torch.Tensor, teacher: torch.Tensor, te
 # --------------------------------------------------------------------------------------------------
 
 
-@torch.inference_mode()
 def head_outputs(model: torch.nn.Module, data: SplitData, pad, batch_size: int) -> torch.Tensor:
     """Raw head outputs for every example of ``data``, in file order: (N, C) logits for cross-entropy
-    tasks, (N,) otherwise. Batches follow length order, as in ``core.evaluation``, to keep padding small."""
-    order = torch.argsort(torch.tensor(data.lengths), descending=True, stable=True).tolist()
-    outputs = []
-    for start in range(0, len(order), batch_size):
-        output = model(make_batch(data, order[start:start + batch_size], pad)).float()
-        outputs.append(output if data.task.loss == "cross-entropy" else output.view(-1))
-    sorted_outputs = torch.cat(outputs)
-    unsorted = torch.empty_like(sorted_outputs)
-    unsorted[torch.tensor(order, dtype=torch.long)] = sorted_outputs
-    return unsorted
+    tasks, (N,) otherwise."""
+    outputs = evaluation.head_outputs(model, data, pad, batch_size, progress=False).float()
+    return outputs if data.task.loss == "cross-entropy" else outputs.view(-1)
 
 
 def _checkpoint_file(folder: str) -> Path:
