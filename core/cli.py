@@ -169,6 +169,10 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     options.add_argument("--show-space", action="store_true", default=argparse.SUPPRESS,
                          help="print the effective search space (parameter, distribution, range or choices, the "
                               "plugin that contributes it) and exit without training")
+    options.add_argument("--enqueue", metavar="NAME=VALUE,...", action="append", default=argparse.SUPPRESS,
+                         help="a trial to run first with these parameter values (the rest suggested as usual), e.g. "
+                              "the defaults as a baseline: --enqueue smart_weight=5,ratio_sst=32; repeatable; "
+                              "skipped when the study already has a trial with the same values")
     options.add_argument("--objective", metavar="SPEC", default=argparse.SUPPRESS,
                          help="mean: the mean dev score; weighted:sst=1,sts=2: a weighted mean of task scores; "
                               "pareto: one objective per task (multi-objective, no pruning); all maximized "

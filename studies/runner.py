@@ -23,7 +23,7 @@ from core import assembly
 from core.config import RunConfig, field
 from core.plugins import Registries
 from studies.objective import PRUNERS, Objective, TrialRunner, make_pruner, parse_objective
-from studies.space import dry_run, format_space, load_space_file
+from studies.space import dry_run, format_space, load_space_file, parse_enqueued
 
 
 class StudyError(ValueError):
@@ -54,6 +54,8 @@ class StudySettings:
     objective: str = field("mean", "mean, weighted:TASK=W,..., or pareto")
     pruner: str = field("median", "median, hyperband or none", validator=v.in_(PRUNERS))
     study_dir: str = field("runs/studies", "folder of the studies")
+    enqueue: tuple[str, ...] = field((), "parameter values (NAME=VALUE,...) of trials to run before the sampler's own",
+                                     converter=tuple)
     heartbeat: int = field(60, "seconds between the heartbeats of a running trial; a trial silent for twice as long "
                                "belongs to a worker that died, and is marked failed", validator=_positive_or_none)
 
@@ -88,6 +90,7 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
     if settings.show_space:
         print(format_space(suggested), file=out)
         return None
+    enqueued = [parse_enqueued(text, suggested) for text in settings.enqueue]
 
     objective = parse_objective(settings.objective, base.tasks)
     if objective.multi:  # Optuna does not prune multi-objective studies
@@ -104,6 +107,8 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
         if objective.multi:
             print("note: pruning is off for --objective pareto (Optuna does not prune multi-objective studies)",
                   file=out)
+        for params in enqueued:  # skipped when the study already has a trial with these values
+            study.enqueue_trial(params, skip_if_exists=True)
         ran: list[optuna.trial.FrozenTrial] = []  # this process's trials (other workers may share the study)
         trials = settings.trials if settings.trials or settings.timeout else 10
         runner = TrialRunner(base, spaces, rules, objective, settings.folder, plugin_manager)

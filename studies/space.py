@@ -303,6 +303,44 @@ def dry_run(base: RunConfig, spaces: list[Entry], rules: dict[str, Rule], source
     return trial.suggested
 
 
+def parse_enqueued(text: str, suggested: dict[str, Suggested], source: str = "--enqueue") -> dict[str, Any]:
+    """``"smart_weight=5,ratio_sst=32"``: the parameter values of a trial to run before the sampler's own,
+    each parsed and checked against its effective distribution (a fixed parameter is not searched)."""
+    values: dict[str, Any] = {}
+    for entry in (part.strip() for part in text.split(",") if part.strip()):
+        name, sep, raw = (part.strip() for part in entry.partition("="))
+        if not sep or not name or not raw:
+            raise SpaceError(f"{source}: bad entry {entry!r}; expected NAME=VALUE, e.g. 'smart_weight=5,ratio_sst=32'")
+        if name in values:
+            raise SpaceError(f"{source}: parameter {name!r} is given twice in {text!r}")
+        if name not in suggested:
+            known = ", ".join(sorted(suggested)) or "none"
+            raise SpaceError(f"{source}: unknown parameter {name!r}; the active search spaces suggest: {known}")
+        param = suggested[name]
+        if param.rule is not None and param.rule.fixed:
+            raise SpaceError(f"{source}: {name} is fixed at {param.value!r} by {param.rule.where()}; "
+                             "only searched parameters can be enqueued")
+        values[name] = _enqueued_value(param, raw, source)
+    if not values:
+        raise SpaceError(f"{source}: no parameters in {text!r}; expected NAME=VALUE,...")
+    return values
+
+
+def _enqueued_value(param: Suggested, raw: str, source: str) -> Any:
+    if param.kind == "categorical":
+        matches = [choice for choice in param.choices if str(choice) == raw]
+        if not matches:
+            raise SpaceError(f"{source}: {param.name}={raw} is not one of its choices ({param.domain()})")
+        return matches[0]
+    try:
+        value = int(raw) if param.kind == "int" else float(raw)
+    except ValueError:
+        raise SpaceError(f"{source}: {param.name}={raw} is not {'an integer' if param.kind == 'int' else 'a number'}") from None
+    if not param.low <= value <= param.high:
+        raise SpaceError(f"{source}: {param.name}={raw} is outside its range {param.domain()}")
+    return value
+
+
 def format_space(suggested: dict[str, Suggested]) -> str:
     """The effective space as a table: parameter, distribution, range or choices, where it comes from."""
     rows = [("parameter", "distribution", "range / choices", "from")]

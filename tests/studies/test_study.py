@@ -167,10 +167,34 @@ def test_an_existing_study_of_another_objective_is_refused(capsys, tmp_path):
     (["--objective", "best"], "--objective: unknown objective 'best'"),
     (["--output-dir", "x"], "--output-dir is set per trial"),
     (["--trials", "0"], "--trials must be positive"),
+    (["--enqueue", "ratio_sst"], "--enqueue: bad entry 'ratio_sst'; expected NAME=VALUE"),
+    (["--enqueue", "smart_weight=5"], "--enqueue: unknown parameter 'smart_weight'; the active search spaces suggest: "),
+    (["--enqueue", "ratio_sst=100"], "--enqueue: ratio_sst=100 is outside its range 1 .. 64"),
+    (["--enqueue", "ratio_sst=2.5"], "--enqueue: ratio_sst=2.5 is not an integer"),
+    (["--enqueue", "pooling=max"], "--enqueue: pooling=max is not one of its choices (cls, mean)"),
+    (["--enqueue", "lr=1e-4,lr=2e-4"], "--enqueue: parameter 'lr' is given twice"),
+    (["--space-file", EXAMPLE, "--enqueue", "dropout=0.2"],
+     "--enqueue: dropout is fixed at 0.1 by " + f"{EXAMPLE}: [params.dropout]; only searched parameters"),
 ])
 def test_bad_study_options_give_one_clear_message(capsys, tmp_path, args, message):
     code, _, err = run_cli(capsys, "study", "bad", "--study-dir", tmp_path, *TINY, *args)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_an_enqueued_trial_runs_first_with_its_values_and_only_once(tmp_path, data_dir):
+    queued = {"ratio_sst": 8, "ratio_sts": 2, "lr": 2e-4}
+    args = ["study", "queued", "--study-dir", tmp_path, "--space-file", EXAMPLE, *TINY, "--epochs", "1",
+            "--sampler", "interleaved", "--pruner", "none", "--data-dir", data_dir,
+            "--enqueue", ",".join(f"{name}={value}" for name, value in queued.items())]
+    for trials in (2, 1):  # the second invocation continues the study: the values are not run again
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main([str(a) for a in args] + ["--trials", str(trials)]) == 0
+    trials = load(tmp_path, "queued").trials
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert {name: trials[0].params[name] for name in queued} == queued
+    assert sum({name: t.params[name] for name in queued} == queued for t in trials) == 1
+    config = json.loads((tmp_path / "queued" / "trial-0" / "config.json").read_text())
+    assert config["lr"] == 2e-4 and config["components"]["interleaved"]["ratios"] == "sst=8,sts=2"
 
 
 def test_help_documents_every_option():
@@ -178,7 +202,7 @@ def test_help_documents_every_option():
     study = parser._subparsers._group_actions[0].choices["study"]
     text = study.format_help()
     for option in ("--trials", "--timeout", "--storage", "--space-file", "--show-space", "--objective", "--pruner",
-                   "--study-dir", "--tasks", "--checkpoint", "--epochs", "--limit", "--plugins",
+                   "--study-dir", "--enqueue", "--tasks", "--checkpoint", "--epochs", "--limit", "--plugins",
                    "--interleaved-ratios"):
         assert option in text
     assert all(action.help for action in study._actions)
