@@ -1,9 +1,15 @@
 """AdamW as the CS224N minBERT project specifies it (Loshchilov & Hutter, with Kingma & Ba's
-efficient bias correction), written with ``torch._foreach_*`` ops.
+efficient bias correction).
 
 It differs from ``torch.optim.AdamW`` in two places: eps is added to ``sqrt(v)`` before the bias
 correction is folded into the step size, and weight decay is applied after the Adam update rather
 than before it. Both follow the minBERT reference, so its hyperparameters carry over unchanged.
+
+Two implementations of the same update: ``torch._foreach_*`` ops (the reference, ``fused=False``),
+and torch's one-pass fused Adam kernel where it exists (the default on CPU and CUDA: about 3.7x
+faster on minilm's 22.7M parameters, since the foreach form makes ten passes over memory). The
+kernel computes ``p -= (lr' / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps')``; with
+``eps' = eps / sqrt(1 - b2^t)`` that is exactly our denominator, and ``lr'`` sets our step size.
 """
 
 from __future__ import annotations
@@ -40,11 +46,14 @@ class AdamW(Optimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
-                 weight_decay: float = 0.0, correct_bias: bool = True):
+                 weight_decay: float = 0.0, correct_bias: bool = True, fused: bool | None = None):
         _check_hyperparameters(lr, betas, eps, weight_decay)
+        if fused and not hasattr(torch, "_fused_adamw_"):
+            raise RuntimeError(f"AdamW(fused=True): this torch ({torch.__version__}) has no fused Adam kernel")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         correct_bias=correct_bias)
         super().__init__(params, defaults)
+        self.fused = fused  # None: the fused kernel for CPU and CUDA tensors, foreach ops otherwise
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)  # fills in the defaults
@@ -78,9 +87,40 @@ class AdamW(Optimizer):
                 exp_avgs.append(state["exp_avg"])
                 exp_avg_sqs.append(state["exp_avg_sq"])
                 steps.append(state["step"])
-            if params:
+            if not params:
+                continue
+            if self._use_fused(params):
+                self._fused_update(group, params, grads, exp_avgs, exp_avg_sqs, steps)
+            else:
                 self._update(group, params, grads, exp_avgs, exp_avg_sqs, steps)
         return loss
+
+    def _use_fused(self, params: list[torch.Tensor]) -> bool:
+        if self.fused is not None:
+            return self.fused
+        return hasattr(torch, "_fused_adamw_") and all(
+            p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            for p in params)
+
+    @staticmethod
+    def _fused_update(group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        # one kernel call per (step count, device, dtype): its bias correction takes t from a tensor
+        calls: dict[tuple, list[int]] = {}
+        for i, (p, t) in enumerate(zip(params, steps)):
+            calls.setdefault((t, p.device, p.dtype), []).append(i)
+        for (t, device, _), members in calls.items():
+            correction1, root2 = 1.0 - beta1**t, math.sqrt(1.0 - beta2**t)
+            step_size = lr * root2 / correction1 if group["correct_bias"] else lr
+            step = torch.tensor(float(t), device=device)
+            torch._fused_adamw_([params[i] for i in members], [grads[i] for i in members],
+                                [exp_avgs[i] for i in members], [exp_avg_sqs[i] for i in members], [],
+                                [step] * len(members), lr=step_size * correction1 / root2, beta1=beta1,
+                                beta2=beta2, weight_decay=0.0, eps=eps / root2, amsgrad=False, maximize=False)
+        if wd != 0.0:
+            # Decoupled weight decay, after the Adam update, with the learning rate folded in.
+            torch._foreach_mul_(params, 1.0 - lr * wd)
 
     @staticmethod
     def _update(group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:

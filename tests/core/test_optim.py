@@ -77,31 +77,37 @@ class ReferenceAdamW:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_matches_torch_adamw_without_decay():
+IMPLEMENTATIONS = pytest.mark.parametrize("fused", [False, True], ids=["foreach", "fused"])
+
+
+@IMPLEMENTATIONS
+def test_matches_torch_adamw_without_decay(fused):
     """With wd = 0 and a negligible eps the two bias-correction forms coincide."""
     ours, theirs, batches = _model(), _model(), _batches()
-    _train(ours, AdamW(ours.parameters(), lr=1e-2, eps=1e-12), batches)
+    _train(ours, AdamW(ours.parameters(), lr=1e-2, eps=1e-12, fused=fused), batches)
     _train(theirs, torch.optim.AdamW(theirs.parameters(), lr=1e-2, eps=1e-12, weight_decay=0.0),
            batches)
     _assert_same_params(ours, theirs, atol=1e-6)
 
 
+@IMPLEMENTATIONS
 @pytest.mark.parametrize("correct_bias", [True, False])
-def test_matches_reference_with_decay(correct_bias):
+def test_matches_reference_with_decay(correct_bias, fused):
     hyper = dict(lr=3e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05,
                  correct_bias=correct_bias)
     ours, ref, batches = _model(), _model(), _batches()
-    _train(ours, AdamW(ours.parameters(), **hyper), batches)
+    _train(ours, AdamW(ours.parameters(), **hyper, fused=fused), batches)
     _train(ref, ReferenceAdamW(ref.parameters(), **hyper), batches)
     _assert_same_params(ours, ref, atol=1e-6)
 
 
-def test_param_groups_use_their_own_hyperparameters():
+@IMPLEMENTATIONS
+def test_param_groups_use_their_own_hyperparameters(fused):
     ours, ref, batches = _model(), _model(), _batches()
     first, second = ours[0], ours[2]
     opt = AdamW([{"params": first.parameters()},
                  {"params": second.parameters(), "lr": 1e-2, "weight_decay": 0.1}],
-                lr=1e-3, weight_decay=0.0)
+                lr=1e-3, weight_decay=0.0, fused=fused)
     refs = [ReferenceAdamW(ref[0].parameters(), 1e-3, (0.9, 0.999), 1e-6, 0.0, True),
             ReferenceAdamW(ref[2].parameters(), 1e-2, (0.9, 0.999), 1e-6, 0.1, True)]
     for x, y in batches:
@@ -116,13 +122,41 @@ def test_param_groups_use_their_own_hyperparameters():
     assert first.weight.grad is not None and second.weight.grad is not None
 
 
-def test_parameters_without_grad_are_skipped():
+@IMPLEMENTATIONS
+def test_parameters_without_grad_are_skipped(fused):
     used, unused = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
-    opt = AdamW([used, unused], lr=0.1, weight_decay=0.5)
+    opt = AdamW([used, unused], lr=0.1, weight_decay=0.5, fused=fused)
     used.sum().backward()
     opt.step()
     assert torch.equal(unused, torch.ones(3)) and unused not in opt.state
     assert opt.state[used]["step"] == 1 and not torch.equal(used, torch.ones(3))
+
+
+def test_fused_is_the_default_on_cpu_and_matches_foreach_when_parameters_skip_steps():
+    """Task heads get gradients only in their own task's steps: step counts differ per parameter,
+    and the fused kernel is called once per step count."""
+    models = [_model(), _model()]
+    fused, foreach = (AdamW(m.parameters(), lr=3e-3, weight_decay=0.01, **kw) for m, kw in zip(models, ({}, {"fused": False})))
+    assert fused._use_fused(list(models[0].parameters())) and not foreach._use_fused(list(models[1].parameters()))
+    for i, (x, y) in enumerate(_batches()):
+        for model, opt in zip(models, (fused, foreach)):
+            opt.zero_grad(set_to_none=True)
+            head = model[2] if i % 3 else model  # every third step trains everything, the others the head only
+            torch.nn.functional.mse_loss(model(x), y).backward(inputs=list(head.parameters()))
+            opt.step()
+    counts = {fused.state[p]["step"] for p in models[0].parameters()}
+    assert counts == {STEPS // 3 + 1, STEPS}  # two step counts: two kernel calls per step
+    _assert_same_params(models[0], models[1], atol=1e-6)
+
+
+def test_fused_needs_a_torch_with_the_kernel(monkeypatch):
+    monkeypatch.delattr(torch, "_fused_adamw_")
+    with pytest.raises(RuntimeError, match="no fused Adam kernel"):
+        AdamW([torch.nn.Parameter(torch.zeros(1))], fused=True)
+    opt = AdamW([w := torch.nn.Parameter(torch.zeros(2))], lr=0.1)  # the default falls back to foreach ops
+    w.sum().backward()
+    opt.step()
+    assert torch.allclose(w, torch.full((2,), -0.1), atol=1e-5)  # eps makes it 0.099997
 
 
 # ---------------------------------------------------------------------------------------------
