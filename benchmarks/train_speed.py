@@ -13,7 +13,6 @@ import gc
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from core import assembly, trainer
 from core.config import RunConfig
 from core.data import make_batch, read_rows, resolve_data_dir
 from core.evaluation import predict_split
+from core.memory import peak_rss_mb
 from core.model import BertModel as PlatformBert
 from core.pretrained import resolve_checkpoint
 
@@ -46,16 +46,6 @@ MATMULS = {"2048x384@384x1536": (2048, 384, 1536), "1024x1024@1024x1024": (1024,
 # --------------------------------------------------------------------------------------------------
 # Measuring
 # --------------------------------------------------------------------------------------------------
-
-
-def peak_rss_mb() -> float:
-    """Peak RSS of this process: Linux's VmHWM where there is one, since ru_maxrss survives exec and a
-    child of this script would report at least the parent's peak at the time of the spawn."""
-    status = Path("/proc/self/status")
-    for line in status.read_text().splitlines() if status.exists() else ():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def figures(seconds: float, steps: int, examples: int, real: int, padded: int) -> dict:

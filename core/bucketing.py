@@ -1,4 +1,5 @@
-"""Length bucketing: regroup a planned epoch so each batch holds examples of similar length.
+"""Length bucketing: regroup a planned epoch so each batch holds examples of similar length; and
+splitting a batch into chunks of bounded padded size (the activation memory of its forward).
 
 Random batches of CS224N sentences are 35-50% real tokens, the rest padding. Within each task, the
 examples of every ``window`` consecutive batches of the plan are sorted by length and dealt back
@@ -36,3 +37,20 @@ def bucket_plan(plan: list[Step], lengths: dict[str, list[int]], window: int, se
             for (s, b), k in zip(chunk, order):
                 new_plan[s][b] = (task, batches[k])
     return new_plan
+
+
+def split_by_tokens(indices: list[int], lengths: list[int], texts: int, max_tokens: int | None) -> list[list[int]]:
+    """``indices`` as chunks whose padded size (``texts`` sequences per example, each padded to the
+    chunk's longest) stays within ``max_tokens``; longest examples first, each chunk as full as the
+    budget allows, one example per chunk at least. A batch within the budget is one chunk, as given."""
+    if max_tokens is None or texts * len(indices) * max(lengths[i] for i in indices) <= max_tokens:
+        return [indices]
+    ordered = sorted(indices, key=lengths.__getitem__, reverse=True)
+    chunks: list[list[int]] = []
+    for i in ordered:
+        # sorted longest first: a chunk's first example sets its padded length
+        if chunks and texts * (len(chunks[-1]) + 1) * lengths[chunks[-1][0]] <= max_tokens:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks

@@ -68,6 +68,10 @@ class RunConfig:
     length_window: int = field(32, "length bucketing: sort examples by length within windows of this many batches "
                                    "of a task, then shuffle the batches (1: off, random batches)", validator=v.ge(1))
     batch_size: int = field(32, "training batch size (per task batch)", validator=v.ge(1))
+    max_batch_tokens: int | None = field(2048, "activation memory bound: a task batch of more padded tokens than this "
+                                               "(sequences x longest; both sentences of a pair count) runs its forward "
+                                               "and backward in chunks within it, then one update for the whole batch: "
+                                               "the same gradient (none: never split)", validator=_positive_or_none)
     eval_batch_size: int = field(128, "evaluation batch size", validator=v.ge(1))
     lr: float | None = field(None, "learning rate (default 2e-5 for finetune, 1e-3 for pretrain)", validator=_positive_or_none)
     weight_decay: float = field(0.0, "decoupled weight decay of AdamW, applied to weight matrices and embedding tables "

@@ -86,7 +86,9 @@ def platform_on_epoch_start(run: Any, epoch: int) -> None:
 @hookspec
 def platform_on_before_backward(run: Any, task: str, loss: Any, terms: dict[str, float]) -> None:
     """Called with the total loss of a task batch before ``backward``; ``terms`` holds its named
-    parts (``loss``, and one entry per regularizer term) as floats."""
+    parts (``loss``, and one entry per regularizer term) as floats. A batch over ``--max-batch-tokens``
+    runs in chunks: then it is called once per chunk, with the chunk's loss and parts (means over the
+    chunk's examples)."""
 
 
 @hookspec

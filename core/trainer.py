@@ -19,10 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from core import assembly, checkpoints, objectives
-from core.bucketing import bucket_plan
+from core.bucketing import bucket_plan, split_by_tokens
 from core.config import RunConfig
 from core.data import SplitData, make_batch
 from core.evaluation import evaluate, predict_split, write_predictions
+from core.memory import peak_rss_mb
 
 log = logging.getLogger("platform")
 
@@ -134,8 +135,9 @@ def restore(run: RunContext, state: dict[str, Any]) -> None:
     log.info("resumed %s at epoch %d, step %d", run.output_dir, run.epoch, run.step_in_epoch)
 
 
-def task_step(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward one task batch; returns its total loss (task loss + regularizer terms) and the parts."""
+def chunk_loss(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Forward examples ``indices`` of ``task``: their total loss (task loss + regularizer terms, each a
+    mean over the examples) and its parts as floats."""
     batch = make_batch(run.train_data[task], indices, run.tokenizer.pad)
     spec = run.model.tasks[task]
     output = run.model(batch)
@@ -151,8 +153,25 @@ def task_step(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Ten
         for term, value in regularizer.terms(run.model, batch, output, forward, run.progress).items():
             total = total + value
             terms[f"{name}/{term}"] = value.item()
-    run.pm.hook.platform_on_before_backward(run=run, task=task, loss=total, terms=terms)
     return total, terms
+
+
+def task_step(run: RunContext, task: str, indices: list[int]) -> dict[str, float]:
+    """Forward and backward of one task batch, accumulating its gradient; returns its loss parts.
+
+    A batch of more padded tokens than ``--max-batch-tokens`` runs in chunks, each chunk's loss
+    weighted by its share of the examples: the losses are means over examples, so the gradient is the
+    whole batch's, and only one chunk's activations are alive at a time."""
+    data = run.train_data[task]
+    parts: dict[str, float] = {}
+    for chunk in split_by_tokens(indices, data.lengths, len(data.texts), run.config.max_batch_tokens):
+        share = len(chunk) / len(indices)
+        total, terms = chunk_loss(run, task, chunk)
+        run.pm.hook.platform_on_before_backward(run=run, task=task, loss=total, terms=terms)
+        (total * share if share < 1 else total).backward()
+        for name, value in terms.items():
+            parts[name] = parts.get(name, 0.0) + value * share
+    return parts
 
 
 def optimizer_step(run: RunContext) -> None:
@@ -164,21 +183,15 @@ def optimizer_step(run: RunContext) -> None:
 
 
 def train_step(run: RunContext, step: list[tuple[str, list[int]]]) -> dict[str, float]:
-    """One planned step: a batch of one or more tasks, updated one by one or on the summed loss."""
+    """One planned step: a batch of one or more tasks, each updated on its own (``sequential``) or
+    all in one update on the sum of their losses (``summed``: gradients accumulate over tasks)."""
     losses: dict[str, float] = {}
-    summed = run.config.update == "summed"
-    total = None
     for task, indices in step:
-        loss, terms = task_step(run, task, indices)
-        losses[task] = terms["loss"]
-        if summed:
-            total = loss if total is None else total + loss
-        else:
-            loss.backward()
+        losses[task] = task_step(run, task, indices)["loss"]
+        if run.config.update == "sequential":
             optimizer_step(run)
         run.examples_seen += len(indices)
-    if summed:
-        total.backward()
+    if run.config.update == "summed":
         optimizer_step(run)
     return losses
 
@@ -198,7 +211,7 @@ def end_epoch(run: RunContext, started: float) -> None:
     trained = time.time()
     metrics, predictions = evaluate_dev(run)
     record = {"epoch": run.epoch, "step": run.global_step, "train_seconds": round(trained - started, 1),
-              "eval_seconds": round(time.time() - trained, 1), **metrics}
+              "eval_seconds": round(time.time() - trained, 1), "peak_rss_mb": round(peak_rss_mb()), **metrics}
     run.history.append(record)
     log.info("epoch %d dev: %s", run.epoch, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if not run.best or metrics["mean"] > run.best["mean"]:

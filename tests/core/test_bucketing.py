@@ -1,6 +1,6 @@
 import random
 
-from core.bucketing import bucket_plan
+from core.bucketing import bucket_plan, split_by_tokens
 
 
 def random_plan(seed=0):
@@ -51,3 +51,21 @@ def test_batch_order_within_a_window_is_shuffled():
     bucketed = bucket_plan(plan, lengths, window=20, seed=3, epoch=0)
     longest = [max(lengths["a"][i] for i in step[0][1]) for step in bucketed]
     assert longest != sorted(longest) and longest != sorted(longest, reverse=True)
+
+
+def test_split_by_tokens_keeps_every_chunk_within_the_budget():
+    rng = random.Random(3)
+    lengths = [rng.randint(3, 128) for _ in range(200)]
+    for texts in (1, 2):
+        for indices in ([rng.randrange(200) for _ in range(32)], list(range(64))):
+            chunks = split_by_tokens(indices, lengths, texts, max_tokens=1024)
+            assert sorted(i for chunk in chunks for i in chunk) == sorted(indices)  # every example, once
+            assert all(texts * len(c) * max(lengths[i] for i in c) <= 1024 or len(c) == 1 for c in chunks)
+            assert len(chunks) > 1
+
+
+def test_split_by_tokens_leaves_a_batch_within_the_budget_whole():
+    lengths = [10, 50, 30, 20]
+    assert split_by_tokens([2, 0, 3], lengths, 2, max_tokens=2 * 3 * 30) == [[2, 0, 3]]  # as given, order kept
+    assert split_by_tokens([2, 0, 3], lengths, 2, max_tokens=None) == [[2, 0, 3]]
+    assert split_by_tokens([1, 0], lengths, 1, max_tokens=10) == [[1], [0]]  # longer than the budget: alone

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import attrs
 import pytest
+import torch
 
 from core import trainer
 from core.assembly import ConfigError
+from core.hookspecs import hookimpl
 from tests.helpers import kill_run_at_step
 
 
@@ -23,6 +25,7 @@ def test_tiny_multitask_run_writes_everything(tiny_config):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [0, 1]
     assert metrics["best"]["mean"] == max(h["mean"] for h in metrics["history"])
+    assert all(h["peak_rss_mb"] > 0 and h["train_seconds"] >= 0 and h["eval_seconds"] >= 0 for h in metrics["history"])
     for name, split, rows in [("sst", "dev", 24), ("sst", "test", 24), ("quora", "dev", 24), ("sts", "test", 24)]:
         lines = (out / "predictions" / f"{name}-{split}-output.csv").read_text().splitlines()
         assert lines[0].startswith("id \t Predicted_") and len(lines) == rows + 1
@@ -89,3 +92,30 @@ def test_update_policies_step_counts(tiny_config, update):
     trainer.train(run)
     steps = run.optimizer.state[next(iter(run.optimizer.state))]["step"]
     assert int(steps) == (6 if update == "sequential" else 3)
+
+
+def test_a_batch_split_by_max_batch_tokens_has_the_whole_batch_gradient(tiny_config):
+    """Dropout off: the chunks' weighted losses give the gradient of the whole batch, single
+    sentences and pairs, and the hook sees each chunk."""
+    config = attrs.evolve(tiny_config, tasks=("sst", "quora"), dropout=0.0)
+    runs = {budget: trainer.prepare(attrs.evolve(config, max_batch_tokens=budget, output_dir=f"{config.output_dir}-{budget}"))
+            for budget in (None, 40)}
+    seen = []
+
+    class Recorder:
+        @staticmethod
+        @hookimpl
+        def platform_on_before_backward(task, terms):
+            seen.append(task)
+
+    runs[40].pm.register(Recorder())
+    for task in ("sst", "quora"):
+        indices = list(range(8))
+        parts = {budget: trainer.task_step(run, task, indices) for budget, run in runs.items()}
+        assert parts[40]["loss"] == pytest.approx(parts[None]["loss"], rel=1e-5)
+        for (name, whole), chunked in zip(runs[None].model.named_parameters(), runs[40].model.parameters()):
+            if whole.grad is not None:
+                torch.testing.assert_close(chunked.grad, whole.grad, atol=1e-6, rtol=1e-4, msg=name)
+        for run in runs.values():
+            run.optimizer.zero_grad(set_to_none=True)
+    assert seen.count("sst") > 1 and seen.count("quora") > 1  # split: one call per chunk

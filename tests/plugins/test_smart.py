@@ -312,7 +312,7 @@ def test_step_time_ratio_smart_over_plain(tiny_config):
 
     def forward_backward():
         for task, indices in step:
-            trainer.task_step(run, task, indices)[0].backward()
+            trainer.task_step(run, task, indices)  # forward and backward
         run.optimizer.zero_grad(set_to_none=True)
 
     timings = {}
