@@ -36,25 +36,28 @@ from core.pretrained import resolve_checkpoint
 
 WARMUP = 2  # untimed steps (or evaluation batches) before the clock starts
 EVAL_TASK = "sst"
-LABELS = {"platform": "(a) platform, bucketed", "platform-random": "(a) platform, random batches",
-          "platform-smart": "(a) platform + smart", "hf-collator": "(b) transformers + collator",
-          "hf-batches": "(c) transformers, platform batches",
-          "eval-platform": "eval: platform predict_split", "eval-hf": "eval: transformers + collator"}
-TRAIN = tuple(LABELS)[:5]
+LABELS = {"platform": "(a) platform, bucketed", "platform-fp32": "(a) platform, bucketed, fp32",
+          "platform-random": "(a) platform, random batches", "platform-smart": "(a) platform + smart",
+          "hf-collator": "(b) transformers + collator", "hf-batches": "(c) transformers, platform batches",
+          "eval-platform": "eval: platform predict_split", "eval-platform-fp32": "eval: platform, fp32",
+          "eval-hf": "eval: transformers + collator"}
+TRAIN = tuple(name for name in LABELS if not name.startswith("eval"))
+EVAL = tuple(name for name in LABELS if name.startswith("eval"))
 MATMULS = {"2048x384@384x1536": (2048, 384, 1536), "1024x1024@1024x1024": (1024, 1024, 1024)}
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 # --------------------------------------------------------------------------------------------------
 # Measuring
 # --------------------------------------------------------------------------------------------------
 
 
-def figures(seconds: float, steps: int, examples: int, real: int, padded: int) -> dict:
-    return {"steps": steps, "seconds": seconds, "step_seconds": seconds / steps, "examples_per_s": examples / seconds,
+def figures(seconds: float, steps: int, examples: int, real: int, padded: int, precision: str) -> dict:
+    return {"precision": precision, "steps": steps, "seconds": seconds, "step_seconds": seconds / steps, "examples_per_s": examples / seconds,
             "real_tokens_per_s": real / seconds, "padded_tokens_per_s": padded / seconds,
             "real_fraction": real / padded, "peak_rss_mb": peak_rss_mb()}
 
 
-def timed(steps: int, one_step) -> dict:
+def timed(steps: int, one_step, precision: str) -> dict:
     """``one_step(i)`` WARMUP times untimed, then ``steps`` times on the clock; each call returns the
     (examples, real tokens, padded tokens) it processed."""
     for i in range(WARMUP):
@@ -62,7 +65,7 @@ def timed(steps: int, one_step) -> dict:
     totals, start = [0, 0, 0], time.perf_counter()
     for i in range(WARMUP, WARMUP + steps):
         totals = [t + n for t, n in zip(totals, one_step(i))]
-    return figures(time.perf_counter() - start, steps, *totals)
+    return figures(time.perf_counter() - start, steps, *totals, precision)
 
 
 def plan_counts(data, indices: list[int]) -> tuple[int, int, int]:
@@ -99,15 +102,15 @@ def platform_train(args, task: str, tmp: str, **changes) -> dict:
         run.global_step += 1
         return plan_counts(data, step[0][1])
 
-    return timed(args.steps, one_step)
+    return timed(args.steps, one_step, run.model.precision)
 
 
 def dev_split(run: trainer.RunContext):
     return assembly.load_data(attrs.evolve(run.config, limit=None), run.model.tasks, run.tokenizer, "dev")[EVAL_TASK]
 
 
-def platform_eval(args, task: str, tmp: str) -> dict:
-    run = prepare(args, EVAL_TASK, tmp)
+def platform_eval(args, task: str, tmp: str, **changes) -> dict:
+    run = prepare(args, EVAL_TASK, tmp, **changes)
     dev, size, pad = dev_split(run), args.eval_batch_size, run.tokenizer.pad
     with torch.inference_mode():
         for _ in range(WARMUP):
@@ -117,7 +120,7 @@ def platform_eval(args, task: str, tmp: str) -> dict:
     seconds = time.perf_counter() - start
     ordered = sorted(dev.lengths, reverse=True)  # predict_split's batches: longest first
     padded = sum(len(ordered[i:i + size]) * ordered[i] for i in range(0, len(ordered), size))
-    return figures(seconds, -(-len(dev) // size), len(dev), sum(dev.lengths), padded)
+    return figures(seconds, -(-len(dev) // size), len(dev), sum(dev.lengths), padded, run.model.precision)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,7 +216,7 @@ def hf_train(args, task: str, tmp: str, platform_batches: bool) -> dict:
         optimizer.zero_grad(set_to_none=True)
         return len(labels), *encoding_counts(encodings)
 
-    return timed(args.steps, one_step)
+    return timed(args.steps, one_step, "fp32")
 
 
 def hf_eval(args, task: str, tmp: str) -> dict:
@@ -230,24 +233,26 @@ def hf_eval(args, task: str, tmp: str) -> dict:
         for encodings, labels in loader:
             model(*encodings).argmax(-1)
             totals = [t + n for t, n in zip(totals, (len(labels), *encoding_counts(encodings)))]
-        return figures(time.perf_counter() - start, len(loader), *totals)
+        return figures(time.perf_counter() - start, len(loader), *totals, "fp32")
 
 
-MEASURES = {"platform": platform_train, "platform-random": partial(platform_train, length_window=1),
+MEASURES = {"platform": platform_train, "platform-fp32": partial(platform_train, precision="fp32"),
+            "platform-random": partial(platform_train, length_window=1),
             "platform-smart": partial(platform_train, plugins=("smart",)),
             "hf-collator": partial(hf_train, platform_batches=False),
-            "hf-batches": partial(hf_train, platform_batches=True), "eval-platform": platform_eval, "eval-hf": hf_eval}
+            "hf-batches": partial(hf_train, platform_batches=True), "eval-platform": platform_eval,
+            "eval-platform-fp32": partial(platform_eval, precision="fp32"), "eval-hf": hf_eval}
 
 # --------------------------------------------------------------------------------------------------
 # The machine's limit, running, reporting
 # --------------------------------------------------------------------------------------------------
 
 
-def matmul_gflops(repeats: int = 10) -> dict[str, float]:
-    """fp32 GFLOP/s of each shape in MATMULS, from its fastest of ``repeats`` runs."""
+def matmul_gflops(dtype: torch.dtype, repeats: int = 10) -> dict[str, float]:
+    """GFLOP/s of each shape in MATMULS in ``dtype``, from its fastest of ``repeats`` runs."""
     rates = {}
     for name, (m, k, n) in MATMULS.items():
-        a, b = torch.randn(m, k), torch.randn(k, n)
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
         rates[name] = 2 * m * k * n / min(timeit.repeat(lambda: a @ b, number=1, repeat=repeats + 1)) / 1e9  # noqa: B023
     return rates
 
@@ -284,45 +289,63 @@ def summarize(args, results: dict) -> dict:
         return results[f"{task}/{kind}"][key]
 
     ratios = {task: {"platform / (b) transformers + collator": of(task, "platform") / of(task, "hf-collator"),
+                     "platform fp32 / (b) transformers + collator": of(task, "platform-fp32") / of(task, "hf-collator"),
                      "platform / (c) transformers, platform batches": of(task, "platform") / of(task, "hf-batches"),
+                     "platform fp32 / (c) transformers, platform batches": (of(task, "platform-fp32") /
+                                                                            of(task, "hf-batches")),
                      "bucketed / random batches (bucketing lever)": of(task, "platform") / of(task, "platform-random"),
                      "smart step time / plain step time": (of(task, "platform-smart", "step_seconds") /
                                                            of(task, "platform", "step_seconds"))}
               for task in args.tasks}
-    eval_ratio = of(EVAL_TASK, "eval-platform", "examples_per_s") / of(EVAL_TASK, "eval-hf", "examples_per_s")
-    gflops, params = matmul_gflops(), non_embedding_parameters(args.checkpoint)
-    ceiling = max(gflops.values()) * 1e9 / (6 * params)
-    share = {task: {kind: of(task, "platform", f"{kind}_tokens_per_s") / ceiling for kind in ("real", "padded")}
+    eval_ratios = {kind: of(EVAL_TASK, kind, "examples_per_s") / of(EVAL_TASK, "eval-hf", "examples_per_s")
+                   for kind in ("eval-platform", "eval-platform-fp32")}
+    params = non_embedding_parameters(args.checkpoint)
+    gflops = {name: matmul_gflops(dtype) for name, dtype in PRECISIONS.items()}
+    ceilings = {name: max(rates.values()) * 1e9 / (6 * params) for name, rates in gflops.items()}
+    # each platform row against the ceiling of its own precision, and against the fp32 ceiling
+    share = {task: {kind: {f"{tokens} tokens / {ceiling} ceiling": of(task, kind, f"{tokens}_tokens_per_s") / ceilings[ceiling]
+                           for tokens in ("real", "padded")
+                           for ceiling in dict.fromkeys((of(task, kind, "precision"), "fp32"))}
+                    for kind in ("platform", "platform-fp32")}
              for task in args.tasks}
-    return {"ratios": ratios, "eval_ratio": eval_ratio, "machine": {
-        "matmul_gflops": gflops, "best_gflops": max(gflops.values()), "threads": args.threads,
-        "non_embedding_parameters": params, "ceiling_tokens_per_s": ceiling, "platform_share_of_ceiling": share}}
+    return {"ratios": ratios, "eval_ratio": eval_ratios["eval-platform"],
+            "eval_ratio_fp32": eval_ratios["eval-platform-fp32"], "machine": {
+                "matmul_gflops": gflops, "best_gflops": {name: max(r.values()) for name, r in gflops.items()},
+                "threads": args.threads, "non_embedding_parameters": params, "ceiling_tokens_per_s": ceilings,
+                "platform_share_of_ceiling": share}}
 
 
 def print_report(args, results: dict, summary: dict) -> None:
     print(f"\ncheckpoint {args.checkpoint}, batch size {args.batch_size} (eval {args.eval_batch_size}), "
-          f"{args.steps} timed steps after {WARMUP} of warm-up, {args.threads} thread(s); RSS: peak MB\n")
-    print(f"{'task':<6} {'configuration':<34} {'steps':>5} {'ex/s':>8} {'real tok/s':>10} {'pad tok/s':>10} "
-          f"{'real %':>6} {'s/step':>7} {'RSS alone':>9} {'RSS cum.':>9}")
+          f"{args.steps} timed steps after {WARMUP} of warm-up, {args.threads} thread(s); RSS: peak MB; "
+          "prec.: precision of the matrix multiplies (bf16: autocast, float32 weights)\n")
+    print(f"{'task':<6} {'configuration':<34} {'prec.':<5} {'steps':>5} {'ex/s':>8} {'real tok/s':>10} "
+          f"{'pad tok/s':>10} {'real %':>6} {'s/step':>7} {'RSS alone':>9} {'RSS cum.':>9}")
     for name, r in results.items():
         task, kind = name.split("/")
         rss = f"{r['alone_rss_mb']:>9.0f}" if "alone_rss_mb" in r else f"{'-':>9}"
-        print(f"{task:<6} {LABELS[kind]:<34} {r['steps']:>5} {r['examples_per_s']:>8.1f} {r['real_tokens_per_s']:>10.0f} "
-              f"{r['padded_tokens_per_s']:>10.0f} {100 * r['real_fraction']:>6.1f} {r['step_seconds']:>7.3f} {rss} "
-              f"{r['cumulative_rss_mb']:>9.0f}")
+        print(f"{task:<6} {LABELS[kind]:<34} {r['precision']:<5} {r['steps']:>5} {r['examples_per_s']:>8.1f} "
+              f"{r['real_tokens_per_s']:>10.0f} {r['padded_tokens_per_s']:>10.0f} {100 * r['real_fraction']:>6.1f} "
+              f"{r['step_seconds']:>7.3f} {rss} {r['cumulative_rss_mb']:>9.0f}")
     machine, tasks = summary["machine"], args.tasks
-    print(f"\n{'ratios (real tokens/s unless said)':<46}" + "".join(f"{task:>9}" for task in tasks))
+    print(f"\n{'ratios (real tokens/s unless said)':<62}" + "".join(f"{task:>9}" for task in tasks))
     for label in summary["ratios"][tasks[0]]:
-        print(f"{label:<46}" + "".join(f"{summary['ratios'][task][label]:>9.2f}" for task in tasks))
-    print(f"{f'eval: platform / transformers ({EVAL_TASK} dev ex/s)':<46}{summary['eval_ratio']:>9.2f}")
-    rates = ", ".join(f"{name} {rate:.1f}" for name, rate in machine["matmul_gflops"].items())
-    print(f"\nfp32 matmul GFLOP/s: {rates} (best {machine['best_gflops']:.1f})")
-    print(f"ceiling: {machine['best_gflops']:.1f} GFLOP/s / (6 x {machine['non_embedding_parameters'] / 1e6:.2f}M "
-          f"non-embedding parameters) = {machine['ceiling_tokens_per_s']:.0f} tokens/s")
-    print(f"{'platform (a) share of the ceiling':<46}" + "".join(f"{task:>9}" for task in tasks))
-    for kind in ("real", "padded"):
-        share = machine["platform_share_of_ceiling"]
-        print(f"{f'  {kind} tokens':<46}" + "".join(f"{share[task][kind]:>9.2f}" for task in tasks))
+        print(f"{label:<62}" + "".join(f"{summary['ratios'][task][label]:>9.2f}" for task in tasks))
+    print(f"{f'eval: platform / transformers ({EVAL_TASK} dev ex/s)':<62}{summary['eval_ratio']:>9.2f}")
+    print(f"{f'eval: platform fp32 / transformers ({EVAL_TASK} dev ex/s)':<62}{summary['eval_ratio_fp32']:>9.2f}")
+    print()
+    for precision, rates in machine["matmul_gflops"].items():
+        listed = ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
+        print(f"{precision} matmul GFLOP/s: {listed} (best {machine['best_gflops'][precision]:.1f}); "
+              f"ceiling: {machine['best_gflops'][precision]:.1f} GFLOP/s / (6 x "
+              f"{machine['non_embedding_parameters'] / 1e6:.2f}M non-embedding parameters) = "
+              f"{machine['ceiling_tokens_per_s'][precision]:.0f} tokens/s")
+    print(f"{'share of the ceiling':<62}" + "".join(f"{task:>9}" for task in tasks))
+    share = machine["platform_share_of_ceiling"]
+    for kind in ("platform", "platform-fp32"):
+        for label in share[tasks[0]][kind]:
+            row = f"  {LABELS[kind]}: {label}"
+            print(f"{row:<62}" + "".join(f"{share[task][kind][label]:>9.2f}" for task in tasks))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -357,8 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.only:
         args.json.write_text(json.dumps(measure(args, args.only)))
         return
-    names = [f"{task}/{kind}" for task in args.tasks for kind in TRAIN] + [f"{EVAL_TASK}/eval-platform",
-                                                                          f"{EVAL_TASK}/eval-hf"]
+    names = [f"{task}/{kind}" for task in args.tasks for kind in TRAIN] + [f"{EVAL_TASK}/{kind}" for kind in EVAL]
     results = {}
     for name in names:
         print(f"measuring {name}", file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ import torch
 
 from core.config import RunConfig, build
 from core.data import SplitData, load_split, resolve_data_dir
+from core.devices import resolve_device, resolve_precision
 from core.multitask import MultitaskModel
 from core.optim import AdamW
 from core.plugins import Registries, is_opt_in, make_plugin_manager
@@ -96,7 +97,8 @@ def build_model(config: RunConfig, tasks: dict[str, TaskSpec], topology: Entry) 
     missing = [name for name in tasks if name not in heads]
     if missing:
         raise ConfigError(f"topology {topology.name!r} built no head for task(s) {missing}")
-    model = MultitaskModel(encoder, heads, tasks, config.pooling)
+    model = MultitaskModel(encoder, heads, tasks, config.pooling).to(resolve_device(config.device))
+    model.precision = resolve_precision(config.precision, model.device)
     if config.mode == "pretrain":
         model.freeze_encoder()
         if not any(p.requires_grad for p in model.parameters()):
@@ -164,7 +166,10 @@ def default_output_dir(config: RunConfig) -> Path:
 
 
 def finalize(config: RunConfig) -> RunConfig:
-    """Fill in the output folder so the saved configuration names it."""
+    """Fill in the output folder and the precision (``auto`` resolved for this machine), so the saved
+    configuration names them and a resumed run computes as the first part did."""
+    precision = resolve_precision(config.precision, resolve_device(config.device))
+    config = attrs.evolve(config, precision=precision)
     if config.output_dir:
         return config
     return attrs.evolve(config, output_dir=str(default_output_dir(config)))

@@ -91,6 +91,12 @@ class RunConfig:
     save_every: int = field(200, "steps between resume checkpoints (last.pt) within an epoch", validator=v.ge(1))
     log_every: int = field(20, "steps between logged training losses", validator=v.ge(1))
     threads: int | None = field(None, "torch CPU threads (default: all cores)", validator=_positive_or_none)
+    device: str = field("auto", "where to compute: cpu, cuda, cuda:N, or auto (the first CUDA GPU if there is one, "
+                                "else the CPU)")
+    precision: str = field("auto", "fp32; bf16 (autocast: bfloat16 matrix multiplies, float32 weights, optimizer "
+                                   "and losses); or auto: bf16 where the hardware computes it natively (CUDA GPUs "
+                                   "with bf16, CPUs with AMX or AVX512-BF16), else fp32. A run saves the resolved "
+                                   "value", validator=v.in_(("auto", "fp32", "bf16")))
     components: dict[str, dict[str, Any]] = attrs.field(factory=dict, metadata={"help": "", "cli": False})
 
     @property

@@ -122,6 +122,16 @@ class Batch:
     def real_tokens(self) -> int:
         return int(self.attention_mask.sum())
 
+    def to(self, device: torch.device) -> "Batch":
+        """The batch with its model inputs and labels on ``device``; ``indices`` stay on the CPU, where
+        per-example state (teacher outputs, caches) lives."""
+        if self.input_ids.device == device:
+            return self
+        moved = {name: getattr(self, name).to(device, non_blocking=True)
+                 for name in ("input_ids", "token_type_ids", "attention_mask")}
+        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
+        return attrs.evolve(self, labels=labels, **moved)
+
 
 def make_batch(data: SplitData, indices: Sequence[int], pad) -> Batch:
     """Collate ``indices`` of ``data`` with padding to the longest sequence in the batch."""

@@ -23,7 +23,7 @@ def head_outputs(model: torch.nn.Module, data: SplitData, pad, batch_size: int, 
     bar = tqdm(total=len(data), desc=f"eval {data.task.name} {data.split}", unit="ex", disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         indices = order[start:start + batch_size]
-        outputs.append(model(make_batch(data, indices, pad)))
+        outputs.append(model(make_batch(data, indices, pad).to(model.device)).cpu())
         bar.update(len(indices))
     bar.close()
     model.train(was_training)

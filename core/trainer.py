@@ -138,7 +138,7 @@ def restore(run: RunContext, state: dict[str, Any]) -> None:
 def chunk_loss(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward examples ``indices`` of ``task``: their total loss (task loss + regularizer terms, each a
     mean over the examples) and its parts as floats."""
-    batch = make_batch(run.train_data[task], indices, run.tokenizer.pad)
+    batch = make_batch(run.train_data[task], indices, run.tokenizer.pad).to(run.model.device)
     spec = run.model.tasks[task]
     output = run.model(batch)
     total = objectives.loss(spec, output, batch.labels)

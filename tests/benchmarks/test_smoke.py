@@ -32,23 +32,29 @@ def test_prints_the_table_and_the_ratios(data_dir, tmp_path):
     out = tmp_path / "speed.json"
     lines = run_script(data_dir, "--no-isolate", "--json", str(out)).splitlines()
     header = next(line for line in lines if line.startswith("task "))
-    for column in ("configuration", "steps", "ex/s", "real tok/s", "pad tok/s", "real %", "s/step", "RSS alone",
-                   "RSS cum."):
+    for column in ("configuration", "prec.", "steps", "ex/s", "real tok/s", "pad tok/s", "real %", "s/step",
+                   "RSS alone", "RSS cum."):
         assert column in header
-    for label in ("(a) platform, bucketed", "(a) platform, random batches", "(a) platform + smart",
-                  "(b) transformers + collator", "(c) transformers, platform batches",
-                  "eval: platform predict_split", "eval: transformers + collator"):
-        row = next(line for line in lines if line.startswith("sst") and label in line)
-        figures = [float(x) for x in row.split(label)[1].split() if x != "-"]
-        assert len(figures) == 7 and all(x > 0 for x in figures), row
-    for ratio in ("platform / (b)", "platform / (c)", "bucketed / random", "smart step time / plain step time",
-                  "eval: platform / transformers"):
+    labels = ("(a) platform, bucketed", "(a) platform, bucketed, fp32", "(a) platform, random batches",
+              "(a) platform + smart", "(b) transformers + collator", "(c) transformers, platform batches",
+              "eval: platform predict_split", "eval: platform, fp32", "eval: transformers + collator")
+    for label in labels:
+        row = next(line for line in lines if re.match(rf"sst\s+{re.escape(label)}\s+(fp32|bf16)\s", line))
+        precision, *figures = row.split(label)[1].split()
+        figures = [float(x) for x in figures if x != "-"]
+        assert precision in ("fp32", "bf16") and len(figures) == 7 and all(x > 0 for x in figures), row
+        assert precision == "fp32" or not label.endswith("fp32") and "transformers" not in label
+    for ratio in ("platform / (b)", "platform fp32 / (b)", "platform / (c)", "platform fp32 / (c)",
+                  "bucketed / random", "smart step time / plain step time", "eval: platform / transformers",
+                  "eval: platform fp32 / transformers"):
         row = next(line for line in lines if line.startswith(ratio))
         assert float(re.search(NUMBER + r"\s*$", row).group(1)) > 0, row
-    assert re.search(r"ceiling: .* = \d+ tokens/s", "\n".join(lines))
+    assert re.search(r"fp32 matmul GFLOP/s: .* ceiling: .* = \d+ tokens/s", "\n".join(lines))
+    assert re.search(r"bf16 matmul GFLOP/s: .* ceiling: .* = \d+ tokens/s", "\n".join(lines))
     report = json.loads(out.read_text())
-    assert len(report["results"]) == 7 and report["machine"]["ceiling_tokens_per_s"] > 0
+    assert len(report["results"]) == len(labels) and report["machine"]["ceiling_tokens_per_s"]["fp32"] > 0
     assert all(value > 0 for value in report["ratios"]["sst"].values()) and report["eval_ratio"] > 0
+    assert report["eval_ratio_fp32"] > 0
 
 
 def test_only_measures_one_configuration_in_its_own_process(data_dir, tmp_path):
