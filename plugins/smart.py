@@ -13,6 +13,7 @@ it would measure nothing), or the squared error of regression scores (mse heads)
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Callable
 
 import attrs
@@ -30,6 +31,9 @@ PLATFORM_OPT_IN = True
 NAME = "smart"
 TERMS = ("adversarial", "bregman")
 TINY = 1e-12  # keeps gradient normalisation finite when a gradient vanishes
+BF16_RESOLUTION = 2.0**-8  # relative spacing of bfloat16 numbers (8 bits of mantissa)
+
+log = logging.getLogger("platform")
 
 Divergence = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -128,6 +132,12 @@ class Smart(Regularizer):
 
     def __init__(self, config: SmartConfig | None, model: torch.nn.Module):
         self.config = config or SmartConfig()
+        if getattr(model, "precision", "fp32") == "bf16" and self.config.weight > 0 \
+                and self.config.epsilon < BF16_RESOLUTION:
+            log.warning("smart: the model computes in bf16 (--precision), whose resolution (~%.0e of a value) is "
+                        "coarser than the perturbation radius --smart-epsilon %g: the perturbed forward barely "
+                        "sees it, and the adversarial term mostly measures dropout noise. Use --precision fp32 "
+                        "to study small perturbations.", BF16_RESOLUTION, self.config.epsilon)
         self.teacher: torch.nn.Module | None = None
         if self.config.bregman_weight > 0:
             self.teacher = copy.deepcopy(model).eval()  # f̃: dropout off, never trained directly

@@ -155,6 +155,16 @@ def test_adversarial_term_is_positive_and_trains_the_model(task):
     assert all(g is None for n, g in grads.items() if n.startswith("heads.") and not n.startswith(f"heads.{task}."))
 
 
+@pytest.mark.parametrize("precision, epsilon, warned", [("bf16", 1e-5, True), ("bf16", 1e-2, False),
+                                                         ("fp32", 1e-5, False)])
+def test_a_perturbation_below_bf16_resolution_is_reported(caplog, precision, epsilon, warned):
+    model = tiny_model()
+    model.precision = precision
+    with caplog.at_level("WARNING", logger="platform"):
+        Smart(SmartConfig(epsilon=epsilon), model)
+    assert ("below" not in caplog.text and "coarser than the perturbation radius" in caplog.text) == warned
+
+
 @pytest.mark.parametrize("norm", ["inf", "l2"])
 def test_perturbation_lies_in_the_ball_off_the_padding_and_beats_random_ones(norm):
     model = tiny_model()
