@@ -88,9 +88,9 @@ def parse_objective(text: str, tasks: tuple[str, ...]) -> Objective:
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     """``median``: stop a trial whose epoch score is below the median of earlier trials at that epoch
     (after 5 trials, from the second epoch on); ``hyperband``: successive halving over epochs;
-    ``none``: never prune."""
+    ``none``: never prune. Steps are epochs completed (1 after the first), Optuna's resource count."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
     if name == "none":
@@ -99,7 +99,9 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
 
 
 class PruningPlugin:
-    """Reports each epoch's objective value to the trial, and prunes the run when the pruner says so."""
+    """Reports each epoch's objective value to the trial, at step = epochs completed (the resource
+    Optuna's pruners count: Hyperband's first rung, min_resource 1, comes after the first epoch), and
+    prunes the run when the pruner says so."""
 
     def __init__(self, trial: optuna.Trial, objective: Objective):
         self.trial, self.objective = trial, objective
@@ -107,9 +109,9 @@ class PruningPlugin:
     @hookimpl(trylast=True)
     def platform_on_epoch_end(self, run, epoch, metrics):
         value = self.objective.value(metrics)
-        self.trial.report(value, epoch)
+        self.trial.report(value, epoch + 1)
         if self.trial.should_prune():
-            reason = f"pruned after epoch {epoch}: {self.objective.spec} {value:.4f}"
+            reason = f"pruned after epoch {epoch + 1} of {run.config.epochs}: {self.objective.spec} {value:.4f}"
             self.trial.set_user_attr("reason", reason)
             raise optuna.TrialPruned(reason)
 

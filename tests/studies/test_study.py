@@ -2,6 +2,7 @@
 failures, objectives, storage errors, and what every trial leaves behind."""
 
 import contextlib
+import types
 import io
 import json
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from core.cli import build_parser, main
 from core.config import RunConfig
 from core.hookspecs import hookimpl
+from studies.objective import PruningPlugin, make_pruner, parse_objective
 from studies.runner import StudyError, StudySettings, run_study
 
 EXAMPLE = Path(__file__).parents[2] / "studies" / "interleaved_ratios.toml"
@@ -54,7 +56,7 @@ def test_study_runs_its_trials_and_reports_every_epoch(study):
     assert loaded.directions == [optuna.study.StudyDirection.MAXIMIZE]
     assert [t.state for t in loaded.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     for trial in loaded.trials:
-        assert sorted(trial.intermediate_values) == [0, 1]  # the pruning plugin reported both epochs
+        assert sorted(trial.intermediate_values) == [1, 2]  # both epochs reported, at epochs completed
         assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
 
 
@@ -118,10 +120,29 @@ def test_a_pruned_trial_stops_and_says_why(tmp_path, data_dir):
     settings = StudySettings(name="pruned", trials=1, study_dir=str(tmp_path))
     study = run_study(tiny_base(data_dir), settings, pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # always prunes
     trial = study.trials[0]
-    assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [0]
-    assert trial.user_attrs["reason"].startswith("pruned after epoch 0: mean ")
+    assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [1]
+    assert trial.user_attrs["reason"].startswith("pruned after epoch 1 of 2: mean ")
     assert trial.user_attrs["metrics"]["epoch"] == 0
     assert (tmp_path / "pruned" / "hparams" / "trial-0").is_dir()
+
+
+def test_hyperband_prunes_a_poor_trial_after_its_first_epoch():
+    """Steps are epochs completed: with --epochs 2, Hyperband's first rung (min_resource 1) comes
+    after the first epoch, so a pruned trial saves the second."""
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("hyperband", epochs=2))
+    run = types.SimpleNamespace(config=RunConfig(epochs=2))
+    outcomes = []
+    for score in (0.9, 0.1):  # a good trial, then a poor one
+        trial = study.ask()
+        plugin = PruningPlugin(trial, parse_objective("mean", ("sst",)))
+        try:
+            plugin.platform_on_epoch_end(run=run, epoch=0, metrics={"sst": score, "mean": score})
+            outcomes.append("continues")
+            study.tell(trial, score)
+        except optuna.TrialPruned as pruned:
+            outcomes.append(str(pruned))
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert outcomes == ["continues", "pruned after epoch 1 of 2: mean 0.1000"]
 
 
 def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, data_dir):
