@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import itertools
 import json
 import os
 import subprocess
@@ -34,7 +33,6 @@ from core.memory import peak_rss_mb
 from core.model import BertModel as PlatformBert
 from core.pretrained import resolve_checkpoint
 
-WARMUP = 2  # untimed steps (or evaluation batches) before the clock starts
 EVAL_TASK = "sst"
 LABELS = {"platform": "(a) platform, bucketed", "platform-fp32": "(a) platform, bucketed, fp32",
           "platform-random": "(a) platform, random batches", "platform-smart": "(a) platform + smart",
@@ -58,12 +56,14 @@ def figures(seconds: float, steps: int, examples: int, real: int, padded: int, p
 
 
 def timed(steps: int, one_step, precision: str) -> dict:
-    """``one_step(i)`` WARMUP times untimed, then ``steps`` times on the clock; each call returns the
+    """``one_step(i)`` for ``i < steps`` once untimed, then again on the clock: the same batches twice.
+    The untimed pass takes the one-time costs of a run (oneDNN creates kernels for each new sequence
+    length, the allocator grows), so the clock sees steady-state steps. Each call returns the
     (examples, real tokens, padded tokens) it processed."""
-    for i in range(WARMUP):
+    for i in range(steps):
         one_step(i)
     totals, start = [0, 0, 0], time.perf_counter()
-    for i in range(WARMUP, WARMUP + steps):
+    for i in range(steps):
         totals = [t + n for t, n in zip(totals, one_step(i))]
     return figures(time.perf_counter() - start, steps, *totals, precision)
 
@@ -85,7 +85,7 @@ def encoding_counts(encodings: list[dict]) -> tuple[int, int]:
 
 def prepare(args, task: str, tmp: str, **changes) -> trainer.RunContext:
     """A one-task platform run; its train split is a pool of at least one full bucketing window."""
-    pool = max(args.steps + WARMUP, RunConfig().length_window) * args.batch_size
+    pool = max(args.steps, RunConfig().length_window) * args.batch_size
     return trainer.prepare(RunConfig(tasks=(task,), checkpoint=args.checkpoint, batch_size=args.batch_size,
                                      eval_batch_size=args.eval_batch_size, limit=pool, data_dir=args.data_dir,
                                      output_dir=str(Path(tmp) / "run"), log_every=10**9, **changes))  # no logging
@@ -112,9 +112,7 @@ def dev_split(run: trainer.RunContext):
 def platform_eval(args, task: str, tmp: str, **changes) -> dict:
     run = prepare(args, EVAL_TASK, tmp, **changes)
     dev, size, pad = dev_split(run), args.eval_batch_size, run.tokenizer.pad
-    with torch.inference_mode():
-        for _ in range(WARMUP):
-            run.model.eval()(make_batch(dev, range(min(size, len(dev))), pad))
+    predict_split(run.model, dev, pad, size, progress=False)  # the untimed pass
     start = time.perf_counter()
     predict_split(run.model, dev, pad, size, progress=False)
     seconds = time.perf_counter() - start
@@ -195,16 +193,19 @@ def hf_train(args, task: str, tmp: str, platform_batches: bool) -> dict:
     gc.collect()
     model, spec = hf_model(args, data.task).train(), data.task
     optimizer = torch.optim.AdamW(model.parameters(), lr=RunConfig().learning_rate)
-    if not platform_batches:
-        loader = hf_loader(args, data, shuffle=True, batch_size=args.batch_size)
-        batches = (batch for _ in itertools.count() for batch in loader)  # epoch after epoch
+    loader = None if platform_batches else hf_loader(args, data, shuffle=True, batch_size=args.batch_size)
+    batches = None
 
     def one_step(i):
+        nonlocal batches
         if platform_batches:  # (c): the platform's Batch tensors, both pair sentences in one forward
             batch = make_batch(data, plan[i % len(plan)][0][1], pad)
             keys = ("input_ids", "token_type_ids", "attention_mask")
             encodings, labels = [{key: getattr(batch, key) for key in keys}], batch.labels
         else:  # (b): shuffled batches, each pair sentence padded and encoded on its own
+            if i == 0:  # each pass: the same shuffled order, collated as the steps go
+                loader.sampler.generator.manual_seed(0)
+                batches = iter(loader)
             encodings, labels = next(batches)
         output = model(*encodings)
         if spec.num_labels == 1:
@@ -227,7 +228,7 @@ def hf_eval(args, task: str, tmp: str) -> dict:
     model = hf_model(args, dev.task).eval()
     loader = hf_loader(args, dev, shuffle=False, batch_size=args.eval_batch_size)
     with torch.inference_mode():
-        for _, (encodings, _) in zip(range(WARMUP), loader):
+        for encodings, _ in loader:  # the untimed pass
             model(*encodings)
         totals, start = [0, 0, 0], time.perf_counter()
         for encodings, labels in loader:
@@ -317,7 +318,7 @@ def summarize(args, results: dict) -> dict:
 
 def print_report(args, results: dict, summary: dict) -> None:
     print(f"\ncheckpoint {args.checkpoint}, batch size {args.batch_size} (eval {args.eval_batch_size}), "
-          f"{args.steps} timed steps after {WARMUP} of warm-up, {args.threads} thread(s); RSS: peak MB; "
+          f"{args.steps} timed steps after an untimed pass over the same batches, {args.threads} thread(s); RSS: peak MB; "
           "prec.: precision of the matrix multiplies (bf16: autocast, float32 weights)\n")
     print(f"{'task':<6} {'configuration':<34} {'prec.':<5} {'steps':>5} {'ex/s':>8} {'real tok/s':>10} "
           f"{'pad tok/s':>10} {'real %':>6} {'s/step':>7} {'RSS alone':>9} {'RSS cum.':>9}")
@@ -351,7 +352,7 @@ def print_report(args, results: dict, summary: dict) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Training and evaluation throughput: platform vs transformers.")
     parser.add_argument("--checkpoint", default="minilm-l6", help="a folder, minilm-l6, or tiny/small (random init)")
-    parser.add_argument("--steps", type=int, default=20, help=f"timed optimizer steps (after {WARMUP} of warm-up)")
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps (after an untimed pass over the same batches)")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size (examples)")
     parser.add_argument("--eval-batch-size", type=int, default=RunConfig().eval_batch_size, help="evaluation batch size")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
