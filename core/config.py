@@ -41,6 +41,23 @@ def _check_layer_decay(instance: Any, attribute: attrs.Attribute, value: float) 
         raise ValueError(f"--layer-decay must be in (0, 1] (1: no decay), got {value}")
 
 
+def parse_assignments(text: str, option: str, expected: str, key: str = "task",
+                      error: type[ValueError] = ValueError) -> dict[str, str]:
+    """``"sst=8,quora=32"`` -> ``{"sst": "8", "quora": "32"}``: the NAME=VALUE lists that options take
+    (sampler ratios, teachers, objective weights, enqueued trials). Raises ``error`` naming ``option``
+    and the first entry without a name or a value (``expected`` says what one looks like), or the
+    first ``key`` given twice; the caller checks the values."""
+    pairs: dict[str, str] = {}
+    for entry in (part.strip() for part in text.split(",") if part.strip()):
+        name, sep, value = (part.strip() for part in entry.partition("="))
+        if not sep or not name or not value:
+            raise error(f"{option}: bad entry {entry!r}; expected {expected}")
+        if name in pairs:
+            raise error(f"{option}: {key} {name!r} is given twice in {text!r}")
+        pairs[name] = value
+    return pairs
+
+
 def field(default: Any, help: str, **kwargs: Any) -> Any:
     return attrs.field(default=default, metadata={"help": help}, **kwargs)
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from core import checkpoints, evaluation
-from core.config import field
+from core.config import field, parse_assignments
 from core.data import Batch, SplitData, load_split, resolve_data_dir
 from core.hookspecs import hookimpl
 from core.inference import load_run
@@ -57,15 +57,7 @@ class BamError(ValueError):
 
 def parse_teachers(text: str) -> dict[str, str]:
     """``"sst=runs/a,quora=runs/b"`` -> ``{"sst": "runs/a", "quora": "runs/b"}``, naming the first bad entry."""
-    teachers: dict[str, str] = {}
-    for entry in (part.strip() for part in text.split(",") if part.strip()):
-        task, sep, folder = (part.strip() for part in entry.partition("="))
-        if not sep or not task or not folder:
-            raise ValueError(f"teachers: bad entry {entry!r}; expected TASK=RUN_DIR, e.g. 'sst=runs/sst-teacher'")
-        if task in teachers:
-            raise ValueError(f"teachers: task {task!r} is given twice in {text!r}")
-        teachers[task] = folder
-    return teachers
+    return parse_assignments(text, "teachers", "TASK=RUN_DIR, e.g. 'sst=runs/sst-teacher'")
 
 
 def _positive(instance, attribute: attrs.Attribute, value: float) -> None:

@@ -16,7 +16,7 @@ import attrs
 import torch
 from attrs import validators as v
 
-from core.config import field
+from core.config import field, parse_assignments
 from core.hookspecs import hookimpl
 from core.sampling import Step, generator, permutation
 
@@ -30,15 +30,12 @@ def _salt(task: str, wrap: int = 0) -> int:
 
 def _parse_ratios(text: str) -> dict[str, int]:
     """``"sst=8,quora=32"`` -> ``{"sst": 8, "quora": 32}``, naming the first bad entry."""
-    ratios: dict[str, int] = {}
-    for entry in (part.strip() for part in text.split(",") if part.strip()):
-        name, sep, value = (part.strip() for part in entry.partition("="))
-        if not sep or not name or not value.isdigit() or int(value) < 1:
-            raise ValueError(f"ratios: bad entry {entry!r}; expected TASK=POSITIVE_INT, e.g. 'sst=8,quora=32'")
-        if name in ratios:
-            raise ValueError(f"ratios: task {name!r} is given twice in {text!r}")
-        ratios[name] = int(value)
-    return ratios
+    expected = "TASK=POSITIVE_INT, e.g. 'sst=8,quora=32'"
+    ratios = parse_assignments(text, "ratios", expected)
+    for name, value in ratios.items():
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"ratios: bad entry {name + '=' + value!r}; expected {expected}")
+    return {name: int(value) for name, value in ratios.items()}
 
 
 @attrs.frozen

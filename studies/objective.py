@@ -14,7 +14,7 @@ import attrs
 import optuna
 
 from core import trainer
-from core.config import RunConfig
+from core.config import RunConfig, parse_assignments
 from core.hookspecs import hookimpl
 from core.registry import Entry
 from studies.space import Rule, SpaceTrial, trial_config
@@ -68,15 +68,15 @@ def parse_objective(text: str, tasks: tuple[str, ...]) -> Objective:
     if kind != "weighted" or not rest:
         raise ValueError(f"--objective: unknown objective {text!r}; choose mean, pareto, or weighted:TASK=W,... "
                          "(e.g. weighted:sst=1,sts=2)")
+    expected = "TASK=WEIGHT with WEIGHT >= 0, e.g. sst=1"
     weights: dict[str, float] = {}
-    for entry in (part.strip() for part in rest.split(",") if part.strip()):
-        task, sep, number = (part.strip() for part in entry.partition("="))
+    for task, number in parse_assignments(rest, "--objective", expected).items():
         try:
-            weight = float(number) if sep else -1.0
+            weight = float(number)
         except ValueError:
             weight = -1.0
-        if not task or weight < 0:
-            raise ValueError(f"--objective: bad entry {entry!r}; expected TASK=WEIGHT with WEIGHT >= 0, e.g. sst=1")
+        if weight < 0:
+            raise ValueError(f"--objective: bad entry {task + '=' + number!r}; expected {expected}")
         if task not in tasks:
             raise ValueError(f"--objective: task {task!r} is not among the tasks of the study ({', '.join(tasks)})")
         weights[task] = weight

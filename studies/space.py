@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import attrs
 
-from core.config import RunConfig
+from core.config import RunConfig, parse_assignments
 from core.registry import Entry
 
 RANGE_KEYS = ("low", "high", "log", "step")
@@ -307,12 +307,9 @@ def parse_enqueued(text: str, suggested: dict[str, Suggested], source: str = "--
     """``"smart_weight=5,ratio_sst=32"``: the parameter values of a trial to run before the sampler's own,
     each parsed and checked against its effective distribution (a fixed parameter is not searched)."""
     values: dict[str, Any] = {}
-    for entry in (part.strip() for part in text.split(",") if part.strip()):
-        name, sep, raw = (part.strip() for part in entry.partition("="))
-        if not sep or not name or not raw:
-            raise SpaceError(f"{source}: bad entry {entry!r}; expected NAME=VALUE, e.g. 'smart_weight=5,ratio_sst=32'")
-        if name in values:
-            raise SpaceError(f"{source}: parameter {name!r} is given twice in {text!r}")
+    given = parse_assignments(text, source, "NAME=VALUE, e.g. 'smart_weight=5,ratio_sst=32'", key="parameter",
+                              error=SpaceError)
+    for name, raw in given.items():
         if name not in suggested:
             known = ", ".join(sorted(suggested)) or "none"
             raise SpaceError(f"{source}: unknown parameter {name!r}; the active search spaces suggest: {known}")
@@ -321,7 +318,7 @@ def parse_enqueued(text: str, suggested: dict[str, Suggested], source: str = "--
             raise SpaceError(f"{source}: {name} is fixed at {param.value!r} by {param.rule.where()}; "
                              "only searched parameters can be enqueued")
         values[name] = _enqueued_value(param, raw, source)
-    if not values:
+    if not given:
         raise SpaceError(f"{source}: no parameters in {text!r}; expected NAME=VALUE,...")
     return values
 
