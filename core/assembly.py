@@ -14,6 +14,7 @@ import torch
 from core.config import RunConfig, build
 from core.data import SplitData, load_split, resolve_data_dir
 from core.devices import resolve_device, resolve_precision
+from core.errors import ConfigError
 from core.multitask import MultitaskModel
 from core.optim import AdamW
 from core.plugins import Registries, is_opt_in, make_plugin_manager
@@ -22,10 +23,6 @@ from core.pretrained import load_encoder, resolve_checkpoint
 from core.registry import Entry, RegistryError
 from core.tasks import TaskSpec
 from core.tokenizer import Tokenizer
-
-
-class ConfigError(ValueError):
-    """Options that are unknown or do not work together."""
 
 
 def plugin_manager(config: RunConfig) -> pluggy.PluginManager:

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.errors import PlatformError
 
-class CheckpointFileError(ValueError):
+
+class CheckpointFileError(PlatformError):
     """A run checkpoint is missing, unreadable or not one of ours."""
 
 

@@ -12,10 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
-
 from core import config as cfg
+from core.errors import PlatformError
 from core.plugins import Registries, is_opt_in, make_plugin_manager
-
 
 COMPONENT_KINDS = ("samplers", "regularizers", "topologies")
 
@@ -235,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[args.command](args, registries)
-    except (ValueError, FileNotFoundError) as error:  # our errors name the culprit; no traceback needed
+    except PlatformError as error:  # bad input, named; anything else is a bug and keeps its traceback
         print(f"platform {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
+from core.errors import ConfigError
 from core.pooling import parse as parse_pooling
 
 
@@ -42,7 +43,7 @@ def _check_layer_decay(instance: Any, attribute: attrs.Attribute, value: float) 
 
 
 def parse_assignments(text: str, option: str, expected: str, key: str = "task",
-                      error: type[ValueError] = ValueError) -> dict[str, str]:
+                      error: type[ValueError] = ConfigError) -> dict[str, str]:
     """``"sst=8,quora=32"`` -> ``{"sst": "8", "quora": "32"}``: the NAME=VALUE lists that options take
     (sampler ratios, teachers, objective weights, enqueued trials). Raises ``error`` naming ``option``
     and the first entry without a name or a value (``expected`` says what one looks like), or the
@@ -128,7 +129,7 @@ class RunConfig:
         known = {f.name for f in attrs.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"{source}: unknown setting(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
 
     def save(self, path: Path) -> None:
@@ -180,4 +181,4 @@ def build(cls: type, values: dict[str, Any], source: str) -> Any:
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{source}: {error}") from None
+        raise ConfigError(f"{source}: {error}") from None

@@ -19,6 +19,7 @@ import attrs
 import datasets
 import torch
 
+from core.errors import PlatformError
 from core.tasks import TaskSpec
 
 log = logging.getLogger("platform")
@@ -29,7 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIRS = (PROJECT_ROOT.parent / "shared" / "data" / "cs224n", Path.cwd().parent / "shared" / "data" / "cs224n")
 
 
-class DataError(ValueError):
+class DataError(PlatformError):
     """A data folder, file, column or row is not what the task expects."""
 
 

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import torch
 
+from core.errors import PlatformError
+
 PRECISIONS = ("auto", "fp32", "bf16")
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-class DeviceError(ValueError):
+class DeviceError(PlatformError):
     """A --device or --precision this machine cannot honour."""
 
 

@@ -6,6 +6,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.data import load_split, resolve_data_dir
+from core.errors import ConfigError
 from core.objectives import pearson
 from core.plugins import Registries, make_plugin_manager
 from core.pooling import pool
@@ -33,12 +34,12 @@ def zero_shot_similarity(checkpoint: str, *, task: str = "sts", split: str = "de
     """Pearson correlation between cos(u, v) and the gold scores of a pair task's split."""
     spec = Registries(make_plugin_manager(enabled=None)).tasks[task].value
     if not spec.is_pair:
-        raise ValueError(f"--task {task}: zero-shot similarity needs a sentence-pair task")
+        raise ConfigError(f"--task {task}: zero-shot similarity needs a sentence-pair task")
     source = resolve_checkpoint(checkpoint)
     tokenizer = Tokenizer(source.vocab, lowercase=source.lowercase)
     data = load_split(spec, split, data_dir=resolve_data_dir(data_dir), tokenizer=tokenizer, max_length=128, limit=limit)
     if data.labels is None:
-        raise ValueError(f"{task} {split} has no labels to correlate with")
+        raise ConfigError(f"{task} {split} has no labels to correlate with")
     encoder = load_encoder(source).eval()
     first, second = (embed_sentences(encoder, tokenizer.pad, column, pooling, batch_size, desc=f"encode {task} {split}")
                      for column in data.texts)

@@ -9,6 +9,7 @@ import attrs
 from core import assembly, checkpoints
 from core.config import RunConfig
 from core.data import load_split, resolve_data_dir
+from core.errors import ConfigError
 from core.evaluation import evaluate, predict_split, write_predictions
 
 
@@ -33,10 +34,10 @@ def evaluate_checkpoint(path: Path, *, file: Path | None = None, task: str | Non
         data = assembly.load_data(config, model.tasks, tokenizer, "dev")
     else:
         if task is None and len(model.tasks) > 1:
-            raise ValueError(f"--task is needed with --file: the run has tasks {', '.join(model.tasks)}")
+            raise ConfigError(f"--task is needed with --file: the run has tasks {', '.join(model.tasks)}")
         name = task or next(iter(model.tasks))
         if name not in model.tasks:
-            raise ValueError(f"--task {name}: the run was trained on {', '.join(model.tasks)}")
+            raise ConfigError(f"--task {name}: the run was trained on {', '.join(model.tasks)}")
         spec = attrs.evolve(model.tasks[name], files={"train": "-", "dev": str(Path(file).resolve())})
         data = {name: load_split(spec, "dev", data_dir=Path("/"), tokenizer=tokenizer, max_length=config.max_length)}
     metrics, _ = evaluate(model, data, tokenizer.pad, config.eval_batch_size)

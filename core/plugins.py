@@ -17,6 +17,7 @@ from typing import Iterable
 import pluggy
 
 from core import hookspecs
+from core.errors import PlatformError
 from core.registry import Registry
 
 DEFAULT_PLUGINS = (
@@ -36,7 +37,7 @@ DEFAULT_PLUGINS = (
 OPT_IN = "PLATFORM_OPT_IN"
 
 
-class PluginError(ValueError):
+class PluginError(PlatformError):
     """A plugin could not be loaded, or ``--plugins`` named one that does not exist."""
 
 

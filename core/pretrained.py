@@ -18,12 +18,8 @@ import attrs
 import safetensors.torch
 import torch
 
+from core.errors import CheckpointError
 from core.model import BertConfig, BertModel
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be found, read, or does not fit the encoder its config describes."""
-
 
 MINILM = "minilm-l6"
 # random-init presets; they borrow minilm's uncased vocabulary, hence its vocab_size

@@ -10,8 +10,10 @@ from typing import Any, Callable, Iterator
 
 import attrs
 
+from core.errors import PlatformError
 
-class RegistryError(ValueError):
+
+class RegistryError(PlatformError):
     """A component was registered twice, or asked for under a name nobody registered."""
 
 

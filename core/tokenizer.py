@@ -21,6 +21,8 @@ from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from tokenizers.processors import TemplateProcessing
 
+from core.errors import CheckpointError
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -42,7 +44,7 @@ class Tokenizer:
     def __init__(self, vocab_path: str | Path, lowercase: bool = True):
         self.vocab_path = Path(vocab_path)
         if not self.vocab_path.is_file():
-            raise FileNotFoundError(f"WordPiece vocabulary not found: {self.vocab_path}")
+            raise CheckpointError(f"WordPiece vocabulary not found: {self.vocab_path}")
         self.lowercase = bool(lowercase)
         contents = self.vocab_path.read_bytes()
         digest = hashlib.sha256(contents + (b"|lower" if self.lowercase else b"|cased"))
@@ -51,7 +53,7 @@ class Tokenizer:
         vocab = WordPiece.read_file(str(self.vocab_path))
         missing = [t for t in SPECIAL_TOKENS if t not in vocab]
         if missing:
-            raise ValueError(f"{self.vocab_path} lacks the special tokens {missing}; "
+            raise CheckpointError(f"{self.vocab_path} lacks the special tokens {missing}; "
                              f"a BERT vocabulary must contain all of {list(SPECIAL_TOKENS)}")
         tok = _RustTokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         tok.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True,

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from core import checkpoints, evaluation
 from core.config import field, parse_assignments
 from core.data import Batch, SplitData, load_split, resolve_data_dir
+from core.errors import PlatformError
 from core.hookspecs import hookimpl
 from core.inference import load_run
 from core.regularizers import Regularizer
@@ -51,7 +52,7 @@ NAME = "bam"
 log = logging.getLogger("platform")
 
 
-class BamError(ValueError):
+class BamError(PlatformError):
     """A teacher is missing, was trained on other tasks, or does not fit the student's task."""
 
 

@@ -18,6 +18,7 @@ import torch.nn as nn
 from attrs import validators as v
 
 from core.config import field
+from core.errors import ConfigError
 from core.heads import head_for
 from core.hookspecs import hookimpl
 from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, TaskSpec
@@ -98,10 +99,10 @@ def sharing_tasks(config: RLayerConfig, tasks: list[TaskSpec]) -> list[TaskSpec]
         return [by_name[name] for name in pair]
     for name in config.tasks:
         if name not in by_name:
-            raise ValueError(f"--rlayer-tasks: task {name!r} is not a task of this run; its pair tasks are: "
+            raise ConfigError(f"--rlayer-tasks: task {name!r} is not a task of this run; its pair tasks are: "
                              f"{', '.join(pair) or 'none'}")
         if by_name[name].kind not in PAIR_KINDS:
-            raise ValueError(f"--rlayer-tasks: task {name!r} is of kind {by_name[name].kind}, the relational layer "
+            raise ConfigError(f"--rlayer-tasks: task {name!r} is of kind {by_name[name].kind}, the relational layer "
                              f"relates sentence pairs; choose among: {', '.join(pair) or 'none'}")
     return [by_name[name] for name in dict.fromkeys(config.tasks)]
 

@@ -17,6 +17,7 @@ import torch
 from attrs import validators as v
 
 from core.config import field, parse_assignments
+from core.errors import ConfigError
 from core.hookspecs import hookimpl
 from core.sampling import Step, generator, permutation
 
@@ -64,12 +65,12 @@ class _Base:
 
     def __init__(self, config, sizes: dict[str, int], batch_size: int, seed: int, epochs: int):
         if not sizes:
-            raise ValueError(f"sampler {self.name!r}: no tasks to sample from")
+            raise ConfigError(f"sampler {self.name!r}: no tasks to sample from")
         empty = [task for task, size in sizes.items() if size < 1]
         if empty:
-            raise ValueError(f"sampler {self.name!r}: task(s) {', '.join(empty)} have no training examples")
+            raise ConfigError(f"sampler {self.name!r}: task(s) {', '.join(empty)} have no training examples")
         if batch_size < 1 or epochs < 1:
-            raise ValueError(f"sampler {self.name!r}: batch_size and epochs must be >= 1, got {batch_size}, {epochs}")
+            raise ConfigError(f"sampler {self.name!r}: batch_size and epochs must be >= 1, got {batch_size}, {epochs}")
         self.config, self.sizes, self.batch_size = config, dict(sizes), batch_size
         self.seed, self.epochs = seed, epochs
         self.tasks = list(self.sizes)
@@ -85,7 +86,7 @@ class _Base:
         diffs = [f"{key}: {state.get(key)!r} in the checkpoint, {mine.get(key)!r} in this run"
                  for key in sorted(set(mine) | set(state)) if state.get(key) != mine.get(key)]
         if diffs:
-            raise ValueError("the checkpoint's sampler settings differ from this run's: " + "; ".join(diffs))
+            raise ConfigError("the checkpoint's sampler settings differ from this run's: " + "; ".join(diffs))
 
     def _order(self, task: str, epoch: int) -> list[int]:
         return permutation(self.sizes[task], self.seed, epoch, _salt(task))
@@ -141,7 +142,7 @@ class RoundRobinPre(RoundRobin):
         super().__init__(config or RRobinPreConfig(), sizes, batch_size, seed, epochs)
         self.pre = self.config.task or max(self.sizes, key=self.sizes.get)
         if self.pre not in self.sizes:
-            raise ValueError(f"sampler 'rrobin-pre': task {self.pre!r} is not among the tasks of this run "
+            raise ConfigError(f"sampler 'rrobin-pre': task {self.pre!r} is not among the tasks of this run "
                              f"({', '.join(self.tasks)})")
 
     def steps_per_epoch(self) -> int:
@@ -163,7 +164,7 @@ class Interleaved(_Base):
         ratios = _parse_ratios(self.config.ratios)
         unknown = [task for task in ratios if task not in self.sizes]
         if unknown:
-            raise ValueError(f"sampler 'interleaved': ratios name task(s) {', '.join(unknown)} not among the "
+            raise ConfigError(f"sampler 'interleaved': ratios name task(s) {', '.join(unknown)} not among the "
                              f"tasks of this run ({', '.join(self.tasks)})")
         largest = max(self.sizes.values())
         self.batch_sizes = {task: ratios.get(task, max(1, round(batch_size * size / largest)))

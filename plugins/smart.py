@@ -23,6 +23,7 @@ from attrs import validators as v
 
 from core.config import field
 from core.data import Batch
+from core.errors import ConfigError
 from core.hookspecs import hookimpl
 from core.regularizers import Regularizer
 
@@ -76,7 +77,7 @@ def divergence_for(loss_name: str) -> Divergence:
     try:
         return DIVERGENCES[loss_name]
     except KeyError:
-        raise ValueError(f"smart: no divergence for task loss {loss_name!r}; known: {', '.join(DIVERGENCES)}") from None
+        raise ConfigError(f"smart: no divergence for task loss {loss_name!r}; known: {', '.join(DIVERGENCES)}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,7 +196,7 @@ class Smart(Regularizer):
     def load_state_dict(self, state: dict) -> None:
         if (self.teacher is None) != ("teacher" not in state):
             has = "has a teacher" if "teacher" in state else "has none"
-            raise ValueError(f"smart: the checkpoint {has}, but --smart-bregman-weight is "
+            raise ConfigError(f"smart: the checkpoint {has}, but --smart-bregman-weight is "
                              f"{self.config.bregman_weight}; resume with the setting the run was started with")
         if self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])

@@ -15,6 +15,7 @@ import optuna
 
 from core import trainer
 from core.config import RunConfig, parse_assignments
+from core.errors import ConfigError
 from core.hookspecs import hookimpl
 from core.registry import Entry
 from studies.space import Rule, SpaceTrial, trial_config
@@ -66,7 +67,7 @@ def parse_objective(text: str, tasks: tuple[str, ...]) -> Objective:
     if text in ("mean", "pareto"):
         return Objective(text, tuple(tasks))
     if kind != "weighted" or not rest:
-        raise ValueError(f"--objective: unknown objective {text!r}; choose mean, pareto, or weighted:TASK=W,... "
+        raise ConfigError(f"--objective: unknown objective {text!r}; choose mean, pareto, or weighted:TASK=W,... "
                          "(e.g. weighted:sst=1,sts=2)")
     expected = "TASK=WEIGHT with WEIGHT >= 0, e.g. sst=1"
     weights: dict[str, float] = {}
@@ -76,12 +77,12 @@ def parse_objective(text: str, tasks: tuple[str, ...]) -> Objective:
         except ValueError:
             weight = -1.0
         if weight < 0:
-            raise ValueError(f"--objective: bad entry {task + '=' + number!r}; expected {expected}")
+            raise ConfigError(f"--objective: bad entry {task + '=' + number!r}; expected {expected}")
         if task not in tasks:
-            raise ValueError(f"--objective: task {task!r} is not among the tasks of the study ({', '.join(tasks)})")
+            raise ConfigError(f"--objective: task {task!r} is not among the tasks of the study ({', '.join(tasks)})")
         weights[task] = weight
     if not sum(weights.values()) > 0:
-        raise ValueError(f"--objective: the weights of {text!r} sum to zero; give at least one positive weight")
+        raise ConfigError(f"--objective: the weights of {text!r} sum to zero; give at least one positive weight")
     return Objective("weighted", tuple(tasks), weights)
 
 
@@ -95,7 +96,7 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"--pruner: unknown pruner {name!r}; choose {', '.join(PRUNERS)}")
+    raise ConfigError(f"--pruner: unknown pruner {name!r}; choose {', '.join(PRUNERS)}")
 
 
 class PruningPlugin:

@@ -21,12 +21,13 @@ from attrs import validators as v
 
 from core import assembly
 from core.config import RunConfig, field
+from core.errors import PlatformError
 from core.plugins import Registries
 from studies.objective import PRUNERS, Objective, TrialRunner, make_pruner, parse_objective
 from studies.space import dry_run, format_space, load_space_file, parse_enqueued
 
 
-class StudyError(ValueError):
+class StudyError(PlatformError):
     """A study that cannot be opened or continued as asked; the message names the study or storage."""
 
 

@@ -11,19 +11,20 @@ the spaces and the Optuna trial to apply it, so no space needs to know about spa
 from __future__ import annotations
 
 import logging
-import tomllib
 from pathlib import Path
 from typing import Any, Iterable
 
 import attrs
+import tomllib
 
 from core.config import RunConfig, parse_assignments
+from core.errors import PlatformError
 from core.registry import Entry
 
 RANGE_KEYS = ("low", "high", "log", "step")
 
 
-class SpaceError(ValueError):
+class SpaceError(PlatformError):
     """A space file, or a search space, that cannot be used; the message names the file or the space."""
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.errors import CheckpointError
 from core.tokenizer import Tokenizer
 
 DATA_DIR = Path("/work/shared/data/cs224n")
@@ -208,7 +209,7 @@ def test_max_length_too_small(tok):
 
 def test_missing_vocab_names_path(tmp_path):
     missing = tmp_path / "nowhere" / "vocab.txt"
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(CheckpointError, match="nowhere"):
         Tokenizer(missing)
 
 
