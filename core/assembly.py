@@ -4,10 +4,8 @@ with an error that names the option and what would be right."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import attrs
 import pluggy
 import torch
 
@@ -154,19 +152,3 @@ def _group_name(depth: int, num_layers: int, decayed: bool) -> str:
     if depth == 0:
         where = f"heads, pooler, layer {num_layers - 1}"
     return f"{where} ({'weight decay' if decayed else 'no weight decay'})"
-
-
-def default_output_dir(config: RunConfig) -> Path:
-    import time
-
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{'-'.join(config.tasks)}"
-
-
-def finalize(config: RunConfig) -> RunConfig:
-    """Fill in the output folder and the precision (``auto`` resolved for this machine), so the saved
-    configuration names them and a resumed run computes as the first part did."""
-    precision = resolve_precision(config.precision, resolve_device(config.device))
-    config = attrs.evolve(config, precision=precision)
-    if config.output_dir:
-        return config
-    return attrs.evolve(config, output_dir=str(default_output_dir(config)))

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from core import config as cfg
-from core.errors import PlatformError
+from core import runfolder
+from core.errors import ConfigError, PlatformError
 from core.plugins import Registries, is_opt_in, make_plugin_manager
 
 COMPONENT_KINDS = ("samplers", "regularizers", "topologies")
@@ -53,6 +54,21 @@ def run_config_from(args: argparse.Namespace, registries: Registries, source: st
     return cfg.build(cfg.RunConfig, values, source=source)
 
 
+def resume_config_from(args: argparse.Namespace, registries: Registries) -> cfg.RunConfig:
+    """The saved configuration of the run in ``--resume RUN_DIR`` with the options given beside it laid
+    over; ``trainer.prepare`` refuses those that would change the run, by name."""
+    folder = Path(args.resume)
+    values = cfg.options_given(args, cfg.RunConfig)
+    if values.pop("output_dir", args.resume) != args.resume:
+        raise ConfigError(f"--resume {args.resume} and --output-dir {args.output_dir} name two folders: give --resume only")
+    saved = runfolder.saved_config(folder)
+    components = {name: dict(settings) for name, settings in saved.components.items()}
+    for name, settings in component_settings(args, registries).items():
+        components.setdefault(name, {}).update(settings)
+    return cfg.build(cfg.RunConfig, {**saved.to_dict(), **values, "components": components, "output_dir": str(folder)},
+                     source="platform run --resume")
+
+
 # --------------------------------------------------------------------------------------------------
 # Commands
 # --------------------------------------------------------------------------------------------------
@@ -62,9 +78,11 @@ def command_run(args: argparse.Namespace, registries: Registries) -> int:
     from core import trainer
 
     if args.resume:
-        run = trainer.prepare(cfg.RunConfig(output_dir=args.resume), resume=True)
+        if args.overwrite:
+            raise ConfigError("--resume continues a run and --overwrite starts one again: give one of them")
+        run = trainer.prepare(resume_config_from(args, registries), resume=True)
     else:
-        run = trainer.prepare(run_config_from(args, registries))
+        run = trainer.prepare(run_config_from(args, registries), overwrite=args.overwrite)
     print(f"run folder: {run.output_dir}", file=sys.stderr)
     best = trainer.train(run)
     print(format_metrics("best dev", best))
@@ -145,7 +163,12 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
 
     run = commands.add_parser("run", help="train a (multitask) model and evaluate it on dev every epoch")
     add_run_config_options(run, registries)
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue the run in RUN_DIR where it stopped, with the configuration it was started with "
+                          "(only --threads, --data-dir, --save-every and --log-every may be given beside it)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start again from scratch in an --output-dir that holds an earlier run, clearing it (a "
+                          "folder holding anything but a run is never written into)")
 
     study = commands.add_parser(
         "study", help="an Optuna hyperparameter study: trials of `platform run` with settings from the search spaces",

@@ -103,7 +103,9 @@ def platform_on_evaluate_end(run: Any, split: str, metrics: dict[str, float]) ->
 
 @hookspec
 def platform_on_epoch_end(run: Any, epoch: int, metrics: dict[str, float]) -> None:
-    """Called at the end of every epoch with that epoch's dev metrics."""
+    """Called at the end of every epoch with that epoch's dev metrics, after ``run.best`` took them
+    in if they are the best so far, and before the epoch's checkpoints are written (so state a plugin
+    changes here is saved with the epoch)."""
 
 
 @hookspec

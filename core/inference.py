@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import attrs
 
-from core import assembly, checkpoints
+from core import assembly, checkpoints, runfolder
 from core.config import RunConfig
 from core.data import load_split, resolve_data_dir
 from core.errors import ConfigError
 from core.evaluation import evaluate, predict_split, write_predictions
 
+log = logging.getLogger("platform")
+
 
 def load_run(path: Path, data_dir: str | None = None):
     """(config, model, tokenizer) of a run folder or checkpoint file; the model is in eval mode."""
     state = checkpoints.load(path)
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    recorded = runfolder.best_epoch_recorded(folder)
+    saved_epoch = state.get("metrics", {}).get("epoch")
+    if recorded is not None and recorded != saved_epoch:
+        log.warning("%s holds epoch %s, but %s records epoch %s as best: the run stopped while saving; "
+                    "`platform run --resume %s` makes them agree", folder / "best.pt", saved_epoch,
+                    folder / "metrics.json", recorded, folder)
     config = RunConfig.from_dict(state["config"], source=str(path))
     if data_dir:
         config = attrs.evolve(config, data_dir=data_dir)

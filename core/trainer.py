@@ -18,7 +18,7 @@ import pluggy
 import torch
 from tqdm.auto import tqdm
 
-from core import assembly, checkpoints, objectives
+from core import assembly, checkpoints, objectives, runfolder
 from core.bucketing import bucket_plan, split_by_tokens
 from core.config import RunConfig
 from core.data import SplitData, make_batch
@@ -72,18 +72,20 @@ class RunContext:
             self._writer.close()
 
 
-def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume: bool = False) -> RunContext:
-    """Build every part of a run from ``config``; with ``resume``, restore ``last.pt`` of its folder."""
-    config = assembly.finalize(config)
+def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume: bool = False,
+            overwrite: bool = False) -> RunContext:
+    """Build every part of a run from ``config``. A new run claims its folder (see
+    :func:`core.runfolder.claim`; ``overwrite`` clears an earlier run there); with ``resume``, ``config``
+    must be the run's saved one (but for :data:`core.runfolder.MAY_CHANGE_ON_RESUME`) and ``last.pt`` is
+    restored."""
+    config = runfolder.finalize(config)
     output_dir = Path(config.output_dir)
     if resume:
-        saved = output_dir / "config.json"
-        if not saved.is_file():
-            raise assembly.ConfigError(f"--resume: no run to resume in {output_dir} (config.json missing)")
-        config = RunConfig.load(saved)
-    elif (output_dir / "last.pt").exists():
-        raise assembly.ConfigError(f"--output-dir {output_dir} already holds a run; pass --resume to continue it "
-                                   "or choose another folder (nothing was overwritten)")
+        config = runfolder.check_resumable(config, output_dir)
+        if not (output_dir / "last.pt").exists():
+            runfolder.check_restartable(output_dir)
+    else:
+        runfolder.claim(output_dir, overwrite=overwrite)
     if config.threads:
         torch.set_num_threads(config.threads)
     pm = pm or assembly.plugin_manager(config)
@@ -108,6 +110,7 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
     output_dir.mkdir(parents=True, exist_ok=True)
     if resume and (output_dir / "last.pt").exists():
         restore(run, checkpoints.load(output_dir / "last.pt"))
+        save_best_if_behind(run)
     config.save(output_dir / "config.json")
     return run
 
@@ -208,22 +211,53 @@ def write_split_predictions(run: RunContext, split: str, data: dict[str, SplitDa
 
 
 def end_epoch(run: RunContext, started: float) -> None:
+    """Evaluate on dev, then save in an order that a process killed between two files cannot leave
+    contradicting itself for long: ``last.pt`` (which records the best epoch), then, for a new best, its
+    dev predictions and ``best.pt``, then ``metrics.json``. A resume finds ``best.pt`` behind ``last.pt``
+    at most, and writes it again with its predictions (:func:`save_best_if_behind`); ``platform
+    evaluate`` says so when ``metrics.json`` is behind ``best.pt``."""
     trained = time.time()
     metrics, predictions = evaluate_dev(run)
     record = {"epoch": run.epoch, "step": run.global_step, "train_seconds": round(trained - started, 1),
               "eval_seconds": round(time.time() - trained, 1), "peak_rss_mb": round(peak_rss_mb()), **metrics}
     run.history.append(record)
     log.info("epoch %d dev: %s", run.epoch, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    if not run.best or metrics["mean"] > run.best["mean"]:
+    improved = not run.best or metrics["mean"] > run.best["mean"]
+    if improved:
         run.best = {"epoch": run.epoch, **metrics}
-        checkpoints.save(run.output_dir / "best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
-                                                       "metrics": run.best})
-        write_split_predictions(run, "dev", run.dev_data, predictions)  # the best model's, written as found
     run.pm.hook.platform_on_epoch_end(run=run, epoch=run.epoch, metrics=metrics)
     run.epoch += 1
     run.step_in_epoch = 0
     checkpoints.save(run.output_dir / "last.pt", state_of(run))
+    if improved:
+        save_best(run, predictions)
     write_metrics(run)
+
+
+def save_best(run: RunContext, predictions: dict) -> None:
+    """The dev predictions of the model in hand (the best one), then ``best.pt`` from it: a ``best.pt``
+    that records the best epoch comes with that epoch's predictions."""
+    write_split_predictions(run, "dev", run.dev_data, predictions)
+    checkpoints.save(run.output_dir / "best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
+                                                   "metrics": run.best})
+
+
+def save_best_if_behind(run: RunContext) -> None:
+    """After a restore: when the process died after ``last.pt`` recorded a new best epoch but before
+    ``best.pt`` was written, the restored model is that best one; write ``best.pt`` (and its dev
+    predictions) from it, so the folder agrees with itself again."""
+    best_file = run.output_dir / "best.pt"
+    saved_epoch = checkpoints.load(best_file)["metrics"].get("epoch") if best_file.exists() else None
+    if not run.best or saved_epoch == run.best["epoch"]:
+        return
+    if run.best["epoch"] != run.epoch - 1 or run.step_in_epoch != 0:
+        raise checkpoints.CheckpointFileError(
+            f"{best_file} holds epoch {saved_epoch}, but {run.output_dir / 'last.pt'} records epoch {run.best['epoch']} "
+            "as best and no longer holds that model; the folder was changed by hand")
+    log.warning("%s was behind last.pt (epoch %s instead of %d): writing it again", best_file, saved_epoch,
+                run.best["epoch"])
+    _, predictions = evaluate(run.model, run.dev_data, run.tokenizer.pad, run.config.eval_batch_size)
+    save_best(run, predictions)
 
 
 def write_metrics(run: RunContext) -> None:

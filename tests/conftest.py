@@ -43,11 +43,12 @@ def data_dir():
 
 @pytest.fixture
 def tiny_config(tmp_path, data_dir):
-    """A quick multitask run: tiny random-init encoder, 24 examples per task and split, float32 (tests
-    that compare runs exactly; tests/core/test_devices.py covers bf16)."""
+    """A quick multitask run: tiny random-init encoder, 24 examples per task and split, on the CPU in
+    float32 (tests compare runs exactly and feed batches by hand; tests/core/test_devices.py covers bf16,
+    tests/core/test_cuda.py the GPU)."""
     from core.config import RunConfig
 
     return RunConfig(tasks=("sst", "cfimdb", "quora", "sts"), checkpoint="tiny", limit=24, batch_size=8,
                      eval_batch_size=16, max_length=32, epochs=2, lr=1e-3, sampler="rrobin", save_every=2,
                      log_every=1, data_dir=str(data_dir), output_dir=str(tmp_path / "run"), threads=1,
-                     precision="fp32")
+                     device="cpu", precision="fp32")

@@ -9,12 +9,17 @@ from pathlib import Path
 KILL_SCRIPT = Path(__file__).with_name("kill_run.py")
 
 
-def kill_run_at_step(config, step: int, tmp_path: Path) -> subprocess.CompletedProcess:
-    """Train ``config`` in a subprocess that is SIGKILLed right after global step ``step``."""
-    config_file = tmp_path / f"kill-{step}.json"
+def kill_run(config, tmp_path: Path, *where) -> subprocess.CompletedProcess:
+    """Train ``config`` in a subprocess that is SIGKILLed at ``where`` (see tests/kill_run.py)."""
+    config_file = tmp_path / f"kill-{'-'.join(map(str, where))}.json"
     config.save(config_file)
     root = str(Path(__file__).parents[1])
-    result = subprocess.run([sys.executable, str(KILL_SCRIPT), str(config_file), str(step)], capture_output=True,
-                            text=True, env={**os.environ, "PYTHONPATH": root}, timeout=600)
+    result = subprocess.run([sys.executable, str(KILL_SCRIPT), str(config_file), *map(str, where)],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root}, timeout=600)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
     return result
+
+
+def kill_run_at_step(config, step: int, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Train ``config`` in a subprocess that is SIGKILLed right after global step ``step``."""
+    return kill_run(config, tmp_path, "step", step)

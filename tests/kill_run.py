@@ -1,16 +1,28 @@
-"""Run the training of a saved config and SIGKILL the process after step N (a real crash, mid-run).
+"""Run the training of a saved config and SIGKILL the process at a chosen moment: a real crash.
 
-Usage: python tests/kill_run.py CONFIG_JSON STEP
+Usage:
+    python tests/kill_run.py CONFIG_JSON step N          # right after global step N
+    python tests/kill_run.py CONFIG_JSON save FILE K      # as the K-th save of FILE (last.pt, best.pt) starts
+    python tests/kill_run.py CONFIG_JSON partial FILE K   # halfway through writing the K-th save of FILE
+    python tests/kill_run.py CONFIG_JSON call NAME K      # as the K-th call of core.trainer.NAME starts
 """
 
+import io
 import os
 import signal
 import sys
+from pathlib import Path
 
-from core import trainer
+import torch
+
+from core import checkpoints, trainer
 from core.assembly import plugin_manager
 from core.config import RunConfig
 from core.hookspecs import hookimpl
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class KillAtStep:
@@ -20,15 +32,53 @@ class KillAtStep:
     @hookimpl
     def platform_on_after_step(self, run, step):
         if step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            die()
 
 
-def kill_after(config_file: str, step: int) -> None:
+def kill_in_save(name: str, count: int, partial: bool) -> None:
+    """Make the ``count``-th save of the file ``name`` die before it writes (or halfway through)."""
+    real_save, seen = torch.save, []
+
+    def save(state, target):
+        if Path(target).name == name + ".tmp":
+            seen.append(target)
+            if len(seen) == count:
+                if partial:
+                    buffer = io.BytesIO()
+                    real_save(state, buffer)
+                    with open(target, "wb") as handle:
+                        handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                die()
+        real_save(state, target)
+
+    checkpoints.torch.save = save
+
+
+def kill_in_call(name: str, count: int) -> None:
+    real, calls = getattr(trainer, name), []
+
+    def call(*args, **kwargs):
+        calls.append(name)
+        if len(calls) == count:
+            die()
+        return real(*args, **kwargs)
+
+    setattr(trainer, name, call)
+
+
+def main(config_file: str, mode: str, *where: str) -> None:
     config = RunConfig.load(config_file)
     pm = plugin_manager(config)
-    pm.register(KillAtStep(step))
+    if mode == "step":
+        pm.register(KillAtStep(int(where[0])))
+    elif mode == "call":
+        kill_in_call(where[0], int(where[1]))
+    else:
+        kill_in_save(where[0], int(where[1]), partial=mode == "partial")
     trainer.train(trainer.prepare(config, pm))
 
 
 if __name__ == "__main__":
-    kill_after(sys.argv[1], int(sys.argv[2]))
+    main(*sys.argv[1:])

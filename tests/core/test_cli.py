@@ -85,12 +85,6 @@ def test_corrupt_checkpoint_is_named(capsys, tmp_path):
     assert code == 2 and f"run checkpoint {bad} is corrupt or unreadable" in err
 
 
-def test_resume_of_a_finished_run_changes_nothing(capsys, trained):
-    before = (trained / "metrics.json").read_text()
-    code, _, _ = run_cli(capsys, "run", "--resume", trained)
-    assert code == 0 and json.loads((trained / "metrics.json").read_text())["best"] == json.loads(before)["best"]
-
-
 def test_plugins_lists_hooks(capsys):
     code, out, _ = run_cli(capsys, "plugins")
     assert code == 0 and "sst  [always on]" in out and "smart  [opt-in (--plugins smart)]" in out

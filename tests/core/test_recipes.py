@@ -29,7 +29,7 @@ def model_of(config: RunConfig, tasks=(SST, STS)):
 
 
 def config_of(**overrides) -> RunConfig:
-    return RunConfig(tasks=("sst", "sts"), checkpoint="tiny", lr=LR, dropout=0.0, **overrides)
+    return RunConfig(tasks=("sst", "sts"), checkpoint="tiny", lr=LR, dropout=0.0, device="cpu", **overrides)
 
 
 def rate_of(optimizer, parameter) -> tuple[float, float]:

@@ -47,7 +47,9 @@ def test_tensorboard_has_losses_and_dev_metrics(tiny_config):
     assert {"train/loss/sst", "train/loss/quora", "train/lr", "train/examples_per_second", "dev/mean", "dev/sts"} <= tags
 
 
-def test_killed_run_resumes_to_identical_metrics(tiny_config, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_killed_run_resumes_to_identical_metrics(tiny_config, tmp_path, precision):
+    tiny_config = attrs.evolve(tiny_config, precision=precision)
     steps_per_epoch = 3  # rrobin over 24 examples with batch 8
     reference = run_to_end(attrs.evolve(tiny_config, output_dir=str(tmp_path / "reference")))
 
@@ -60,7 +62,7 @@ def test_killed_run_resumes_to_identical_metrics(tiny_config, tmp_path):
     assert [h["epoch"] for h in history] == [0], "the first epoch's results were written before the kill"
 
     resumed = trainer.prepare(attrs.evolve(tiny_config, output_dir=str(out)), resume=True)
-    assert (resumed.epoch, resumed.step_in_epoch) == (1, 1)
+    assert (resumed.epoch, resumed.step_in_epoch) == (1, 1) and resumed.model.precision == precision
     final = trainer.train(resumed)
     assert final == reference
 

@@ -19,7 +19,7 @@ def tiny_run_config(tmp_path, data_dir, **changes):
     """The shape of the ``tiny_config`` fixture, for module-scoped runs."""
     base = RunConfig(tasks=("sst",), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16, max_length=32,
                      epochs=1, lr=1e-3, sampler="rrobin", save_every=2, log_every=1, data_dir=str(data_dir),
-                     output_dir=str(tmp_path), threads=1)
+                     output_dir=str(tmp_path), threads=1, device="cpu")
     return attrs.evolve(base, **changes)
 
 
@@ -34,7 +34,7 @@ def teacher_dir(tmp_path_factory, data_dir):
 @pytest.fixture(scope="module")
 def student_model():
     """A real tiny (sst, sts) model: the regularizer reads the student's tasks and heads from it."""
-    config = RunConfig(tasks=("sst", "sts"), checkpoint="tiny")
+    config = RunConfig(tasks=("sst", "sts"), checkpoint="tiny", device="cpu")
     pm = assembly.plugin_manager(config)
     registries = assembly.Registries(pm)
     return assembly.build_model(config, assembly.select_tasks(config, registries),

@@ -40,7 +40,7 @@ def test_all_three_compose_and_resume_exactly(tiny_config, teacher, tmp_path):
     resumed = trainer.prepare(killed, resume=True)
     assert resumed.epoch == 1 and resumed.step_in_epoch == 0
     assert torch.equal(next(iter(resumed.regularizers["smart"].state_dict()["teacher"].values())),
-                       next(iter(torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+                       next(iter(torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
                                  ["regularizers"]["smart"]["teacher"].values())))
     assert trainer.train(resumed) == expected
 

@@ -4,8 +4,6 @@ model, registration and CLI options, TensorBoard telemetry, exact resume, and a 
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from pathlib import Path
 
 import attrs
@@ -309,34 +307,3 @@ def test_resumed_run_restores_the_teacher_and_ends_identically(smart_config, ref
     assert trainer.train(resumed) == reference_metrics
     final = reference_run.regularizers["smart"].teacher.state_dict()
     assert all(torch.equal(final[k], v) for k, v in resumed.regularizers["smart"].teacher.state_dict().items())
-
-
-def test_step_time_ratio_smart_over_plain(tiny_config):
-    """Prints the median time of a training step with and without SMART (K = 1) on the tiny encoder:
-    the whole step, and its forward + backward part alone (on a model this small the optimizer step
-    over the 4M-row embedding table, and SMART's teacher update over it, weigh a lot). One run,
-    SMART switched off by emptying its regularizers, the two kinds of step alternating."""
-    run = trainer.prepare(attrs.evolve(tiny_config, plugins=("smart",), tasks=("sst", "quora", "sts"), log_every=10**6))
-    run.model.train()
-    smart_on, step = run.regularizers, run.sampler.plan(0)[0]
-
-    def forward_backward():
-        for task, indices in step:
-            trainer.task_step(run, task, indices)  # forward and backward
-        run.optimizer.zero_grad(set_to_none=True)
-
-    timings = {}
-    for repeat in range(4):  # the first round warms up
-        parts = (("whole step", lambda: trainer.train_step(run, step)), ("forward+backward", forward_backward))
-        for part, work in parts:
-            for regularizers in ({}, smart_on):
-                run.regularizers = regularizers
-                started = time.perf_counter()
-                work()
-                if repeat:
-                    timings.setdefault((part, bool(regularizers)), []).append(time.perf_counter() - started)
-    figures = []
-    for part in ("whole step", "forward+backward"):
-        plain, regularized = (statistics.median(timings[part, on]) for on in (False, True))
-        figures.append(f"{part} {plain * 1e3:.0f} -> {regularized * 1e3:.0f} ms ({regularized / plain:.2f}x)")
-    print("\nsmart/plain on the tiny encoder (sst+quora+sts, batch 8, 1 thread): " + "; ".join(figures))

@@ -2,9 +2,9 @@
 failures, objectives, storage errors, and what every trial leaves behind."""
 
 import contextlib
-import types
 import io
 import json
+import types
 from pathlib import Path
 
 import optuna
