@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from core.data import DataError, resolve_data_dir
+from core.data import resolve_data_dir
+from core.taskfiles import DataError
 
 
 @pytest.fixture(autouse=True, scope="session")
