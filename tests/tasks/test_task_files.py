@@ -1,6 +1,10 @@
 """Reading the CS224N files as released: quirks, skipped rows, errors, and the tokenization cache."""
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +128,12 @@ def test_data_dir_resolution_order(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="looked at: --data-dir .*nowhere"):
         resolve_data_dir(tmp_path / "nowhere")
 
+
+def test_missing_data_fails_under_ci(tmp_path):
+    """Without the data its tests are skipped, but under CI (CI=true) they fail: a suite without data cannot pass."""
+    env = os.environ | {"CI": "true", "PLATFORM_DATA_DIR": str(tmp_path / "missing")}
+    test = f"{__file__}::test_labels_are_parsed_into_the_label_space"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], env=env,
+                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert result.returncode == 1 and "1 error" in result.stdout, result.stdout[-2000:]
+    assert "CS224N data not available under CI=true" in result.stdout
