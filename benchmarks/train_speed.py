@@ -27,11 +27,12 @@ from torch import nn
 
 from core import assembly, trainer
 from core.config import RunConfig
-from core.data import make_batch, read_rows, resolve_data_dir
+from core.data import make_batch, resolve_data_dir
 from core.evaluation import predict_split
 from core.memory import peak_rss_mb
 from core.model import BertModel as PlatformBert
 from core.pretrained import resolve_checkpoint
+from core.taskfiles import read_rows
 
 EVAL_TASK = "sst"
 LABELS = {"platform": "(a) platform, bucketed", "platform-fp32": "(a) platform, bucketed, fp32",

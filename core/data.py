@@ -1,37 +1,26 @@
-"""Reading task files, tokenizing them once (cached), and batching with dynamic padding.
+"""Finding the data folder, tokenizing task files once (cached), and batching with dynamic padding.
 
-The CS224N files are tab-separated as released: a header row, a leading unnamed index column (two
-in the test-student files), and quoted fields. They are read through ``datasets``' CSV builder with
-every column kept as a string; labels are parsed by the task, and rows whose label is missing or
-unparsable are skipped and counted in one warning per file.
+Task files are read and checked by :mod:`core.taskfiles`; this module turns their rows into token ids,
+cached on disk by file, vocabulary and length.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import logging
 import os
 from pathlib import Path
 from typing import Sequence
 
 import attrs
-import datasets
 import torch
 
-from core.errors import PlatformError
+from core.taskfiles import DataError, read_rows
 from core.tasks import TaskSpec
-
-log = logging.getLogger("platform")
 
 DATA_ENV = "PLATFORM_DATA_DIR"
 CACHE_ENV = "PLATFORM_CACHE_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIRS = (PROJECT_ROOT.parent / "shared" / "data" / "cs224n", Path.cwd().parent / "shared" / "data" / "cs224n")
-
-
-class DataError(PlatformError):
-    """A data folder, file, column or row is not what the task expects."""
 
 
 def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
@@ -53,36 +42,6 @@ def cache_dir() -> Path:
     path = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "platform")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def read_rows(task: TaskSpec, path: Path, *, labelled: bool) -> datasets.Dataset:
-    """The rows of one task file: ``id``, the text columns, and ``label`` when ``labelled``."""
-    if not path.is_file():
-        raise DataError(f"task {task.name!r}: file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle, delimiter="\t"), [])
-    # Unnamed index columns (empty or numeric headers) get private names so features can be declared.
-    names = [name if name and not name.replace(".", "").isdigit() else f"_index{i}" for i, name in enumerate(header)]
-    wanted = [task.id_column, *task.text_columns] + ([task.label_column] if labelled else [])
-    missing = [column for column in wanted if column not in names]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing} for task {task.name!r}; the header has {header}")
-    rows = datasets.load_dataset(
-        "csv", data_files=str(path), delimiter="\t", column_names=names, header=0,
-        features=datasets.Features({name: datasets.Value("string") for name in names}),
-        keep_default_na=False, split="train", cache_dir=str(cache_dir() / "datasets"),
-    )
-    rows = rows.select_columns(wanted)
-    if not labelled:
-        return rows
-    labels = [task.parse_label(text) for text in rows[task.label_column]]
-    keep = [i for i, label in enumerate(labels) if label is not None]
-    if len(keep) < len(labels):
-        first = next(i for i, label in enumerate(labels) if label is None)
-        log.warning("%s: skipped %d of %d rows with a missing or unparsable %r label (first: data row %d, id %s)",
-                    path.name, len(labels) - len(keep), len(labels), task.label_column, first + 1, rows[first][task.id_column])
-    rows = rows.select(keep).remove_columns(task.label_column)
-    return rows.add_column("label", [float(labels[i]) for i in keep])
 
 
 @attrs.define

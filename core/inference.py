@@ -59,8 +59,10 @@ def predict_checkpoint(path: Path, *, out: Path | None = None, data_dir: str | N
     out = Path(out) if out else (Path(path) if Path(path).is_dir() else Path(path).parent) / "predictions"
     written = []
     resolve_data_dir(config.data_dir)  # fail early, naming where it looked
-    for split in ("dev", "test"):
-        for name, data in assembly.load_data(config, model.tasks, tokenizer, split).items():
+    # Every file is read (and checked) before anything is written: a broken test file leaves no dev files.
+    splits = {split: assembly.load_data(config, model.tasks, tokenizer, split) for split in ("dev", "test")}
+    for split, loaded in splits.items():
+        for name, data in loaded.items():
             target = out / f"{name}-{split}-output.csv"
             write_predictions(target, data, predict_split(model, data, tokenizer.pad, config.eval_batch_size))
             written.append(target)

@@ -13,7 +13,6 @@ import torch
 from core.errors import CheckpointError
 from core.tokenizer import Tokenizer
 
-DATA_DIR = Path("/work/shared/data/cs224n")
 MAX_LENGTH = 128
 SAMPLE = 200
 DATA_FILES = {  # file -> sentence columns
@@ -55,12 +54,10 @@ def reference(vocab):
     return BertTokenizerFast(str(vocab), do_lower_case=True)
 
 
-def _sample(name: str) -> list[tuple[str, ...]]:
+def _sample(data_dir: Path, name: str) -> list[tuple[str, ...]]:
     """A fixed sample of rows (sentence columns only); for CFIMDB, plus the longest reviews."""
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"CS224N data directory {DATA_DIR} is missing")
     columns = DATA_FILES[name]
-    with open(DATA_DIR / name, newline="", encoding="utf-8") as f:
+    with open(data_dir / name, newline="", encoding="utf-8") as f:
         rows = [tuple(r[c] for c in columns) for r in csv.DictReader(f, delimiter="\t")]
     # quora-dev has one row whose second question (and label) is genuinely empty.
     rows = [r for r in rows if all(s and s.strip() for s in r)]
@@ -83,8 +80,8 @@ def _assert_matches(ours: dict[str, torch.Tensor], theirs) -> None:
 
 @pytest.mark.data
 @pytest.mark.parametrize("name", sorted(DATA_FILES))
-def test_matches_reference_on_data_file(name, tok, reference):
-    rows = _sample(name)
+def test_matches_reference_on_data_file(data_dir, name, tok, reference):
+    rows = _sample(data_dir, name)
     columns = list(zip(*rows))
     for texts in columns:  # every sentence column on its own
         ids = tok.encode(list(texts), MAX_LENGTH)
@@ -104,8 +101,8 @@ def test_matches_reference_on_data_file(name, tok, reference):
 
 
 @pytest.mark.data
-def test_pairs_truncate_longest_first_on_long_reviews(tok, reference):
-    reviews = [r[0] for r in _sample("ids-cfimdb-dev.csv")[-5:]]
+def test_pairs_truncate_longest_first_on_long_reviews(data_dir, tok, reference):
+    reviews = [r[0] for r in _sample(data_dir, "ids-cfimdb-dev.csv")[-5:]]
     first, second = reviews, ["A short question about it?"] * len(reviews)
     for max_length in (4, 16, 64):
         ids, types = tok.encode_pairs(first, second, max_length)
@@ -116,15 +113,15 @@ def test_pairs_truncate_longest_first_on_long_reviews(tok, reference):
 
 
 @pytest.mark.data
-def test_cased_matches_cased_reference(vocab):
+def test_cased_matches_cased_reference(data_dir, vocab):
     from transformers import BertTokenizerFast
 
     cased, reference = Tokenizer(vocab, lowercase=False), BertTokenizerFast(str(vocab),
                                                                             do_lower_case=False)
-    texts = [r[0] for r in _sample("ids-sst-dev.csv")] + ["Héllo Wörld, ÇA VA?"]
+    texts = [r[0] for r in _sample(data_dir, "ids-sst-dev.csv")] + ["Héllo Wörld, ÇA VA?"]
     assert cased.encode(texts, MAX_LENGTH) == reference(texts, truncation=True,
                                                         max_length=MAX_LENGTH)["input_ids"]
-    first, second = zip(*_sample("sts-dev.csv"))
+    first, second = zip(*_sample(data_dir, "sts-dev.csv"))
     ids, types = cased.encode_pairs(list(first), list(second), MAX_LENGTH)
     expected = reference(list(first), list(second), truncation=True, max_length=MAX_LENGTH)
     assert (ids, types) == (expected["input_ids"], expected["token_type_ids"])

@@ -1,10 +1,15 @@
 """Reading the CS224N files as released: quirks, skipped rows, errors, and the tokenization cache."""
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from core.data import DataError, load_split, read_rows, resolve_data_dir
+from core.data import load_split, resolve_data_dir
+from core.taskfiles import DataError, read_rows
 from core.tasks import PAIR_CLASSIFICATION, TaskSpec
 from tasks.cfimdb import CFIMDB
 from tasks.quora import QUORA
@@ -21,13 +26,31 @@ def tokenizer():
     return Tokenizer(source.vocab, lowercase=source.lowercase)
 
 
-@pytest.mark.parametrize("task,split,rows", [(SST, "train", 7544), (SST, "dev", 1101), (SST, "test", 2210),
-                                             (CFIMDB, "dev", 245), (STS, "dev", 863), (STS, "test", 1725),
-                                             (QUORA, "train", 12007)])
+ALL_FILES = [(SST, "train", 7544), (SST, "dev", 1101), (SST, "test", 2210), (CFIMDB, "train", 1507),
+             (CFIMDB, "dev", 245), (CFIMDB, "test", 488), (QUORA, "train", 12007), (QUORA, "dev", 20212),
+             (STS, "train", 5240), (STS, "dev", 863), (STS, "test", 1725)]
+
+
+@pytest.mark.parametrize("task,split,rows", ALL_FILES)
 def test_reads_every_row(data_dir, task, split, rows):
     data = read_rows(task, data_dir / task.files[split], labelled=split != "test")
     assert len(data) == rows
     assert data.column_names[:1 + len(task.text_columns)] == [task.id_column, *task.text_columns]
+
+
+@pytest.mark.parametrize("task,split,rows", ALL_FILES)
+def test_reads_what_pandas_reads(data_dir, task, split, rows):
+    """The rows are those pandas reads (what datasets' CSV builder, the reader before, is made of)."""
+    import pandas
+
+    path = data_dir / task.files[split]
+    data = read_rows(task, path, labelled=split != "test")
+    frame = pandas.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if split != "test":
+        frame = frame[[task.parse_label(label) is not None for label in frame[task.label_column]]]
+        assert data["label"] == [float(task.parse_label(label)) for label in frame[task.label_column]]
+    for column in (task.id_column, *task.text_columns):
+        assert data[column] == frame[column].tolist()
 
 
 def test_labels_are_parsed_into_the_label_space(data_dir):
@@ -42,19 +65,22 @@ def test_rows_with_missing_labels_are_skipped_with_one_warning(data_dir, caplog)
         rows = read_rows(QUORA, data_dir / "quora-dev.csv", labelled=True)
     assert len(rows) == 20214 - 2
     warnings = [r.getMessage() for r in caplog.records if "quora-dev.csv" in r.getMessage()]
-    assert len(warnings) == 1 and "skipped 2 of 20214 rows" in warnings[0]
+    assert len(warnings) == 1 and "skipped 2 of 20214 rows" in warnings[0] and "(first: line 2577, id " in warnings[0]
 
 
 def test_missing_file_names_it(tmp_path):
-    with pytest.raises(DataError, match="file not found: .*ids-sst-train.csv"):
+    with pytest.raises(DataError) as error:
         read_rows(SST, tmp_path / "ids-sst-train.csv", labelled=True)
+    assert str(error.value) == f"{tmp_path / 'ids-sst-train.csv'}: file not found (task sst)"
 
 
 def test_missing_column_names_file_and_header(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("\tid\tquestion1\tquestion2\tis_duplicate\n0\ta\tx\ty\t1\n")
-    with pytest.raises(DataError, match=r"pairs.csv: missing column\(s\) \['sentence1', 'sentence2'\]"):
+    with pytest.raises(DataError) as error:
         read_rows(QUORA, path, labelled=True)
+    assert str(error.value) == (f"{path}:1: missing column(s) ['sentence1', 'sentence2']; the header has "
+                                "['', 'id', 'question1', 'question2', 'is_duplicate'] (task quora)")
 
 
 def test_third_party_file_format(tmp_path, tokenizer):
@@ -101,3 +127,13 @@ def test_data_dir_resolution_order(tmp_path, monkeypatch):
     monkeypatch.delenv("PLATFORM_DATA_DIR")
     with pytest.raises(DataError, match="looked at: --data-dir .*nowhere"):
         resolve_data_dir(tmp_path / "nowhere")
+
+
+def test_missing_data_fails_under_ci(tmp_path):
+    """Without the data its tests are skipped, but under CI (CI=true) they fail: a suite without data cannot pass."""
+    env = os.environ | {"CI": "true", "PLATFORM_DATA_DIR": str(tmp_path / "missing")}
+    test = f"{__file__}::test_labels_are_parsed_into_the_label_space"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], env=env,
+                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert result.returncode == 1 and "1 error" in result.stdout, result.stdout[-2000:]
+    assert "CS224N data not available under CI=true" in result.stdout
