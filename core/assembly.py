@@ -13,13 +13,14 @@ from core.config import RunConfig, build
 from core.data import SplitData, load_split, resolve_data_dir
 from core.devices import resolve_device, resolve_precision
 from core.errors import ConfigError
+from core.heads import Widths
 from core.multitask import MultitaskModel
 from core.optim import AdamW
 from core.plugins import Registries, is_opt_in, make_plugin_manager
 from core.pooling import check_layers, pooled_width
 from core.pretrained import load_encoder, resolve_checkpoint
 from core.registry import Entry, RegistryError
-from core.tasks import TaskSpec
+from core.tasks import Task, bind
 from core.tokenizer import Tokenizer
 
 
@@ -35,11 +36,13 @@ def component_config(config: RunConfig, entry: Entry) -> Any:
     return build(entry.config, values, source=f"settings of {entry.name!r}")
 
 
-def select_tasks(config: RunConfig, registries: Registries) -> dict[str, TaskSpec]:
+def select_tasks(config: RunConfig, registries: Registries) -> dict[str, Task]:
+    """The run's tasks, each bound to its registered kind and metrics."""
     try:
-        return {name: registries.tasks[name].value for name in config.tasks}
+        specs = [registries.tasks[name].value for name in config.tasks]
     except RegistryError as error:
         raise ConfigError(f"--tasks: {error}") from None
+    return {spec.name: bind(spec, registries.task_kinds, registries.metrics) for spec in specs}
 
 
 def select_topology(config: RunConfig, registries: Registries, pm: pluggy.PluginManager) -> Entry:
@@ -72,14 +75,14 @@ def load_tokenizer(config: RunConfig) -> Tokenizer:
     return Tokenizer(source.vocab, lowercase=source.lowercase)
 
 
-def load_data(config: RunConfig, tasks: dict[str, TaskSpec], tokenizer: Tokenizer, split: str) -> dict[str, SplitData]:
+def load_data(config: RunConfig, tasks: dict[str, Task], tokenizer: Tokenizer, split: str) -> dict[str, SplitData]:
     data_dir = resolve_data_dir(config.data_dir)
     return {name: load_split(task, split, data_dir=data_dir, tokenizer=tokenizer, max_length=config.max_length,
                              limit=config.limit)
-            for name, task in tasks.items() if split in task.files}
+            for name, task in tasks.items() if split in task.spec.files}
 
 
-def build_model(config: RunConfig, tasks: dict[str, TaskSpec], topology: Entry) -> MultitaskModel:
+def build_model(config: RunConfig, tasks: dict[str, Task], topology: Entry) -> MultitaskModel:
     torch.manual_seed(config.seed)
     encoder = load_encoder(config.checkpoint, hidden_dropout_prob=config.dropout,
                            attention_probs_dropout_prob=config.dropout, seed=config.seed)
@@ -87,13 +90,15 @@ def build_model(config: RunConfig, tasks: dict[str, TaskSpec], topology: Entry) 
         check_layers(config.pooling, encoder.config.num_hidden_layers)
     except ValueError as error:
         raise ConfigError(f"--pooling: {error} (checkpoint {config.checkpoint})") from None
+    hidden = encoder.config.hidden_size
     heads = topology.value(component_config(config, topology), list(tasks.values()),
-                           pooled_width(config.pooling, encoder.config.hidden_size), config.dropout)
+                           Widths(pooled_width(config.pooling, hidden), hidden), config.dropout)
     missing = [name for name in tasks if name not in heads]
     if missing:
         raise ConfigError(f"topology {topology.name!r} built no head for task(s) {missing}")
-    model = MultitaskModel(encoder, heads, tasks, config.pooling).to(resolve_device(config.device))
-    model.precision = resolve_precision(config.precision, model.device)
+    device = resolve_device(config.device)
+    model = MultitaskModel(encoder, heads, tasks, config.pooling, resolve_precision(config.precision, device))
+    model = model.to(device)
     if config.mode == "pretrain":
         model.freeze_encoder()
         if not any(p.requires_grad for p in model.parameters()):

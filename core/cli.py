@@ -121,9 +121,9 @@ def command_predict(args: argparse.Namespace, registries: Registries) -> int:
 
 
 def command_encode(args: argparse.Namespace, registries: Registries) -> int:
-    from core import encode
+    from core import zero_shot
 
-    pearson = encode.zero_shot_similarity(args.checkpoint, task=args.task, split=args.split, pooling=args.pooling,
+    pearson = zero_shot.zero_shot_similarity(args.checkpoint, task=args.task, split=args.split, pooling=args.pooling,
                                           data_dir=args.data_dir, batch_size=args.batch_size, limit=args.limit)
     print(f"{args.checkpoint} zero-shot cosine Pearson on {args.task} {args.split} ({args.pooling} pooling): {pearson:.4f}")
     return 0

@@ -1,25 +1,29 @@
 """Finding the data folder, tokenizing task files once (cached), and batching with dynamic padding.
 
-Task files are read and checked by :mod:`core.taskfiles`; this module turns their rows into token ids,
-cached on disk by file, vocabulary and length.
+Task files are read and checked by :mod:`core.taskfiles`; this module turns their texts into token ids
+as the task's kind encodes them (cached on disk by file, rows, kind, vocabulary and length; labels are
+parsed afresh every time and never cached), and collates batches through the kind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import random
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import attrs
+import datasets
 import torch
 
 from core.taskfiles import DataError, read_rows
-from core.tasks import TaskSpec
+from core.tasks import Task
 
 DATA_ENV = "PLATFORM_DATA_DIR"
 CACHE_ENV = "PLATFORM_CACHE_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LIMIT_SEED = 0  # --limit samples the same rows in every run
 DEFAULT_DATA_DIRS = (PROJECT_ROOT.parent / "shared" / "data" / "cs224n", Path.cwd().parent / "shared" / "data" / "cs224n")
 
 
@@ -48,15 +52,17 @@ def cache_dir() -> Path:
 class SplitData:
     """One tokenized split of one task, held in memory as token-id lists."""
 
-    task: TaskSpec
+    task: Task
     split: str
     ids: list[str]
-    texts: list[list[list[int]]]  # per text column, per example: token ids with [CLS] … [SEP]
-    labels: torch.Tensor | None
-    lengths: list[int] = attrs.field(init=False)  # per example: tokens of its longest text
+    sequences: list[list[list[int]]]  # per sequence of an example (2 for a bi-encoder pair), per example
+    labels: Any  # the kind's stacked labels (a tensor of one label per example), None for a test split
+    token_types: list[list[list[int]]] | None = None  # same layout as sequences, where the kind sets them
+    extras: dict[str, list] = attrs.Factory(dict)  # per example, what the kind's collate needs
+    lengths: list[int] = attrs.field(init=False)  # per example: tokens of its longest sequence
 
     def __attrs_post_init__(self) -> None:
-        self.lengths = [max(sizes) for sizes in zip(*([len(ids) for ids in column] for column in self.texts))]
+        self.lengths = [max(sizes) for sizes in zip(*([len(ids) for ids in column] for column in self.sequences))]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -64,66 +70,91 @@ class SplitData:
 
 @attrs.frozen
 class Batch:
-    """A padded batch. Pair tasks stack both sentences: rows ``[:n]`` are the first, ``[n:]`` the second."""
+    """A padded batch. A bi-encoder pair stacks both sentences: rows ``[:n]`` are the first, ``[n:]``
+    the second; ``labels`` and ``extras`` are what the task's kind collates ((B,) labels, or (B, T))."""
 
     task: str
-    input_ids: torch.Tensor  # (texts·B, T)
-    token_type_ids: torch.Tensor  # (texts·B, T)
-    attention_mask: torch.Tensor  # (texts·B, T)
-    labels: torch.Tensor | None  # (B,)
+    input_ids: torch.Tensor  # (S·B, T), S sequences per example
+    token_type_ids: torch.Tensor  # (S·B, T)
+    attention_mask: torch.Tensor  # (S·B, T)
+    labels: torch.Tensor | None
     ids: list[str]
     indices: torch.Tensor  # (B,) positions in the split, for per-example state (teachers, caches)
-
-    @property
-    def size(self) -> int:
-        return len(self.ids)
-
-    @property
-    def real_tokens(self) -> int:
-        return int(self.attention_mask.sum())
+    extras: dict[str, torch.Tensor] = attrs.Factory(dict)
 
     def to(self, device: torch.device) -> "Batch":
-        """The batch with its model inputs and labels on ``device``; ``indices`` stay on the CPU, where
-        per-example state (teacher outputs, caches) lives."""
+        """The batch with its model inputs, labels and extras on ``device``; ``indices`` stay on the CPU,
+        where per-example state (teacher outputs, caches) lives."""
         if self.input_ids.device == device:
             return self
         moved = {name: getattr(self, name).to(device, non_blocking=True)
                  for name in ("input_ids", "token_type_ids", "attention_mask")}
         labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
-        return attrs.evolve(self, labels=labels, **moved)
+        extras = {name: value.to(device, non_blocking=True) for name, value in self.extras.items()}
+        return attrs.evolve(self, labels=labels, extras=extras, **moved)
 
 
 def make_batch(data: SplitData, indices: Sequence[int], pad) -> Batch:
     """Collate ``indices`` of ``data`` with padding to the longest sequence in the batch."""
-    sequences = [column[i] for column in data.texts for i in indices]
-    padded = pad(sequences)
-    labels = data.labels[list(indices)] if data.labels is not None else None
+    indices = list(indices)
+    sequences = [column[i] for column in data.sequences for i in indices]
+    types = None if data.token_types is None else [column[i] for column in data.token_types for i in indices]
+    padded = pad(sequences, types)
+    labels, extras = data.task.kind.collate(data.task.spec, data, indices, padded["input_ids"].shape[1])
     return Batch(data.task.name, padded["input_ids"], padded["token_type_ids"], padded["attention_mask"],
-                 labels, [data.ids[i] for i in indices], torch.as_tensor(list(indices), dtype=torch.long))
+                 labels, [data.ids[i] for i in indices], torch.as_tensor(indices, dtype=torch.long), extras)
 
 
-def load_split(task: TaskSpec, split: str, *, data_dir: Path, tokenizer, max_length: int,
+def sample(size: int, limit: int | None) -> list[int]:
+    """``--limit``: a seeded random sample of ``limit`` rows, kept in file order (files may be sorted
+    by label, as the SST files are, so the first rows could be a single class); all rows without one.
+    The seed is fixed, so every run (and a BAM teacher) with the same limit reads the same rows."""
+    if limit is None or limit >= size:
+        return list(range(size))
+    return sorted(random.Random(LIMIT_SEED).sample(range(size), limit))
+
+
+def load_split(task: Task, split: str, *, data_dir: Path, tokenizer, max_length: int,
                limit: int | None = None) -> SplitData:
-    """Read, filter and tokenize one split; tokenization is cached on disk by file, vocab and length."""
-    if split not in task.files:
-        raise DataError(f"task {task.name!r} has no {split!r} file (it has: {', '.join(task.files)})")
-    path = Path(data_dir) / task.files[split]
+    """Read, check, sample and tokenize one split; token ids are cached on disk."""
+    spec = task.spec
+    if split not in spec.files:
+        raise DataError(f"task {spec.name!r} has no {split!r} file (it has: {', '.join(spec.files)})")
+    path = Path(data_dir) / spec.files[split]
     rows = read_rows(task, path, labelled=split != "test")
-    if limit is not None:
-        rows = rows.select(range(min(limit, len(rows))))
+    rows = rows.select(sample(len(rows), limit))
+    encoded = encode_cached(task, split, path, rows.ids, rows.texts, tokenizer, max_length)
+    extras = {name: values for name, values in encoded.items() if name not in ("sequences", "token_types")}
+    labels = None if rows.labels is None else task.kind.stack_labels(spec, rows.labels)
+    return SplitData(task, split, rows.ids, encoded["sequences"], labels, encoded.get("token_types"), extras)
+
+
+def encode_cached(task: Task, split: str, path: Path, ids: list[str], texts: list[list[Any]], tokenizer,
+                  max_length: int) -> dict[str, Any]:
+    """``task.kind.encode`` of the texts, cached on disk under a key of everything that shapes it: the
+    file, the rows kept (by id), the kind and its version, the vocabulary and the length."""
     stat = path.stat()
-    key = hashlib.sha1(repr((str(path.resolve()), stat.st_size, stat.st_mtime_ns, tokenizer.vocab_sha,
-                             max_length, limit, task.text_columns, len(rows))).encode()).hexdigest()[:16]
-    columns = list(task.text_columns)
+    digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()
+    key = hashlib.sha1(repr((str(path.resolve()), stat.st_size, stat.st_mtime_ns, digest, task.kind.name,
+                             task.kind.version, tokenizer.vocab_sha, max_length)).encode()).hexdigest()[:16]
+    columns = [f"text{c}" for c in range(len(texts))]
 
-    def tokenize(batch: dict) -> dict:
-        return {f"tokens_{c}": tokenizer.encode([t or "" for t in batch[c]], max_length) for c in columns}
+    def encode(batch: dict) -> dict:
+        encoded = task.kind.encode(task.spec, [batch[c] for c in columns], tokenizer, max_length)
+        flat = {}
+        for name, value in encoded.items():
+            per_column = name in ("sequences", "token_types")
+            flat.update({f"{name}.{c}": v for c, v in enumerate(value)} if per_column else {name: value})
+        return flat
 
-    tokenized = rows.map(tokenize, batched=True, batch_size=2000, remove_columns=columns,
-                         cache_file_name=str(cache_dir() / "tokens" / f"{task.name}-{split}-{key}.arrow"),
-                         load_from_cache_file=True, desc=f"tokenizing {task.name} {split}")
-    labels = torch.tensor(tokenized["label"]) if "label" in tokenized.column_names else None
-    if labels is not None and not task.is_regression:
-        labels = labels.long()
-    return SplitData(task, split, list(tokenized[task.id_column]),
-                     [tokenized[f"tokens_{c}"] for c in columns], labels)
+    rows = datasets.Dataset.from_dict(dict(zip(columns, texts)))
+    encoded = rows.map(encode, batched=True, batch_size=2000, remove_columns=columns,
+                       cache_file_name=str(cache_dir() / "tokens" / f"{task.name}-{split}-{key}.arrow"),
+                       load_from_cache_file=True, desc=f"tokenizing {task.name} {split}")
+    names = sorted({name.partition(".")[0] for name in encoded.column_names})
+    return {name: [encoded[f"{name}.{c}"] for c in range(_count(encoded.column_names, name))]
+            if name in ("sequences", "token_types") else encoded[name] for name in names}
+
+
+def _count(columns: list[str], name: str) -> int:
+    return sum(1 for column in columns if column.startswith(name + "."))

@@ -1,65 +1,87 @@
-"""Evaluation: dev metrics per task and their mean, and prediction files in the CS224N format."""
+"""Evaluation: one length-ordered inference pass, dev metrics per task and their mean, and prediction
+files in the CS224N format."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from core import objectives
-from core.data import SplitData, make_batch
+from core.data import Batch, SplitData, make_batch
 
 
 @torch.inference_mode()
-def head_outputs(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> torch.Tensor:
-    """Raw head outputs for every example of ``data``, in file order, in eval mode. Batches are formed
-    over examples sorted by length, so padding (and wasted work) stays small."""
+def infer(model: torch.nn.Module, data: SplitData, pad, batch_size: int, per_batch: Callable[[torch.Tensor, Batch], Any],
+          progress: bool = True) -> list[Any]:
+    """``per_batch(head_output, batch)`` over every example of ``data`` in eval mode, returned per example
+    in file order (``per_batch`` gives one item per example: a (B, ...) tensor or a list). Batches are
+    formed over examples sorted by length, so padding (and wasted work) stays small."""
     was_training = model.training
     model.eval()
     order = torch.argsort(torch.tensor(data.lengths), descending=True, stable=True).tolist()
-    outputs: list[torch.Tensor] = []
+    in_length_order: list[Any] = []
     bar = tqdm(total=len(data), desc=f"eval {data.task.name} {data.split}", unit="ex", disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         indices = order[start:start + batch_size]
-        outputs.append(model(make_batch(data, indices, pad).to(model.device)).cpu())
+        batch = make_batch(data, indices, pad).to(model.device)
+        items = per_batch(model(batch), batch)
+        in_length_order.extend(items.cpu().unbind() if isinstance(items, torch.Tensor) else items)
         bar.update(len(indices))
     bar.close()
     model.train(was_training)
-    if not outputs:
-        return torch.empty(0)
-    in_length_order = torch.cat(outputs)
-    in_file_order = torch.empty_like(in_length_order)
-    in_file_order[torch.tensor(order, dtype=torch.long)] = in_length_order
+    in_file_order: list[Any] = [None] * len(order)
+    for position, item in zip(order, in_length_order):
+        in_file_order[position] = item
     return in_file_order
 
 
-def predict_split(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> torch.Tensor:
-    """Predictions (classes or scores) for every example of ``data``, in file order."""
-    return objectives.predict(data.task, head_outputs(model, data, pad, batch_size, progress))
+def stacked(items: list[Any]) -> Any:
+    """Per-example tensors of one shape as one tensor; anything else as the list it is."""
+    if items and all(isinstance(item, torch.Tensor) for item in items):
+        return torch.stack(items)
+    return items
+
+
+def head_outputs(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> Any:
+    """Raw head outputs (float32) for every example of ``data``, in file order: one tensor (N, ...)."""
+    return stacked(infer(model, data, pad, batch_size, lambda output, batch: output.float(), progress))
+
+
+def predict_split(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> Any:
+    """The task's predictions for every example of ``data``, in file order."""
+    return stacked(infer(model, data, pad, batch_size, data.task.predict, progress))
 
 
 def evaluate(model: torch.nn.Module, splits: dict[str, SplitData], pad, batch_size: int,
-             progress: bool = True) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Metrics per task (and ``mean`` over tasks) and predictions per task on labelled splits."""
+             progress: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics and predictions per task on labelled splits: ``metrics[task]`` is the task's score (its
+    first metric), ``metrics["task/metric"]`` every metric, and ``metrics["mean"]`` the mean score."""
     metrics: dict[str, float] = {}
-    predictions: dict[str, torch.Tensor] = {}
+    predictions: dict[str, Any] = {}
+    scores: list[float] = []
     for name, data in splits.items():
         predictions[name] = predict_split(model, data, pad, batch_size, progress)
         if data.labels is not None:
-            metrics[name] = objectives.score(data.task, predictions[name], data.labels)
-    scored = [value for value in metrics.values() if not math.isnan(value)]
+            values = data.task.score(predictions[name], data)
+            metrics[name] = next(iter(values.values()))
+            scores.append(metrics[name])
+            if len(values) > 1:
+                metrics.update({f"{name}/{metric}": value for metric, value in values.items()})
+    scored = [value for value in scores if not math.isnan(value)]
     metrics["mean"] = sum(scored) / len(scored) if scored else float("nan")
     return metrics, predictions
 
 
-def write_predictions(path: Path, data: SplitData, predictions: torch.Tensor) -> None:
+def write_predictions(path: Path, data: SplitData, predictions: Any) -> None:
     """The CS224N output format: a header ``id \\t Predicted_<label>``, then ``id , prediction``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    is_score = data.task.is_regression
-    lines = [f"id \t {data.task.prediction_header} \n"]
-    lines += [f"{i} , {p:.4f} \n" if is_score else f"{i} , {int(p)} \n" for i, p in zip(data.ids, predictions.tolist())]
+    spec = data.task.spec
+    values = predictions.tolist() if isinstance(predictions, torch.Tensor) else predictions
+    lines = [f"id \t {spec.prediction_header} \n"]
+    lines += [f"{i} , {data.task.kind.format_prediction(spec, p)} \n" for i, p in zip(data.ids, values)]
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("".join(lines))
     tmp.replace(path)

@@ -1,16 +1,23 @@
-"""Task heads, one per task kind; the default topology builds one per task from its spec."""
+"""Task heads: the modules the built-in task kinds build by default (``plugins/kinds.py``)."""
 
 from __future__ import annotations
 
+import attrs
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
+
+@attrs.frozen
+class Widths:
+    """The widths heads read: a pooled sentence embedding (``--pooling`` may widen it) and a token state."""
+
+    pooled: int
+    hidden: int
 
 
 class SentenceClassifier(nn.Module):
-    """Pooled sentence embedding -> dropout -> linear."""
+    """Pooled sentence embedding -> dropout -> linear: class logits, or one logit, or one score."""
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float):
         super().__init__()
@@ -36,18 +43,19 @@ class PairClassifier(nn.Module):
 
 class CosineRegressor(nn.Module):
     """Cosine similarity of the two embeddings; it lives on the label range scaled to [0, 1]
-    (SBERT's cosine objective), and ``core.objectives`` maps it back to the task's range."""
+    (SBERT's cosine objective), and the regression kinds map it back to the task's range."""
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return F.cosine_similarity(u, v, dim=-1).unsqueeze(-1)  # (B, 1)
 
 
-def head_for(task: TaskSpec, hidden_size: int, dropout: float) -> nn.Module:
-    """The default head of a task, chosen by its kind."""
-    if task.kind == SINGLE_CLASSIFICATION:
-        return SentenceClassifier(hidden_size, task.num_labels, dropout)
-    if task.kind == PAIR_CLASSIFICATION:
-        return PairClassifier(hidden_size, task.num_labels, dropout)
-    if task.kind == PAIR_REGRESSION:
-        return CosineRegressor()
-    raise ValueError(f"task {task.name!r}: no head for kind {task.kind!r}")
+class TokenClassifier(nn.Module):
+    """Token states -> dropout -> linear: tag logits at every position."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(hidden))  # (B, T, num_labels)

@@ -30,6 +30,18 @@ def platform_register_tasks(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def platform_register_task_kinds(register: Callable[..., None]) -> None:
+    """Register task kinds: ``register(name, kind, help=...)`` with a :class:`core.kinds.TaskKind`
+    instance; tasks name their kind in ``TaskSpec.kind``."""
+
+
+@hookspec
+def platform_register_metrics(register: Callable[..., None]) -> None:
+    """Register metrics: ``register(name, metric, help=...)`` where ``metric(predictions, gold)`` returns
+    a float (higher is better); tasks list theirs in ``TaskSpec.metrics``."""
+
+
+@hookspec
 def platform_register_samplers(register: Callable[..., None]) -> None:
     """Register batch samplers: ``register(name, factory, config=ConfigClass, help=...)``.
 
@@ -48,7 +60,9 @@ def platform_register_regularizers(register: Callable[..., None]) -> None:
 def platform_register_topologies(register: Callable[..., None]) -> None:
     """Register head topologies: ``register(name, factory, config=ConfigClass, help=...)``.
 
-    ``factory(config, tasks, hidden_size, dropout)`` returns an ``nn.ModuleDict`` of task heads."""
+    ``factory(config, tasks, widths, dropout)`` returns an ``nn.ModuleDict`` with a head per task
+    (``tasks``: :class:`core.tasks.Task` list; ``widths``: :class:`core.heads.Widths`); a task's own or
+    default head is ``task.build_head(widths, dropout)``."""
 
 
 @hookspec

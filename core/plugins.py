@@ -21,13 +21,16 @@ from core.errors import PlatformError
 from core.registry import Registry
 
 DEFAULT_PLUGINS = (
+    "plugins.kinds",
+    "plugins.tagging",
+    "plugins.metrics",
     "tasks.sst",
     "tasks.cfimdb",
     "tasks.quora",
     "tasks.sts",
     "plugins.core_space",
     "plugins.samplers",
-    "plugins.heads",
+    "plugins.independent",
     "plugins.tensorboard",
     "plugins.smart",
     "plugins.rlayer",
@@ -93,6 +96,8 @@ class Registries:
     """Every registry of a run, filled from the registration hooks of ``pm``'s plugins."""
 
     KINDS = {
+        "task_kinds": "task kind",
+        "metrics": "metric",
         "tasks": "task",
         "samplers": "sampler",
         "regularizers": "regularizer",
@@ -108,6 +113,8 @@ class Registries:
                 impl.function(register=registry.register_for(impl.plugin_name))
             setattr(self, attr, registry)
 
+    task_kinds: Registry
+    metrics: Registry
     tasks: Registry
     samplers: Registry
     regularizers: Registry

@@ -46,7 +46,7 @@ class Registry:
             if name in self._entries:
                 first = self._entries[name].plugin
                 raise RegistryError(f"{self.kind} {name!r} is registered twice: by plugin {first!r} and by plugin {plugin!r}")
-            self._entries[name] = Entry(name, value, plugin, config, help or _first_line(value))
+            self._entries[name] = Entry(name, value, plugin, config, help or getattr(value, "description", "") or _first_line(value))
 
         return register
 

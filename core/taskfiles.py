@@ -7,8 +7,9 @@ file keeps: a row lies on one line and has as many fields as the header. A file 
 stray tab, an extra column, a quote that never closes), is not UTF-8, has no data rows, or repeats or
 leaves out an id raises :class:`DataError` as one line ``FILE:LINE: what (task NAME)``, with 1-based
 physical line numbers, because reading on would shift columns (sentences read as ids) without a word.
-Blank lines are skipped. Labels are parsed by the task; rows whose label is missing or unparsable are
-skipped and counted in one warning per file.
+Blank lines are skipped. Labels are parsed by the task (its kind, or its own ``label_parser``); rows
+whose label is missing or unparsable are skipped and counted in one warning per file. A task in another
+format brings its own ``reader``, whose rows get the same id and label checks.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import csv
 import io
 import logging
 from pathlib import Path
+from typing import Any
 
-import datasets
+import attrs
 
 from core.errors import PlatformError
-from core.tasks import TaskSpec
+from core.tasks import Task, TaskSpec
 
 log = logging.getLogger("platform")
 
@@ -37,28 +39,67 @@ def file_error(path: Path, line: int | None, what: str, task: str) -> DataError:
     return DataError(f"{where}: {what} (task {task})")
 
 
-def read_rows(task: TaskSpec, path: Path, *, labelled: bool) -> datasets.Dataset:
-    """The rows of one task file: ``id``, the text columns, and ``label`` when ``labelled``."""
-    path = Path(path)
-    (header_line, header), lines, rows = read_table(path, task.name)
-    wanted = [task.id_column, *task.text_columns] + ([task.label_column] if labelled else [])
+@attrs.frozen
+class Rows:
+    """The examples of a task file: ids, the values of each text column, and parsed labels (None for an
+    unlabelled split); ``lines`` are their 1-based line numbers in the file, for messages."""
+
+    ids: list[str]
+    texts: list[list[Any]]  # per text column, per example
+    labels: list[Any] | None
+    lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, keep: list[int]) -> "Rows":
+        return Rows([self.ids[i] for i in keep], [[column[i] for i in keep] for column in self.texts],
+                    None if self.labels is None else [self.labels[i] for i in keep], [self.lines[i] for i in keep])
+
+
+def read_rows(task: Task, path: Path, *, labelled: bool) -> Rows:
+    """The rows of one task file: ``id``, the text columns, and parsed labels when ``labelled``; rows
+    whose label the task cannot parse are skipped (one warning per file). A task with its own
+    ``reader`` reads its own format; its rows are checked here alike."""
+    path, spec = Path(path), task.spec
+    wanted = [spec.id_column, *spec.text_columns] + ([spec.label_column] if labelled else [])
+    if spec.reader is not None:
+        columns, lines = read_custom(task, path, labelled, wanted)
+    else:
+        columns, lines = read_tsv(spec, path, wanted)
+    check_ids(path, spec, lines, columns[spec.id_column])
+    texts = [columns[column] for column in spec.text_columns]
+    if not labelled:
+        return Rows(columns[spec.id_column], texts, None, lines)
+    rows = Rows(columns[spec.id_column], texts, parse_labels(path, task, lines, columns), lines)
+    return rows.select([i for i, label in enumerate(rows.labels) if label is not None])
+
+
+def read_tsv(spec: TaskSpec, path: Path, wanted: list[str]) -> tuple[dict[str, list[str]], list[int]]:
+    (header_line, header), lines, rows = read_table(path, spec.name)
     missing = [column for column in wanted if column not in header]
     if missing:
-        raise file_error(path, header_line, f"missing column(s) {missing}; the header has {header}", task.name)
+        raise file_error(path, header_line, f"missing column(s) {missing}; the header has {header}", spec.name)
     repeated = [column for column in wanted if header.count(column) > 1]
     if repeated:
         raise file_error(path, header_line, f"column(s) {repeated} appear more than once in the header {header}",
-                         task.name)
-    positions = {column: header.index(column) for column in wanted}
-    columns = {column: [fields[i] for fields in rows] for column, i in positions.items()}
-    check_ids(path, task, lines, columns[task.id_column])
-    if labelled:
-        labels = parse_labels(path, task, lines, columns)
-        del columns[task.label_column]
-        keep = [i for i, label in enumerate(labels) if label is not None]
-        columns = {column: [values[i] for i in keep] for column, values in columns.items()}
-        columns["label"] = [labels[i] for i in keep]
-    return datasets.Dataset.from_dict(columns)  # strings, and float64 labels (declaring features is 5x slower)
+                         spec.name)
+    return {column: [fields[header.index(column)] for fields in rows] for column in wanted}, lines
+
+
+def read_custom(task: Task, path: Path, labelled: bool, wanted: list[str]) -> tuple[dict[str, list], list[int]]:
+    """Rows from the task's own reader: dicts holding the ``wanted`` columns (and optionally ``line``)."""
+    spec = task.spec
+    if not path.is_file():
+        raise file_error(path, None, "file not found", spec.name)
+    rows = list(spec.reader(spec, path, labelled))
+    if not rows:
+        raise file_error(path, None, "no examples in the file", spec.name)
+    for number, row in enumerate(rows, 1):
+        missing = [column for column in wanted if column not in row]
+        if missing:
+            raise file_error(path, row.get("line", number), f"the task's reader gave no {missing}", spec.name)
+    return {column: [row[column] for row in rows] for column in wanted}, [row.get("line", n) for n, row in enumerate(rows, 1)]
 
 
 def read_table(path: Path, task: str) -> tuple[tuple[int, list[str]], list[int], list[list[str]]]:
@@ -129,17 +170,18 @@ def check_ids(path: Path, task: TaskSpec, lines: list[int], ids: list[str]) -> N
         seen[value] = line
 
 
-def parse_labels(path: Path, task: TaskSpec, lines: list[int], columns: dict[str, list[str]]) -> list[float | None]:
-    """The label of each row as a float, None where it is missing or unparsable (counted in one warning)."""
-    labels = [task.parse_label(text) for text in columns[task.label_column]]
-    labels = [None if label is None else float(label) for label in labels]
+def parse_labels(path: Path, task: Task, lines: list[int], columns: dict[str, list]) -> list[Any]:
+    """The label of each row as the task parses it, None where it is missing or unparsable (counted in
+    one warning)."""
+    spec = task.spec
+    labels = [task.parse_label(value) for value in columns[spec.label_column]]
     skipped = [i for i, label in enumerate(labels) if label is None]
     if len(skipped) == len(labels):
-        raise file_error(path, None, f"none of the {len(labels)} rows has a valid {task.label_column!r} label "
-                         f"(first: line {lines[0]}, {task.label_column} {columns[task.label_column][0]!r})", task.name)
+        raise file_error(path, None, f"none of the {len(labels)} rows has a valid {spec.label_column!r} label "
+                         f"(first: line {lines[0]}, {spec.label_column} {columns[spec.label_column][0]!r})", spec.name)
     if skipped:
         first = skipped[0]
         log.warning("%s: skipped %d of %d rows with a missing or unparsable %r label (first: line %d, id %s)",
-                    path.name, len(skipped), len(labels), task.label_column, lines[first],
-                    columns[task.id_column][first])
+                    path.name, len(skipped), len(labels), spec.label_column, lines[first],
+                    columns[spec.id_column][first])
     return labels

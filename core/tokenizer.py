@@ -133,6 +133,16 @@ class Tokenizer:
         encodings = self._encode_batch(list(zip(first, second)))
         return [e.ids for e in encodings], [e.type_ids for e in encodings]
 
+    def encode_words(self, words: list[list[str]], max_length: int) -> tuple[list[list[int]], list[list[int]]]:
+        """``[CLS] pieces [SEP]`` ids of pre-split words, truncated to ``max_length`` tokens, and per
+        token the index of the word it belongs to (-1 for [CLS] and [SEP]): the word-piece alignment."""
+        for i, sentence in enumerate(words):
+            _check_texts(sentence, f"words[{i}]")
+        self._truncate_to(max_length, 3)
+        encodings = self._tok.encode_batch([list(sentence) for sentence in words], is_pretokenized=True)
+        return ([e.ids for e in encodings],
+                [[-1 if w is None else w for w in e.word_ids] for e in encodings])
+
     def pad(self, sequences: list[list[int]], token_type_ids: list[list[int]] | None = None,
             pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
         """Right-pad to the longest sequence (rounded up to ``pad_to_multiple_of``).

@@ -18,7 +18,7 @@ import pluggy
 import torch
 from tqdm.auto import tqdm
 
-from core import assembly, checkpoints, objectives, runfolder
+from core import assembly, checkpoints, runfolder
 from core.bucketing import bucket_plan, split_by_tokens
 from core.config import RunConfig
 from core.data import SplitData, make_batch
@@ -142,9 +142,8 @@ def chunk_loss(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Te
     """Forward examples ``indices`` of ``task``: their total loss (task loss + regularizer terms, each a
     mean over the examples) and its parts as floats."""
     batch = make_batch(run.train_data[task], indices, run.tokenizer.pad).to(run.model.device)
-    spec = run.model.tasks[task]
     output = run.model(batch)
-    total = objectives.loss(spec, output, batch.labels)
+    total = run.model.tasks[task].loss(output, batch)
     terms = {"loss": total.item()}
     for regularizer in run.regularizers.values():
         total = total * regularizer.task_loss_weight(batch, run.progress)
@@ -167,7 +166,7 @@ def task_step(run: RunContext, task: str, indices: list[int]) -> dict[str, float
     whole batch's, and only one chunk's activations are alive at a time."""
     data = run.train_data[task]
     parts: dict[str, float] = {}
-    for chunk in split_by_tokens(indices, data.lengths, len(data.texts), run.config.max_batch_tokens):
+    for chunk in split_by_tokens(indices, data.lengths, len(data.sequences), run.config.max_batch_tokens):
         share = len(chunk) / len(indices)
         total, terms = chunk_loss(run, task, chunk)
         run.pm.hook.platform_on_before_backward(run=run, task=task, loss=total, terms=terms)

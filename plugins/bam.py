@@ -13,13 +13,15 @@ re-tokenizes the same rows itself. A batch looks its teacher outputs up by ``Bat
 Teacher annealing: the teacher weight ``w`` falls linearly from 1 at the start of training to 0 at
 the end (``w = 1 - progress``; ``w = 1`` throughout with ``--bam-anneal false``). The gold-label task
 loss is scaled by ``1 - w`` (:meth:`BamRegularizer.task_loss_weight`) and the term
-``distill = w · L_teacher`` is added, where ``L_teacher`` is
+``distill = w · L_teacher`` is added, where ``L_teacher`` is the task kind's distillation loss; for
+the built-in kinds (``plugins/kinds.py``):
 
-- cross-entropy tasks: cross-entropy against the teacher's ``softmax(logits / T)``, of the student's
+- class logits: cross-entropy against the teacher's ``softmax(logits / T)``, of the student's
   ``logits / T``, times ``T²`` (Hinton et al.'s scaling, so gradients keep their size as T changes);
-- one-logit bce tasks: the same for the two-class case, BCE-with-logits of ``logit / T`` against
+- one logit (binary): the same for the two-class case, BCE-with-logits of ``logit / T`` against
   ``sigmoid(teacher_logit / T)``, times ``T²``;
-- mse tasks: squared error against the teacher's score (no temperature).
+- regression scores: squared error against the teacher's score (no temperature);
+- token tagging has none: a teacher for such a task is refused by name.
 
 At T = 1 these losses are linear in the target, so ``w · L(teacher) + (1 - w) · L(gold)`` *is* the
 loss against the mixed target ``w · teacher + (1 - w) · gold`` — training on the annealed mixture of
@@ -35,16 +37,15 @@ from pathlib import Path
 
 import attrs
 import torch
-import torch.nn.functional as F
 
 from core import checkpoints, evaluation
 from core.config import field, parse_assignments
-from core.data import Batch, SplitData, load_split, resolve_data_dir
+from core.data import Batch, load_split, resolve_data_dir
 from core.errors import PlatformError
 from core.hookspecs import hookimpl
 from core.inference import load_run
 from core.regularizers import Regularizer
-from core.tasks import TaskSpec
+from core.tasks import Task
 
 PLATFORM_OPT_IN = True
 
@@ -87,29 +88,15 @@ def teacher_weight(progress: float, anneal: bool = True) -> float:
     return 1.0 - min(max(progress, 0.0), 1.0) if anneal else 1.0
 
 
-def teacher_loss(task: TaskSpec, output: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """The loss of a student head output against the teacher's head output (see the module docstring)."""
-    output, teacher = output.float(), teacher.float()
-    t = temperature
-    if task.loss == "cross-entropy":  # (B, C) logits
-        soft = F.softmax(teacher / t, dim=-1)
-        return -(soft * F.log_softmax(output / t, dim=-1)).sum(-1).mean() * t * t
-    if task.loss == "bce":  # (B,) one logit
-        soft = torch.sigmoid(teacher.view(-1) / t)
-        return F.binary_cross_entropy_with_logits(output.view(-1) / t, soft) * t * t
-    return F.mse_loss(output.view(-1), teacher.view(-1))  # (B,) scores on the scaled label range
+def teacher_loss(task: Task, output: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """The loss of a student head output against the teacher's head output: the task kind's distillation
+    loss (see the module docstring for the built-in kinds')."""
+    return task.kind.distill_loss(task.spec, output, teacher, temperature)
 
 
 # --------------------------------------------------------------------------------------------------
 # Teacher outputs on the training split
 # --------------------------------------------------------------------------------------------------
-
-
-def head_outputs(model: torch.nn.Module, data: SplitData, pad, batch_size: int) -> torch.Tensor:
-    """Raw head outputs for every example of ``data``, in file order: (N, C) logits for cross-entropy
-    tasks, (N,) otherwise."""
-    outputs = evaluation.head_outputs(model, data, pad, batch_size, progress=False).float()
-    return outputs if data.task.loss == "cross-entropy" else outputs.view(-1)
 
 
 def _checkpoint_file(folder: str) -> Path:
@@ -139,10 +126,9 @@ def teacher_outputs(task: str, folder: str, run) -> torch.Tensor:
                        f"not on {task!r}; give a run trained on {task!r} (`platform run --tasks {task}`)")
     student = run.train_data[task]
     mine, theirs = student.task, model.tasks[task]
-    if (mine.loss, mine.num_labels, tuple(mine.label_range)) != (theirs.loss, theirs.num_labels, tuple(theirs.label_range)):
-        raise BamError(f"bam: the {task!r} head of teacher {folder} ({theirs.loss}, {theirs.num_labels} label(s), "
-                       f"range {theirs.label_range}) differs from this run's ({mine.loss}, {mine.num_labels} "
-                       f"label(s), range {mine.label_range})")
+    if _head_shape(mine) != _head_shape(theirs):
+        raise BamError(f"bam: the {task!r} head of teacher {folder} ({_head_shape(theirs)}) differs from this "
+                       f"run's ({_head_shape(mine)})")
     data = student
     if (tokenizer.vocab_sha, config.max_length) != (run.tokenizer.vocab_sha, run.config.max_length):
         # Another vocabulary, casing or length: the teacher reads the same rows through its own tokenizer.
@@ -152,7 +138,12 @@ def teacher_outputs(task: str, folder: str, run) -> torch.Tensor:
             raise BamError(f"bam: teacher {folder} reads other {task!r} training examples than this run "
                            f"({len(data)} rows vs {len(student)}); both must read the same data file")
     log.info("bam: teacher %s predicts the %d %s training examples", folder, len(data), task)
-    return head_outputs(model, data, tokenizer.pad, run.config.eval_batch_size)
+    return evaluation.head_outputs(model, data, tokenizer.pad, run.config.eval_batch_size, progress=False)
+
+
+def _head_shape(task: Task) -> str:
+    spec = task.spec
+    return f"kind {task.kind.name}, {spec.num_labels} label(s), range {tuple(spec.label_range)}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,6 +164,11 @@ class BamRegularizer(Regularizer):
         if unknown:
             raise BamError(f"bam: --bam-teachers names task(s) {', '.join(unknown)} that this run does not train; "
                            f"its tasks are {', '.join(tasks)}")
+        for name in self.teachers:
+            kind = model.tasks[name].kind
+            if not kind.distillable:
+                raise BamError(f"bam: task {name!r} is of kind {kind.name}, which has no distillation loss; "
+                               "leave it out of --bam-teachers")
         if not self.teachers:
             log.warning("bam: enabled without --bam-teachers; every task trains on gold labels only")
         self.outputs: dict[str, torch.Tensor] = {}  # task -> teacher head outputs over its training split
@@ -209,8 +205,8 @@ class BamRegularizer(Regularizer):
             raise BamError(f"bam: no teacher outputs for task {batch.task!r} yet; they are computed by "
                            "platform_on_train_start of plugin 'bam' (is the plugin enabled with --plugins bam?)")
         teacher = self.outputs[batch.task][batch.indices].to(output.device)
-        spec = model.tasks[batch.task]
-        return {"distill": self.weight(progress) * teacher_loss(spec, output, teacher, self.config.temperature)}
+        task = model.tasks[batch.task]
+        return {"distill": self.weight(progress) * teacher_loss(task, output, teacher, self.config.temperature)}
 
     def state_dict(self) -> dict:
         return {"caches": {task: dict(cache) for task, cache in self.caches.items()}}

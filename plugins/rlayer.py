@@ -3,8 +3,9 @@
 The shared layer reads the scaled Hadamard product h_u∘h_v / (‖h_u‖·‖h_v‖ + ε), whose features sum
 to the cosine similarity of the pair, optionally beside |h_u − h_v|, through
 ``linear -> LeakyReLU -> linear`` back to the embedding width. Each sharing task keeps an output
-layer of its own: class logits for pair classification, one score for pair regression. Every other
-task gets its default head (``core.heads.head_for``).
+layer of its own, as wide as its kind's outputs (class logits, or one score). The tasks whose kind
+feeds the head two sentence embeddings (``head_input == "pair"``) can share it; every other task gets
+its own or its kind's default head.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from attrs import validators as v
 
 from core.config import field
 from core.errors import ConfigError
-from core.heads import head_for
+from core.heads import Widths
 from core.hookspecs import hookimpl
-from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, TaskSpec
+from core.tasks import Task
 
 PLATFORM_OPT_IN = True
 
 log = logging.getLogger("platform")
-PAIR_KINDS = (PAIR_CLASSIFICATION, PAIR_REGRESSION)
 
 
 def _names(value: Any) -> tuple[str, ...]:
@@ -43,7 +43,7 @@ def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | No
 @attrs.frozen
 class RLayerConfig:
     tasks: tuple[str, ...] = field((), "comma-separated pair tasks that share the relational layer; empty: every "
-                                       "pair-classification and pair-regression task of the run", converter=_names)
+                                       "task of the run whose kind relates two sentence embeddings", converter=_names)
     width: int | None = field(None, "inner width of the relational layer; None: the embedding width",
                               validator=_positive_or_none)
     negative_slope: float = field(0.01, "negative slope of the LeakyReLU", validator=v.ge(0.0))
@@ -91,37 +91,40 @@ class RelationalHead(nn.Module):
         return self.out(self.dropout(self.relation(u, v)))  # (B, num_labels) or (B, 1)
 
 
-def sharing_tasks(config: RLayerConfig, tasks: list[TaskSpec]) -> list[TaskSpec]:
+def is_pair(task: Task) -> bool:
+    return task.kind.head_input == "pair"
+
+
+def sharing_tasks(config: RLayerConfig, tasks: list[Task]) -> list[Task]:
     """The tasks that share the relational layer: ``config.tasks``, checked, or every pair task."""
     by_name = {task.name: task for task in tasks}
-    pair = [task.name for task in tasks if task.kind in PAIR_KINDS]
+    pair = [task.name for task in tasks if is_pair(task)]
     if not config.tasks:
         return [by_name[name] for name in pair]
     for name in config.tasks:
         if name not in by_name:
             raise ConfigError(f"--rlayer-tasks: task {name!r} is not a task of this run; its pair tasks are: "
-                             f"{', '.join(pair) or 'none'}")
-        if by_name[name].kind not in PAIR_KINDS:
-            raise ConfigError(f"--rlayer-tasks: task {name!r} is of kind {by_name[name].kind}, the relational layer "
-                             f"relates sentence pairs; choose among: {', '.join(pair) or 'none'}")
+                              f"{', '.join(pair) or 'none'}")
+        if not is_pair(by_name[name]):
+            raise ConfigError(f"--rlayer-tasks: task {name!r} is of kind {by_name[name].kind.name}, whose head does "
+                              f"not relate two sentence embeddings; choose among: {', '.join(pair) or 'none'}")
     return [by_name[name] for name in dict.fromkeys(config.tasks)]
 
 
-def relational_heads(config: RLayerConfig | None, tasks: list[TaskSpec], hidden_size: int,
-                     dropout: float) -> nn.ModuleDict:
-    """Pair tasks share one relational layer under heads of their own; other tasks get defaults."""
+def relational_heads(config: RLayerConfig | None, tasks: list[Task], widths: Widths, dropout: float) -> nn.ModuleDict:
+    """Pair tasks share one relational layer under heads of their own; other tasks get their heads."""
     config = config or RLayerConfig()
     sharing = {task.name for task in sharing_tasks(config, tasks)}
     if not sharing:
         log.warning("rlayer: no pair task in this run shares the relational layer; every task gets its default head")
-    relation = RelationalLayer(hidden_size, config.width, config.negative_slope, config.with_difference, config.eps)
+    width = widths.pooled
+    relation = RelationalLayer(width, config.width, config.negative_slope, config.with_difference, config.eps)
     heads = {}
     for task in tasks:
         if task.name in sharing:
-            outputs = task.num_labels if task.kind == PAIR_CLASSIFICATION else 1
-            heads[task.name] = RelationalHead(relation, hidden_size, outputs, dropout)
+            heads[task.name] = RelationalHead(relation, width, task.kind.outputs(task.spec), dropout)
         else:
-            heads[task.name] = head_for(task, hidden_size, dropout)
+            heads[task.name] = task.build_head(widths, dropout)
     return nn.ModuleDict(heads)
 
 

@@ -5,9 +5,10 @@ model to answer the same under a small perturbation δ of the embedding-layer ou
 of projected gradient ascent on l_s inside an ε-ball. The Bregman proximal term μ·l_s(f(x), f̃(x))
 keeps the model near f̃, a momentum (EMA) copy of itself, updated after every optimizer step.
 
-l_s follows the head kind: symmetric KL over class probabilities (cross-entropy heads), over the
-two-point Bernoulli distribution (one-logit bce heads: a softmax over a single logit is constant, so
-it would measure nothing), or the squared error of regression scores (mse heads).
+l_s is the task kind's divergence (``TaskKind.divergence``): for the built-in kinds, symmetric KL over
+class probabilities (class logits), over the two-point Bernoulli distribution (one logit: a softmax
+over a single logit is constant, so it would measure nothing), the squared error of regression scores,
+or symmetric KL of the tag distributions at each tagged token.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Callable
 
 import attrs
 import torch
-import torch.nn.functional as F
 from attrs import validators as v
 
 from core.config import field
@@ -37,47 +37,6 @@ BF16_RESOLUTION = 2.0**-8  # relative spacing of bfloat16 numbers (8 bits of man
 log = logging.getLogger("platform")
 
 Divergence = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-# --------------------------------------------------------------------------------------------------
-# Divergences l_s, one per head kind: symmetric, zero for equal outputs, averaged over the batch
-# --------------------------------------------------------------------------------------------------
-
-
-def symmetric_kl_logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """KL(p‖q) + KL(q‖p) of p = softmax(a), q = softmax(b), summed over classes; (B, C) -> scalar."""
-    log_p, log_q = F.log_softmax(a.float(), dim=-1), F.log_softmax(b.float(), dim=-1)
-    # KL(p‖q) + KL(q‖p) = Σ p(log p − log q) + Σ q(log q − log p) = Σ (p − q)(log p − log q)
-    return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1).mean()
-
-
-def symmetric_kl_bernoulli(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Symmetric KL of the Bernoulli distributions [σ(a), 1 − σ(a)] and [σ(b), 1 − σ(b)] of one logit.
-
-    With log σ(z) − log σ(−z) = z, the (p − q)(log p − log q) sum collapses to (σ(a) − σ(b))(a − b):
-    no logarithm of a saturated probability, hence stable for any logit."""
-    a, b = a.float().reshape(len(a), -1), b.float().reshape(len(b), -1)  # (B, 1)
-    return ((torch.sigmoid(a) - torch.sigmoid(b)) * (a - b)).sum(-1).mean()
-
-
-def squared_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of regression scores (on the label range scaled to [0, 1])."""
-    return (a.float() - b.float()).pow(2).mean()
-
-
-DIVERGENCES: dict[str, Divergence] = {
-    "cross-entropy": symmetric_kl_logits,
-    "bce": symmetric_kl_bernoulli,
-    "mse": squared_error,
-}
-
-
-def divergence_for(loss_name: str) -> Divergence:
-    """The l_s of a head trained with task loss ``loss_name`` (``TaskSpec.loss``)."""
-    try:
-        return DIVERGENCES[loss_name]
-    except KeyError:
-        raise ConfigError(f"smart: no divergence for task loss {loss_name!r}; known: {', '.join(DIVERGENCES)}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,7 +104,11 @@ class Smart(Regularizer):
             self.teacher.requires_grad_(False)
 
     def terms(self, model, batch: Batch, output, forward, progress):
-        divergence = divergence_for(model.tasks[batch.task].loss)
+        task = model.tasks[batch.task]
+
+        def divergence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return task.kind.divergence(task.spec, a, b, batch.labels)
+
         terms = {}
         if self.config.weight > 0:
             delta = self.perturbation(batch, output, forward, divergence)

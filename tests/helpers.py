@@ -1,4 +1,4 @@
-"""Helpers shared by tests: crash a run for real, in a subprocess."""
+"""Helpers shared by tests: bind task specs as a run does, crash a run for real in a subprocess."""
 
 import os
 import signal
@@ -23,3 +23,12 @@ def kill_run(config, tmp_path: Path, *where) -> subprocess.CompletedProcess:
 def kill_run_at_step(config, step: int, tmp_path: Path) -> subprocess.CompletedProcess:
     """Train ``config`` in a subprocess that is SIGKILLed right after global step ``step``."""
     return kill_run(config, tmp_path, "step", step)
+
+
+def bind_tasks(*specs):
+    """Task specs bound to the registered kinds and metrics of a fresh plugin manager, by name."""
+    from core.plugins import Registries, make_plugin_manager
+    from core.tasks import bind
+
+    registries = Registries(make_plugin_manager(enabled=None))
+    return {spec.name: bind(spec, registries.task_kinds, registries.metrics) for spec in specs}

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import assembly, objectives, trainer
+from core import assembly, trainer
 from core.config import RunConfig
 from core.data import Batch, make_batch
 from core.hookspecs import hookimpl
@@ -82,8 +82,8 @@ def test_soft_cross_entropy_by_hand(student_model):
 
 
 def test_soft_bce_by_hand():
-    quora = assembly.Registries(assembly.plugin_manager(RunConfig())).tasks["quora"].value
-    assert quora.loss == "bce"
+    quora = assembly.select_tasks(RunConfig(tasks=("quora",)), assembly.Registries(assembly.plugin_manager(RunConfig())))["quora"]
+    assert quora.spec.num_labels == 1  # one logit
     student, teacher = torch.tensor([[math.log(3.0)]]), torch.tensor([[0.0]])  # sigmoid 3/4 against 1/2
     expected = -(0.5 * math.log(0.75) + 0.5 * math.log(0.25))
     assert teacher_loss(quora, student, teacher).item() == pytest.approx(expected)
@@ -106,7 +106,7 @@ def test_mixture_equals_the_loss_against_the_mixed_target(student_model):
 
     def trained_loss(task, output, labels):  # how core.trainer.task_step combines the parts
         batch = batch_of(task, indices, labels)
-        gold = objectives.loss(student_model.tasks[task], output, labels) * bam.task_loss_weight(batch, progress)
+        gold = student_model.tasks[task].loss(output, batch) * bam.task_loss_weight(batch, progress)
         return gold + bam.terms(student_model, batch, output, None, progress)["distill"]
 
     logits, classes = torch.randn(3, 5, requires_grad=True), torch.tensor([0, 3, 4])
@@ -115,7 +115,7 @@ def test_mixture_equals_the_loss_against_the_mixed_target(student_model):
     assert trained_loss("sst", logits, classes).item() == pytest.approx(against_mixed.item())
 
     scores, similarity = torch.rand(3, 1, requires_grad=True), torch.tensor([1.0, 4.5, 3.0])
-    gold, teacher = objectives.scaled_labels(sts, similarity), bam.outputs["sts"][indices]
+    gold, teacher = similarity / 5.0, bam.outputs["sts"][indices]  # STS labels lie in [0, 5]
     mixed = w * teacher + (1 - w) * gold
     ours, reference = trained_loss("sts", scores, similarity), F.mse_loss(scores.view(-1), mixed)
     constant = w * (1 - w) * ((teacher - gold) ** 2).mean()  # independent of the student

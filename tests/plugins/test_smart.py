@@ -17,64 +17,13 @@ from core.plugins import Registries, make_plugin_manager
 from core.pretrained import load_encoder
 from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
 from plugins import smart
-from plugins.heads import independent_heads
-from plugins.smart import Smart, SmartConfig, divergence_for, squared_error, symmetric_kl_bernoulli, symmetric_kl_logits
+from core.heads import Widths
+from plugins.independent import independent_heads
+from plugins.kinds import symmetric_kl_logits
+from plugins.smart import Smart, SmartConfig
+from tests.helpers import bind_tasks
 
 LN3 = math.log(3.0)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Divergences
-# ---------------------------------------------------------------------------------------------------
-
-
-def kl(p: list[float], q: list[float]) -> float:
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
-
-
-def test_symmetric_kl_of_logits_by_hand():
-    # softmax([0, ln 3]) = [1/4, 3/4], softmax([0, 0]) = [1/2, 1/2]
-    expected = kl([0.25, 0.75], [0.5, 0.5]) + kl([0.5, 0.5], [0.25, 0.75])
-    assert expected == pytest.approx(LN3 / 4)
-    got = symmetric_kl_logits(torch.tensor([[0.0, LN3]]), torch.tensor([[0.0, 0.0]]))
-    assert got.item() == pytest.approx(expected, rel=1e-6)
-    # a batch averages its examples: the second pair is equal, so half the first
-    batch = symmetric_kl_logits(torch.tensor([[0.0, LN3], [1.0, 2.0]]), torch.tensor([[0.0, 0.0], [1.0, 2.0]]))
-    assert batch.item() == pytest.approx(expected / 2, rel=1e-6)
-
-
-def test_symmetric_kl_of_one_logit_is_the_bernoulli_one_by_hand_and_not_zero():
-    a, b = torch.tensor([[LN3]]), torch.tensor([[0.0]])  # σ(ln 3) = 3/4, σ(0) = 1/2
-    expected = kl([0.75, 0.25], [0.5, 0.5]) + kl([0.5, 0.5], [0.75, 0.25])
-    got = symmetric_kl_bernoulli(a, b)
-    assert got.item() == pytest.approx(expected, rel=1e-6) and got.item() > 0
-    # one logit z is the two-class logits [0, z]
-    two_classes = symmetric_kl_logits(torch.tensor([[0.0, LN3]]), torch.zeros(1, 2))
-    assert got.item() == pytest.approx(two_classes.item(), rel=1e-6)
-    # the bug of a softmax over a single logit: always 0, whatever the logits
-    assert symmetric_kl_logits(a, b).item() == 0.0
-    # saturated logits stay finite: (σ(a) − σ(b))(a − b) -> 1 · 100
-    assert symmetric_kl_bernoulli(torch.tensor([[50.0]]), torch.tensor([[-50.0]])).item() == pytest.approx(100.0)
-    assert symmetric_kl_bernoulli(torch.tensor([0.5, -1.0]), torch.tensor([0.5, -1.0])).item() == 0.0  # (B,) too
-
-
-def test_squared_error_by_hand():
-    got = squared_error(torch.tensor([[0.5], [0.25]]), torch.tensor([[0.0], [0.75]]))
-    assert got.item() == pytest.approx((0.25 + 0.25) / 2)
-
-
-@pytest.mark.parametrize("loss, shape", [("cross-entropy", (6, 5)), ("bce", (6, 1)), ("mse", (6, 1))])
-def test_divergences_are_symmetric_and_zero_on_equal_outputs(loss, shape):
-    divergence = divergence_for(loss)
-    a, b = torch.randn(shape, generator=torch.Generator().manual_seed(0)), torch.randn(shape)
-    assert divergence(a, b).item() > 0
-    assert divergence(a, b).item() == pytest.approx(divergence(b, a).item(), rel=1e-6)
-    assert divergence(a, a).item() == 0.0
-
-
-def test_unknown_loss_has_no_divergence():
-    with pytest.raises(ValueError, match="no divergence for task loss 'hinge'; known: cross-entropy, bce, mse"):
-        divergence_for("hinge")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -105,30 +54,32 @@ def test_gradient_normalisation_is_per_example():
 # A tiny model with one task of each head kind
 # ---------------------------------------------------------------------------------------------------
 
-TASKS = {
+SPECS = {
     "five": TaskSpec(name="five", kind=SINGLE_CLASSIFICATION, files={"train": "t", "dev": "d"}, text_columns=("s",),
                      num_labels=5),
     "para": TaskSpec(name="para", kind=PAIR_CLASSIFICATION, files={"train": "t", "dev": "d"}, text_columns=("a", "b")),
     "sim": TaskSpec(name="sim", kind=PAIR_REGRESSION, files={"train": "t", "dev": "d"}, text_columns=("a", "b"),
                     label_range=(0.0, 5.0)),
 }
+TASKS = bind_tasks(*SPECS.values())
 
 
 def tiny_model(dropout: float = 0.0) -> MultitaskModel:
     torch.manual_seed(0)
     encoder = load_encoder("tiny", hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, seed=0)
-    return MultitaskModel(encoder, independent_heads(None, list(TASKS.values()), 128, dropout), TASKS, "mean")
+    heads = independent_heads(None, list(TASKS.values()), Widths(128, 128), dropout)
+    return MultitaskModel(encoder, heads, TASKS, "mean")
 
 
 def tiny_batch(task: str, size: int = 4, length: int = 12) -> Batch:
     """Random tokens, the last rows padded; pair tasks stack both sentences: (texts·B, T)."""
-    rows = size * (2 if TASKS[task].is_pair else 1)
+    rows = size * len(TASKS[task].spec.text_columns)  # both kinds with pairs here are bi-encoders
     generator = torch.Generator().manual_seed(1)
     input_ids = torch.randint(1000, 2000, (rows, length), generator=generator)
     attention_mask = torch.ones(rows, length, dtype=torch.long)
     attention_mask[1::2, length // 2:] = 0  # every other row is padded after half its length
     input_ids[attention_mask == 0] = 0
-    labels = torch.randint(0, 2 if TASKS[task].loss == "bce" else 5, (size,), generator=generator)
+    labels = torch.randint(0, 2 if TASKS[task].spec.num_labels == 1 else 5, (size,), generator=generator)
     return Batch(task, input_ids, torch.zeros_like(input_ids), attention_mask, labels,
                  [str(i) for i in range(size)], torch.arange(size))
 

@@ -7,10 +7,10 @@ from tqdm.auto import tqdm
 
 from core.data import load_split, resolve_data_dir
 from core.errors import ConfigError
-from core.objectives import pearson
 from core.plugins import Registries, make_plugin_manager
 from core.pooling import pool
 from core.pretrained import load_encoder, resolve_checkpoint
+from core.tasks import bind
 from core.tokenizer import Tokenizer
 
 
@@ -32,15 +32,19 @@ def embed_sentences(encoder, pad, sequences: list[list[int]], pooling: str, batc
 def zero_shot_similarity(checkpoint: str, *, task: str = "sts", split: str = "dev", pooling: str = "mean",
                          data_dir: str | None = None, batch_size: int = 128, limit: int | None = None) -> float:
     """Pearson correlation between cos(u, v) and the gold scores of a pair task's split."""
-    spec = Registries(make_plugin_manager(enabled=None)).tasks[task].value
-    if not spec.is_pair:
-        raise ConfigError(f"--task {task}: zero-shot similarity needs a sentence-pair task")
+    registries = Registries(make_plugin_manager(enabled=None))
+    bound = bind(registries.tasks[task].value, registries.task_kinds, registries.metrics)
+    if bound.kind.head_input != "pair" or bound.kind.outputs(bound.spec) != 1:
+        raise ConfigError(f"--task {task}: zero-shot similarity needs a sentence-pair task with a score "
+                          f"(its kind {bound.kind.name} is not one)")
     source = resolve_checkpoint(checkpoint)
     tokenizer = Tokenizer(source.vocab, lowercase=source.lowercase)
-    data = load_split(spec, split, data_dir=resolve_data_dir(data_dir), tokenizer=tokenizer, max_length=128, limit=limit)
+    data = load_split(bound, split, data_dir=resolve_data_dir(data_dir), tokenizer=tokenizer, max_length=128,
+                      limit=limit)
     if data.labels is None:
         raise ConfigError(f"{task} {split} has no labels to correlate with")
     encoder = load_encoder(source).eval()
     first, second = (embed_sentences(encoder, tokenizer.pad, column, pooling, batch_size, desc=f"encode {task} {split}")
-                     for column in data.texts)
+                     for column in data.sequences)
+    pearson = registries.metrics["pearson"].value
     return pearson(torch.nn.functional.cosine_similarity(first, second, dim=-1), data.labels)
