@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pluggy
 import torch
 
@@ -33,7 +34,7 @@ def component_config(config: RunConfig, entry: Entry) -> Any:
     if entry.config is None:
         return None
     values = config.components.get(entry.name, {})
-    return build(entry.config, values, source=f"settings of {entry.name!r}")
+    return build(entry.config, values, source=f"settings of {entry.name!r}", prefix=f"{entry.name}-")
 
 
 def select_tasks(config: RunConfig, registries: Registries) -> dict[str, Task]:
@@ -46,7 +47,17 @@ def select_tasks(config: RunConfig, registries: Registries) -> dict[str, Task]:
 
 
 def select_topology(config: RunConfig, registries: Registries, pm: pluggy.PluginManager) -> Entry:
-    """``--topology`` if given; otherwise the one topology an enabled opt-in plugin provides."""
+    """``--topology`` if given; otherwise the one topology an enabled opt-in plugin provides.
+
+    Every run (new, resumed, a study's trial, one loaded to evaluate) selects its topology here, where
+    its sampler, topology and regularizers are all known: so this is also where settings of any other
+    component are refused (:func:`check_components`)."""
+    topology = _topology(config, registries, pm)
+    check_components(config, registries, pm)
+    return topology
+
+
+def _topology(config: RunConfig, registries: Registries, pm: pluggy.PluginManager) -> Entry:
     if config.topology:
         return lookup(registries.topologies, config.topology, "--topology")
     opt_in = {name for name, plugin in pm.list_name_plugin() if is_opt_in(plugin)}
@@ -60,6 +71,53 @@ def select_topology(config: RunConfig, registries: Registries, pm: pluggy.Plugin
 def select_regularizers(registries: Registries, pm: pluggy.PluginManager) -> list[Entry]:
     """Regularizers come from opt-in plugins: enabling the plugin enables them."""
     return [entry for entry in registries.regularizers if pm.get_plugin(entry.plugin) is not None]
+
+
+def active_components(config: RunConfig, registries: Registries, pm: pluggy.PluginManager) -> list[Entry]:
+    """The sampler, the topology and the regularizers of a run, in this order."""
+    sampler = lookup(registries.samplers, config.sampler, "--sampler")
+    return [sampler, _topology(config, registries, pm), *select_regularizers(registries, pm)]
+
+
+def check_components(config: RunConfig, registries: Registries, pm: pluggy.PluginManager) -> dict[str, dict]:
+    """The settings of the run's active components, defaults filled in, by component name. Settings in
+    ``config.components`` of any other component would be ignored: they are refused, naming them as
+    options and saying what would make their component take part."""
+    sampler, topology, *regularizers = active_components(config, registries, pm)
+    active = {entry.name: entry for entry in (sampler, topology, *regularizers)}
+    for name, settings in config.components.items():
+        if settings and name not in active:
+            chosen = {"samplers": f"--sampler {sampler.name}", "topologies": f"--topology {topology.name}"}
+            raise ConfigError(_not_active(config, name, list(settings), registries, chosen))
+    return {name: attrs.asdict(component_config(config, entry)) for name, entry in active.items()
+            if entry.config is not None}
+
+
+def _not_active(config: RunConfig, name: str, settings: list[str], registries: Registries,
+                chosen: dict[str, str]) -> str:
+    options = ", ".join(f"--{name}-{setting}".replace("_", "-") for setting in settings)
+    what = f"{options} {'is a setting' if len(settings) == 1 else 'are settings'} of"
+    kind, entry = _find(registries, name)
+    if kind in chosen:  # registered for this run, but another one was chosen
+        option = chosen[kind].split()[0]
+        return (f"{what} {Registries.KINDS[kind]} {name!r}, which is not the run's ({chosen[kind]}): "
+                f"use {option} {name}, or leave {options} out")
+    kind, entry = _find(Registries(make_plugin_manager(enabled=None)), name)
+    if entry is None:
+        return (f"{what} {name!r}, which no installed plugin registers as a sampler, regularizer or topology "
+                "(see `platform plugins`)")
+    enable = f"--plugins {','.join((*config.plugins, entry.plugin))}"
+    if kind == "samplers" or (kind == "topologies" and config.topology):
+        enable += f" --{'sampler' if kind == 'samplers' else 'topology'} {name}"
+    return (f"{what} {Registries.KINDS[kind]} {name!r} from plugin {entry.plugin!r}, which is not enabled: "
+            f"add {enable}")
+
+
+def _find(registries: Registries, name: str) -> tuple[str, Entry | None]:
+    for kind in ("samplers", "regularizers", "topologies"):
+        if name in getattr(registries, kind):
+            return kind, getattr(registries, kind)[name]
+    return "", None
 
 
 def lookup(registry, name: str, option: str) -> Entry:

@@ -35,7 +35,7 @@ def component_settings(args: argparse.Namespace, registries: Registries) -> dict
             if entry.config is not None:
                 given = cfg.options_given(args, entry.config, prefix=f"{entry.name}-")
                 if given:
-                    cfg.build(entry.config, given, source=f"--{entry.name}-* options")
+                    cfg.build(entry.config, given, prefix=f"{entry.name}-")
                     settings[entry.name] = given
     return settings
 
@@ -48,10 +48,10 @@ def add_run_config_options(parser: argparse.ArgumentParser, registries: Registri
     add_component_options(parser, registries)
 
 
-def run_config_from(args: argparse.Namespace, registries: Registries, source: str = "platform run") -> cfg.RunConfig:
+def run_config_from(args: argparse.Namespace, registries: Registries) -> cfg.RunConfig:
     values = cfg.options_given(args, cfg.RunConfig)
     values["components"] = component_settings(args, registries)
-    return cfg.build(cfg.RunConfig, values, source=source)
+    return cfg.build(cfg.RunConfig, values)
 
 
 def resume_config_from(args: argparse.Namespace, registries: Registries) -> cfg.RunConfig:
@@ -66,7 +66,7 @@ def resume_config_from(args: argparse.Namespace, registries: Registries) -> cfg.
     for name, settings in component_settings(args, registries).items():
         components.setdefault(name, {}).update(settings)
     return cfg.build(cfg.RunConfig, {**saved.to_dict(), **values, "components": components, "output_dir": str(folder)},
-                     source="platform run --resume")
+                     source=f"--resume {folder}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,6 +80,7 @@ def command_run(args: argparse.Namespace, registries: Registries) -> int:
     if args.resume:
         if args.overwrite:
             raise ConfigError("--resume continues a run and --overwrite starts one again: give one of them")
+        cfg.check_folder(args.resume, "--resume", "pass the run folder")
         run = trainer.prepare(resume_config_from(args, registries), resume=True)
     else:
         run = trainer.prepare(run_config_from(args, registries), overwrite=args.overwrite)
@@ -92,8 +93,8 @@ def command_run(args: argparse.Namespace, registries: Registries) -> int:
 def command_study(args: argparse.Namespace, registries: Registries) -> int:
     from studies.runner import StudySettings, run_study
 
-    settings = cfg.build(StudySettings, cfg.options_given(args, StudySettings), source="platform study")
-    run_study(run_config_from(args, registries, source="platform study"), settings)
+    settings = cfg.build(StudySettings, cfg.options_given(args, StudySettings))
+    run_study(run_config_from(args, registries), settings)
     return 0
 
 

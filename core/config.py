@@ -130,7 +130,7 @@ class RunConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return build(cls, data, source=source)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -176,9 +176,36 @@ def options_given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict
             if f"{prefix}{f.name}".replace("-", "_") in given}
 
 
-def build(cls: type, values: dict[str, Any], source: str) -> Any:
-    """``cls(**values)`` with errors that name where the values came from."""
+def build(cls: type, values: dict[str, Any], source: str = "", prefix: str = "") -> Any:
+    """``cls(**values)``; a bad value is reported naming its option (``--[prefix]field-name``), after
+    ``source`` (where the values came from: a file, a component) when given."""
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{source}: {error}") from None
+        text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)  # attrs' in_ adds args
+        message = _name_option(text, cls, prefix)
+        raise ConfigError(f"{source}: {message}" if source else message) from None
+
+
+def _name_option(message: str, cls: type, prefix: str) -> str:
+    """attrs' validators say ``'epochs' must be >= 1: 0``, ours ``ratios: bad entry ...``: either way,
+    the field's option instead of its name."""
+    for f in attrs.fields(cls):
+        option = f"--{prefix}{f.name}".replace("_", "-")
+        for lead, replacement in ((f"'{f.name}' ", f"{option} "), (f"{f.name}: ", f"{option}: "),
+                                  (f"{f.name} ", f"{option} ")):
+            if message.startswith(lead):
+                return replacement + message[len(lead):]
+    return message
+
+
+def check_folder(path: str | Path, option: str, hint: str = "choose a folder (a new one is made)") -> None:
+    """Refuse a folder option that names an existing file, or a path below one (no folder can be made
+    there); ``hint`` says what would be right."""
+    path = Path(path)
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return
+            where = f"{path} is a file" if candidate == path else f"{path}: {candidate} is a file"
+            raise ConfigError(f"{option} {where}, not a folder; {hint}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import attrs
 
 from core import assembly, checkpoints, runfolder
-from core.config import RunConfig
+from core.config import RunConfig, check_folder
 from core.data import load_split, resolve_data_dir
 from core.errors import ConfigError
 from core.evaluation import evaluate, predict_split, write_predictions
@@ -55,6 +55,8 @@ def evaluate_checkpoint(path: Path, *, file: Path | None = None, task: str | Non
 
 
 def predict_checkpoint(path: Path, *, out: Path | None = None, data_dir: str | None = None) -> list[Path]:
+    if out is not None:
+        check_folder(out, "--out")
     config, model, tokenizer = load_run(path, data_dir)
     out = Path(out) if out else (Path(path) if Path(path).is_dir() else Path(path).parent) / "predictions"
     written = []

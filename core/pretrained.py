@@ -31,6 +31,8 @@ KNOWN_NAMES = (MINILM, *PRESETS)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
 # pretraining and task heads that sit beside the encoder in Hugging Face checkpoints
 HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
+# embedding rows a checkpoint may have beyond its vocabulary: tables are padded to a multiple of 8, 64 or 128
+VOCAB_PADDING = 128
 # "name" or "org/name", as the hub accepts them
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
 
@@ -59,6 +61,7 @@ def resolve_checkpoint(name: str) -> CheckpointSource:
         return _from_folder(name, _minilm_folder())
     if name in PRESETS:
         vocab = _minilm_folder() / "vocab.txt"
+        check_vocab(vocab, PRESETS[name].vocab_size, f"preset {name!r} (core/pretrained.py)")
         return CheckpointSource(name, None, PRESETS[name], None, vocab, lowercase=True)
     if _HUB_ID.match(name) and ".." not in name and "--" not in name:
         return _from_folder(name, _download(name))
@@ -145,11 +148,23 @@ def _from_folder(name: str, folder: Path) -> CheckpointSource:
         config = BertConfig.from_json_file(config_file)
     except ValueError as err:
         raise CheckpointError(str(err)) from err
-    with vocab.open(encoding="utf-8") as f:
-        n_vocab = sum(1 for _ in f)
-    if n_vocab > config.vocab_size:
-        raise CheckpointError(f"{vocab} has {n_vocab} tokens but {config_file} says vocab_size {config.vocab_size}")
+    check_vocab(vocab, config.vocab_size, str(config_file))
     return CheckpointSource(name, folder, config, weights, vocab, _lowercase(name, folder))
+
+
+def check_vocab(vocab: Path, vocab_size: int, source: str) -> None:
+    """The tokens of ``vocab`` must fill the embedding table of ``vocab_size`` rows (``source`` says
+    where that number comes from), but for at most :data:`VOCAB_PADDING` padding rows: a token beyond
+    the table has no embedding, and a table much larger than the vocabulary belongs to another one."""
+    with vocab.open(encoding="utf-8") as f:
+        tokens = sum(1 for _ in f)
+    if tokens > vocab_size:
+        raise CheckpointError(f"{vocab} has {tokens} tokens but {source} says vocab_size {vocab_size}: the last "
+                              f"{tokens - vocab_size} would have no embedding; are the two from the same checkpoint?")
+    if vocab_size - tokens > VOCAB_PADDING:
+        raise CheckpointError(f"{vocab} has {tokens} tokens but {source} says vocab_size {vocab_size}: "
+                              f"{vocab_size - tokens} embedding rows would have no token (up to {VOCAB_PADDING} "
+                              "padding rows are allowed); are the two from the same checkpoint?")
 
 
 def _lowercase(name: str, folder: Path) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from core.config import RunConfig
+from core.config import RunConfig, check_folder
 from core.devices import resolve_device, resolve_precision
 from core.errors import ConfigError
 
@@ -56,8 +56,7 @@ def is_run_folder(folder: Path) -> bool:
 def claim(folder: Path, *, overwrite: bool = False) -> None:
     """Make sure a new run may write into ``folder``: new, empty, or an earlier run cleared by
     ``overwrite``. Anything else is refused, and nothing in the folder is touched."""
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--output-dir {folder} is a file; choose a folder for the run")
+    check_folder(folder, "--output-dir", "choose a folder for the run")  # a file, or a path below one
     if not folder.exists() or not any(folder.iterdir()):
         return
     if not is_run_folder(folder):

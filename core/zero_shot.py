@@ -32,6 +32,10 @@ def embed_sentences(encoder, pad, sequences: list[list[int]], pooling: str, batc
 def zero_shot_similarity(checkpoint: str, *, task: str = "sts", split: str = "dev", pooling: str = "mean",
                          data_dir: str | None = None, batch_size: int = 128, limit: int | None = None) -> float:
     """Pearson correlation between cos(u, v) and the gold scores of a pair task's split."""
+    for option, value in (("--batch-size", batch_size), ("--limit", limit)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} must be a positive number of {'pairs' if option == '--limit' else 'sentences'}"
+                              f", got {value}")
     registries = Registries(make_plugin_manager(enabled=None))
     bound = bind(registries.tasks[task].value, registries.task_kinds, registries.metrics)
     if bound.kind.head_input != "pair" or bound.kind.outputs(bound.spec) != 1:

@@ -7,6 +7,7 @@ Re-running the same NAME continues the study; nothing in an existing study is ev
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import sys
@@ -83,11 +84,13 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
             pm.register(plugin, name=f"study-extra-{index}")
         return pm
 
-    registries = Registries(plugin_manager(base))
+    pm = plugin_manager(base)
+    registries = Registries(pm)
+    recorded_base = base_record(base, assembly.check_components(base, registries, pm))
     spaces = list(registries.search_spaces)
     rules = load_space_file(settings.space_file) if settings.space_file else {}
     suggested = dry_run(base, spaces, rules, source=settings.space_file or "--space-file",
-                        check=lambda config: _check_components(config, registries))
+                        check=lambda config: assembly.check_components(config, registries, pm))
     if settings.show_space:
         print(format_space(suggested), file=out)
         return None
@@ -104,7 +107,7 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
     settings.folder.mkdir(parents=True, exist_ok=True)
     hparams = HParamsWriter(settings.folder / "hparams")
     try:
-        study = open_study(storage, url, settings.name, objective, pruner)
+        study = open_study(storage, url, settings.name, objective, pruner, recorded_base)
         if objective.multi:
             print("note: pruning is off for --objective pareto (Optuna does not prune multi-objective studies)",
                   file=out)
@@ -124,13 +127,6 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
     finally:
         hparams.close()
         storage.engine.dispose()
-
-
-def _check_components(config: RunConfig, registries: Registries) -> None:
-    for kind in ("samplers", "regularizers", "topologies"):
-        for entry in getattr(registries, kind):
-            if entry.name in config.components:
-                assembly.component_config(config, entry)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,9 +177,10 @@ def _safe(url: str) -> str:
 
 
 def open_study(storage: optuna.storages.RDBStorage, url: str, name: str, objective: Objective,
-               pruner: optuna.pruners.BasePruner) -> optuna.Study:
-    """Load the study ``name``, or create it; an existing study must have the same direction(s) and
-    objective. Nothing in it is changed when it does not."""
+               pruner: optuna.pruners.BasePruner, base: dict[str, Any] | None = None) -> optuna.Study:
+    """Load the study ``name``, or create it; an existing study must have the same direction(s),
+    objective and base configuration (``base``, see :func:`base_record`). Nothing in it is changed
+    when it does not."""
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
@@ -194,10 +191,15 @@ def open_study(storage: optuna.storages.RDBStorage, url: str, name: str, objecti
             raise StudyError(f"study {name!r} in {_safe(url)} has direction(s) {existing}, but --objective "
                              f"{objective.spec} needs {objective.directions}; choose another NAME (the existing "
                              "study was left as it is)")
-        recorded = storage.get_study_user_attrs(study_id).get("objective")
+        user_attrs = storage.get_study_user_attrs(study_id)
+        recorded = user_attrs.get("objective")
         if recorded is not None and recorded != objective.spec:
             raise StudyError(f"study {name!r} in {_safe(url)} optimizes {recorded}, not {objective.spec}; choose "
                              "another NAME or the same --objective (the existing study was left as it is)")
+        if base is not None and user_attrs.get(BASE_ATTR) is not None and user_attrs[BASE_ATTR] != base:
+            raise StudyError(f"study {name!r} in {_safe(url)} was created with another base configuration: "
+                             f"{'; '.join(differences(user_attrs[BASE_ATTR], base))}; give the options it was created "
+                             "with, or choose another NAME (the existing study was left as it is)")
     study = optuna.create_study(storage=storage, study_name=name, directions=objective.directions, pruner=pruner,
                                 load_if_exists=True)
     if study_id is None:
@@ -205,7 +207,57 @@ def open_study(storage: optuna.storages.RDBStorage, url: str, name: str, objecti
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(objective.metric_names)
+    if base is not None and BASE_ATTR not in study.user_attrs:  # new, or made before studies recorded it
+        if study_id is not None and study.trials:  # (a worker that found it new may just be recording it)
+            logging.getLogger(__name__).warning(f"study {name!r} has no recorded base configuration (it was made "
+                                                "by an older version); this run's is recorded from now on")
+        study.set_user_attr(BASE_ATTR, base)
     return study
+
+
+# --------------------------------------------------------------------------------------------------
+# The base configuration a study records
+# --------------------------------------------------------------------------------------------------
+
+BASE_ATTR = "base_config"
+# settings that may differ between the workers and the continuations of one study: where the files are,
+# what a machine computes with, how often a run logs and saves; none of them changes what a trial learns
+WORKER_SETTINGS = ("output_dir", "data_dir", "threads", "device", "eval_batch_size", "max_batch_tokens",
+                   "save_every", "log_every")
+
+
+def base_record(base: RunConfig, components: dict[str, dict]) -> dict[str, Any]:
+    """The base configuration as a study records it (user attribute ``base_config``): every setting but
+    :data:`WORKER_SETTINGS`, and the settings of the active components (``components``) with their
+    defaults filled in, as JSON values."""
+    record = {name: value for name, value in base.to_dict().items() if name not in WORKER_SETTINGS}
+    record["plugins"] = sorted(base.plugins)  # the order of --plugins changes nothing
+    return json.loads(json.dumps({**record, "components": components}))
+
+
+def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``--option RECORDED (now: NOW)`` for every setting that differs between two :func:`base_record`."""
+    def options(record: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+        flat = {f"--{name}".replace("_", "-"): value for name, value in record.items() if name != "components"}
+        for component, settings in record.get("components", {}).items():
+            if component in other.get("components", {}):
+                flat.update({f"--{component}-{name}".replace("_", "-"): value for name, value in settings.items()})
+            else:  # a component of one configuration only: its settings in one piece
+                flat[f"--{component}-*"] = ", ".join(f"{name}={value}" for name, value in settings.items())
+        return flat
+
+    def shown(value: Any) -> str:
+        if isinstance(value, list):
+            return ",".join(map(str, value)) or "none"
+        return "none" if value is None else "not set" if value is _UNSET else str(value)
+
+    old, new = options(recorded, now), options(now, recorded)
+    names = [*old, *(name for name in new if name not in old)]
+    return [f"{name} {shown(old.get(name, _UNSET))} (now: {shown(new.get(name, _UNSET))})" for name in names
+            if old.get(name, _UNSET) != new.get(name, _UNSET)]
+
+
+_UNSET = object()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,18 +26,38 @@ def test_bare_command_lists_commands(capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--tasks", "sst,nope"], "--tasks: unknown task 'nope'; available: cfimdb, quora, sst, sts"),
-    (["--sampler", "shuffle"], "--sampler: unknown sampler 'shuffle'; available: annealed, interleaved"),
-    (["--plugins", "smrt"], "unknown plugin(s) in --plugins: smrt; available: bam, rlayer, smart"),
-    (["--tasks", "sts", "--mode", "pretrain"], "no trainable parameters"),
-    (["--checkpoint", "no-such-model!"], "no-such-model!"),
-    (["--epochs", "0"], "epochs"),
-    (["--interleaved-ratios", "sst=0"], "sst=0"),
+    (["--sampler", "shuffle"],
+     "--sampler: unknown sampler 'shuffle'; available: annealed, interleaved, proportional, rrobin, rrobin-pre"),
+    (["--plugins", "smrt"], "unknown plugin(s) in --plugins: smrt; available: bam, rlayer, smart (always on: "
+                            "cfimdb, core_space, heads, quora, samplers, sst, sts, tensorboard)"),
+    (["--tasks", "sts", "--mode", "pretrain"], "--mode pretrain freezes the encoder, and the heads of sts have no "
+                                               "trainable parameters (a cosine head has none); use --mode finetune"),
+    (["--checkpoint", "no-such-model!"],
+     "unknown checkpoint 'no-such-model!': not a folder, a hub id (org/name), or one of: minilm-l6, tiny, small"),
+    (["--epochs", "0"], "--epochs must be >= 1: 0"),
+    (["--limit", "-1"], "--limit must be positive, got -1"),
+    (["--interleaved-ratios", "sst=0"],
+     "--interleaved-ratios: bad entry 'sst=0'; expected TASK=POSITIVE_INT, e.g. 'sst=8,quora=32'"),
 ])
 def test_bad_run_options_give_one_clear_message(capsys, tmp_path, data_dir, args, message):
     code, _, err = run_cli(capsys, "run", *TINY, "--data-dir", data_dir, "--output-dir", tmp_path / "r", *args)
     assert code == 2
-    assert message in err and "Traceback" not in err
-    assert not (tmp_path / "r" / "last.pt").exists()
+    assert err.splitlines()[-1] == f"platform run: error: {message}" and "Traceback" not in err  # after progress bars
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_an_output_dir_that_is_a_file_is_refused(capsys, tmp_path, data_dir, below):
+    file = tmp_path / "notes.txt"
+    file.write_text("mine\n")
+    target = file / "run" if below else file
+    code, _, err = run_cli(capsys, "run", *TINY, "--tasks", "sst", "--data-dir", data_dir, "--output-dir", target)
+    where = f"{target}: {file} is a file" if below else f"{file} is a file"
+    assert code == 2
+    assert err == f"platform run: error: --output-dir {where}, not a folder; choose a folder for the run\n"
+    code, _, err = run_cli(capsys, "run", "--resume", file)
+    assert code == 2 and err == f"platform run: error: --resume {file} is a file, not a folder; pass the run folder\n"
+    assert file.read_text() == "mine\n"
 
 
 def test_missing_data_dir_says_where_it_looked(capsys, tmp_path):
@@ -89,3 +109,30 @@ def test_plugins_lists_hooks(capsys):
     code, out, _ = run_cli(capsys, "plugins")
     assert code == 0 and "sst  [always on]" in out and "smart  [opt-in (--plugins smart)]" in out
     assert "hooks: platform_register_tasks" in out
+
+
+def test_predict_into_a_file_is_refused(capsys, trained, tmp_path):
+    file = tmp_path / "preds.csv"
+    file.write_text("mine\n")
+    code, _, err = run_cli(capsys, "predict", trained, "--out", file)
+    assert code == 2
+    assert err == (f"platform predict: error: --out {file} is a file, not a folder; choose a folder "
+                   "(a new one is made)\n")
+    assert file.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--limit", "0"], "--limit must be a positive number of pairs, got 0"),
+    (["--limit", "-5"], "--limit must be a positive number of pairs, got -5"),
+    (["--batch-size", "0"], "--batch-size must be a positive number of sentences, got 0"),
+    (["--batch-size", "-1"], "--batch-size must be a positive number of sentences, got -1"),
+])
+def test_bad_encode_options_give_one_clear_message(capsys, data_dir, args, message):
+    code, out, err = run_cli(capsys, "encode", "--checkpoint", "tiny", "--data-dir", data_dir, *args)
+    assert code == 2 and out == "" and err == f"platform encode: error: {message}\n"
+
+
+def test_encode_with_a_limit_correlates_that_many_pairs(capsys, data_dir):
+    code, out, _ = run_cli(capsys, "encode", "--checkpoint", "tiny", "--data-dir", data_dir, "--limit", "8",
+                           "--batch-size", "3")
+    assert code == 0 and out.startswith("tiny zero-shot cosine Pearson on sts dev (mean pooling): ")

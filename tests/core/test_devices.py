@@ -9,14 +9,42 @@ import torch
 
 from core import trainer
 from core.cli import main
-from core.devices import DeviceError, cpu_has_native_bf16, resolve_device, resolve_precision
+from core.devices import DeviceError, resolve_device, resolve_precision
 
-no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_auto_device_is_cuda_when_there_is_one_else_cpu():
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu") == torch.device("cpu")
+def cpu_has_bf16_by_cpuid() -> bool:
+    """An oracle independent of core.devices (which reads /proc/cpuinfo): torch's own CPUID checks."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if None in checks:
+        pytest.skip("this torch has no CPUID checks of AVX512-BF16 and AMX")
+    return any(check() for check in checks)
+
+
+def linear_output_dtypes(run) -> set[torch.dtype]:
+    """The dtypes a Linear of the encoder computes in during one training step of ``run`` (whose losses
+    must be finite)."""
+    dtypes = set()
+    query = run.model.encoder.encoder.layer[0].attention.self.query
+    handle = query.register_forward_hook(lambda module, args, output: dtypes.add(output.dtype))
+    try:
+        losses = trainer.train_step(run, run.sampler.plan(0)[0])
+        assert all(torch.isfinite(torch.tensor(loss)) for loss in losses.values())
+    finally:
+        handle.remove()
+    return dtypes
+
+
+@no_cuda
+def test_auto_device_without_a_gpu_is_the_cpu():
+    assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")
+
+
+@needs_cuda
+def test_auto_device_with_a_gpu_is_the_first_one():
+    assert resolve_device("auto") == torch.device("cuda") and torch.zeros(1, device=resolve_device("auto")).is_cuda
 
 
 @no_cuda
@@ -32,34 +60,35 @@ def test_unknown_devices_are_refused(name, message):
         resolve_device(name)
 
 
-def test_precision_auto_follows_the_hardware():
+def test_an_explicit_precision_is_kept_and_an_unknown_one_refused():
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert [resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
-    with pytest.raises(DeviceError, match="--precision 'fp16': expected one of auto, fp32, bf16"):
+    with pytest.raises(DeviceError, match="^--precision 'fp16': expected one of auto, fp32, bf16$"):
         resolve_precision("fp16", cpu)
+
+
+def test_precision_auto_on_a_cpu_is_bf16_where_it_has_amx_or_avx512_bf16():
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_bf16_by_cpuid() else "fp32")
 
 
 def test_a_bf16_run_multiplies_in_bf16_and_keeps_float32_weights_and_outputs(tiny_config):
     run = trainer.prepare(attrs.evolve(tiny_config, precision="bf16", epochs=1))
     assert json.loads((Path(tiny_config.output_dir) / "config.json").read_text())["precision"] == "bf16"
-    dtypes = []
     query = run.model.encoder.encoder.layer[0].attention.self.query
-    handle = query.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
     before = query.weight.detach().clone()
-    losses = trainer.train_step(run, run.sampler.plan(0)[0])
-    handle.remove()
-    assert set(dtypes) == {torch.bfloat16}  # the matrix multiplies ran in bf16
+    assert linear_output_dtypes(run) == {torch.bfloat16}  # the matrix multiplies ran in bf16
     assert all(p.dtype == torch.float32 for p in run.model.parameters()) and not torch.equal(before, query.weight)
-    assert all(torch.isfinite(torch.tensor(loss)) for loss in losses.values())
     best = trainer.train(run)
     assert 0.0 <= best["sst"] <= 1.0 and -1.0 <= best["sts"] <= 1.0
 
 
-def test_the_saved_configuration_names_the_resolved_precision(tiny_config):
-    run = trainer.prepare(attrs.evolve(tiny_config, precision="auto", epochs=1))
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_the_saved_precision_is_the_one_the_forward_computes_in(tiny_config, precision):
+    run = trainer.prepare(attrs.evolve(tiny_config, precision=precision, epochs=1))
     saved = json.loads((Path(tiny_config.output_dir) / "config.json").read_text())["precision"]
-    assert saved == run.model.precision == resolve_precision("auto", torch.device("cpu"))
+    assert saved in ("fp32", "bf16") and saved == run.model.precision
+    assert saved == "fp32" or precision == "auto"
+    assert linear_output_dtypes(run) == {torch.bfloat16 if saved == "bf16" else torch.float32}
 
 
 @no_cuda

@@ -11,6 +11,7 @@ import torch
 
 from core.model import BertConfig, BertModel
 from core.pretrained import CheckpointError, load_encoder, resolve_checkpoint
+from core.tokenizer import Tokenizer
 
 SMALL = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                    intermediate_size=128, max_position_embeddings=64)
@@ -115,21 +116,77 @@ def test_lowercase_from_tokenizer_config_then_name(checkpoint_copy, tmp_path):
 def test_tiny_preset_is_deterministic_with_a_seed():
     source = resolve_checkpoint("tiny")
     assert source.weights is None and source.folder is None and source.vocab.is_file()
-    assert (source.config.num_hidden_layers, source.config.hidden_size, source.config.num_attention_heads,
-            source.config.intermediate_size, source.config.vocab_size) == (2, 128, 2, 512, 30522)
     a, b, c = load_encoder("tiny", seed=0), load_encoder(source, seed=0), load_encoder("tiny", seed=1)
     assert_same_weights(a, b)
     assert not torch.equal(a.pooler.dense.weight, c.pooler.dense.weight)
-    ids = torch.randint(1, 30522, (2, 9))
-    with torch.no_grad():
-        assert a.eval()(ids).last_hidden_state.shape == (2, 9, 128)
 
 
 @needs_minilm
-def test_small_preset_shape():
-    config = resolve_checkpoint("small").config
-    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
-            config.intermediate_size) == (4, 256, 4, 1024)
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_presets_embed_every_token_of_the_vocabulary_they_borrow(preset):
+    """The presets take minilm's vocabulary: every id its tokenizer can give has a row of its own."""
+    source = resolve_checkpoint(preset)
+    assert source.vocab == resolve_checkpoint("minilm-l6").vocab
+    tokenizer = Tokenizer(source.vocab, lowercase=source.lowercase)
+    model = load_encoder(source, seed=0).eval()
+    assert model.embeddings.word_embeddings.num_embeddings == len(source.vocab.read_text("utf-8").splitlines())
+    ids = torch.tensor(tokenizer.encode(["Zymurgy, qua naïveté!", "a"], max_length=16)[0])[None]
+    highest = torch.tensor([[len(source.vocab.read_text("utf-8").splitlines()) - 1]])  # the last token of the file
+    with torch.no_grad():
+        for batch in (ids, highest):
+            out = model(batch).last_hidden_state
+            assert out.shape[:2] == batch.shape and torch.isfinite(out).all()
+
+
+@needs_minilm
+@pytest.mark.checkpoint
+def test_presets_are_smaller_than_the_checkpoint_they_stand_in_for():
+    """What the presets are for: quick runs. tiny < small < minilm-l6 in parameters and in layers."""
+    def size(name):
+        with torch.device("meta"):
+            model = BertModel(resolve_checkpoint(name).config)
+        return sum(p.numel() for p in model.parameters()), len(model.encoder.layer)
+
+    tiny, small, minilm = size("tiny"), size("small"), size("minilm-l6")
+    assert tiny[0] < small[0] < minilm[0] and tiny[1] < small[1] < minilm[1]
+    assert minilm[0] == sum(t.numel() for t in load_encoder("minilm-l6").state_dict().values())
+
+
+# -----------------------------------------------------------------------------
+# vocabulary against the embedding table
+
+
+def write_vocab(folder, tokens: int):
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (folder / "vocab.txt").write_text("\n".join(specials + [f"w{i}" for i in range(tokens - 5)]) + "\n")
+
+
+@pytest.mark.parametrize("tokens", [1000, 1000 - 128])  # exact, and a table padded by 128 rows
+def test_a_vocabulary_that_fills_the_table_loads(checkpoint_copy, reference, tokens):
+    folder, _ = checkpoint_copy
+    write_vocab(folder, tokens)
+    source = resolve_checkpoint(str(folder))
+    assert Tokenizer(source.vocab).vocab_size == tokens
+    assert_same_weights(load_encoder(source), reference)
+
+
+def test_a_vocabulary_much_smaller_than_the_table_is_refused(checkpoint_copy):
+    folder, _ = checkpoint_copy
+    write_vocab(folder, 1000 - 129)
+    with pytest.raises(CheckpointError) as info:
+        resolve_checkpoint(str(folder))
+    assert str(info.value) == (f"{folder / 'vocab.txt'} has 871 tokens but {folder / 'config.json'} says vocab_size "
+                               "1000: 129 embedding rows would have no token (up to 128 padding rows are allowed); "
+                               "are the two from the same checkpoint?")
+
+
+def test_a_vocabulary_larger_than_the_table_is_refused(checkpoint_copy):
+    folder, _ = checkpoint_copy
+    write_vocab(folder, 1001)
+    with pytest.raises(CheckpointError) as info:
+        resolve_checkpoint(str(folder))
+    assert str(info.value) == (f"{folder / 'vocab.txt'} has 1001 tokens but {folder / 'config.json'} says vocab_size "
+                               "1000: the last 1 would have no embedding; are the two from the same checkpoint?")
 
 
 # -----------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def test_temperature_must_be_positive():
 
 def test_settings_errors_name_the_component(tiny_config):
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), plugins=("bam",), components={"bam": {"teachers": "sst"}})
-    with pytest.raises(ValueError, match="settings of 'bam': teachers: bad entry 'sst'"):
+    with pytest.raises(ValueError, match="settings of 'bam': --bam-teachers: bad entry 'sst'"):
         trainer.prepare(config)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from core.cli import build_parser, main
 from core.config import RunConfig
+from core.errors import PlatformError
 from core.hookspecs import hookimpl
 from studies.objective import PruningPlugin, make_pruner, parse_objective
 from studies.runner import StudyError, StudySettings, run_study
@@ -178,6 +179,72 @@ def test_an_existing_study_of_another_objective_is_refused(capsys, tmp_path):
     study.set_user_attr("objective", "mean")
     code, _, err = run_cli(capsys, "study", "mean", "--study-dir", tmp_path, "--objective", "weighted:sst=1", *TINY)
     assert code == 2 and "study 'mean'" in err and "optimizes mean, not weighted:sst=1" in err
+
+
+def test_a_study_continued_with_another_base_configuration_is_refused_and_kept(capsys, tmp_path, data_dir):
+    args = ["study", "base", "--study-dir", tmp_path, "--trials", 1, "--pruner", "none", *TINY, "--epochs", 1,
+            "--sampler", "rrobin", "--data-dir", data_dir]
+    code, _, _ = run_cli(capsys, *args)
+    assert code == 0
+    before = load(tmp_path, "base")
+    recorded = before.user_attrs["base_config"]
+    assert recorded["tasks"] == ["sst", "sts"] and recorded["limit"] == 16 and "data_dir" not in recorded
+
+    code, _, err = run_cli(capsys, *args, "--tasks", "sst", "--epochs", 2, "--plugins", "smart", "--smart-weight", 2)
+    url = f"sqlite:///{(tmp_path / 'base' / 'study.db').resolve()}"
+    assert code == 2 and "Traceback" not in err
+    assert err == (f"platform study: error: study 'base' in {url} was created with another base configuration: "
+                   "--tasks sst,sts (now: sst); --plugins none (now: smart); --epochs 1 (now: 2); --smart-* not set "
+                   "(now: weight=2.0, epsilon=1e-05, step_size=0.001, noise=1e-05, steps=1, norm=inf, momentum=0.995, "
+                   "bregman_weight=1.0); give the options it was created with, or choose another NAME (the existing "
+                   "study was left as it is)\n")
+    after = load(tmp_path, "base")
+    assert len(after.trials) == 1 and after.user_attrs == before.user_attrs  # nothing new recorded
+    assert sorted(p.name for p in (tmp_path / "base").glob("trial-*")) == ["trial-0"]
+
+    # where the data is, how many threads, how evaluation is batched: a worker's own business
+    (tmp_path / "data-link").symlink_to(data_dir, target_is_directory=True)
+    code, _, _ = run_cli(capsys, *args, "--data-dir", tmp_path / "data-link", "--threads", 2, "--eval-batch-size", 4)
+    assert code == 0 and len(load(tmp_path, "base").trials) == 2
+
+
+def test_a_study_without_a_recorded_base_records_the_first_one_it_is_run_with(capsys, caplog, tmp_path, data_dir):
+    (tmp_path / "old").mkdir()
+    old = optuna.create_study(study_name="old", storage=f"sqlite:///{tmp_path / 'old' / 'study.db'}",
+                              direction="maximize")
+    old.set_user_attr("objective", "mean")  # as studies were made before they recorded their base
+    old.add_trial(optuna.trial.create_trial(value=0.5))
+    args = ["study", "old", "--study-dir", tmp_path, "--trials", 1, "--pruner", "none", *TINY, "--epochs", 1,
+            "--sampler", "rrobin", "--data-dir", data_dir]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0 and "study 'old' has no recorded base configuration" in caplog.text
+    continued = load(tmp_path, "old")
+    assert continued.user_attrs["base_config"]["sampler"] == "rrobin" and len(continued.trials) == 2
+    code, _, err = run_cli(capsys, *args, "--sampler", "proportional")
+    assert code == 2 and "--sampler rrobin (now: proportional)" in err
+
+
+def test_base_options_of_a_component_not_in_the_study_are_refused(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "study", "off", "--study-dir", tmp_path, *TINY, "--sampler", "rrobin",
+                           "--bam-teachers", "sst=runs/teacher")
+    assert code == 2 and err == ("platform study: error: --bam-teachers is a setting of regularizer 'bam' from plugin "
+                                 "'bam', which is not enabled: add --plugins bam\n")
+    assert not (tmp_path / "off").exists()
+
+
+def test_a_search_space_that_sets_a_component_not_in_the_run_is_refused(tmp_path, data_dir):
+    class Stray:
+        @hookimpl
+        def platform_register_search_spaces(self, register):
+            register("stray", lambda trial, base: {"components": {"smart": {
+                "weight": trial.suggest_float("stray_weight", 1.0, 2.0)}}})
+
+    settings = StudySettings(name="stray", trials=1, study_dir=str(tmp_path))
+    with pytest.raises(PlatformError) as info:
+        run_study(tiny_base(data_dir), settings, plugins=[Stray()])
+    assert str(info.value).endswith("make an invalid configuration: --smart-weight is a setting of regularizer "
+                                    "'smart' from plugin 'smart', which is not enabled: add --plugins smart")
+    assert "'stray' (plugin study-extra-0)" in str(info.value) and not (tmp_path / "stray").exists()
 
 
 @pytest.mark.parametrize("args,message", [
