@@ -71,7 +71,7 @@ def timed(steps: int, one_step, precision: str) -> dict:
 
 def plan_counts(data, indices: list[int]) -> tuple[int, int, int]:
     """What ``make_batch`` builds of ``indices``: every text column padded to the longest sequence."""
-    lengths = [len(column[i]) for column in data.texts for i in indices]
+    lengths = [len(column[i]) for column in data.sequences for i in indices]
     return len(indices), sum(lengths), len(lengths) * max(lengths)
 
 
@@ -151,7 +151,7 @@ class HFModel(nn.Module):
         return self.out(self.dropout(vectors[0]))
 
 
-def hf_model(args, spec) -> HFModel:
+def hf_model(args, task) -> HFModel:
     from transformers import BertConfig, BertModel
     from transformers.utils import logging
 
@@ -162,21 +162,22 @@ def hf_model(args, spec) -> HFModel:
         encoder = BertModel.from_pretrained(str(source.folder), attn_implementation="sdpa")
     else:  # a random-init preset: the same shape, transformers' own init
         encoder = BertModel(BertConfig(**source.config.to_dict(), attn_implementation="sdpa"))
-    return HFModel(encoder, spec.is_pair, spec.num_labels)
+    return HFModel(encoder, task.kind.head_input == "pair", task.spec.num_labels)
 
 
 def hf_loader(args, data, shuffle: bool, batch_size: int) -> torch.utils.data.DataLoader:
     """BertTokenizerFast on the raw texts of ``data``'s examples; DataCollatorWithPadding per text column."""
     from transformers import BertTokenizerFast, DataCollatorWithPadding
 
-    source, spec = resolve_checkpoint(args.checkpoint), data.task
+    source, task = resolve_checkpoint(args.checkpoint), data.task
     tokenizer = (BertTokenizerFast.from_pretrained(str(source.folder)) if source.folder is not None else
                  BertTokenizerFast(vocab_file=str(source.vocab), do_lower_case=source.lowercase))
-    path = resolve_data_dir(args.data_dir) / spec.files[data.split]
-    rows = read_rows(spec, path, labelled=True).select(range(len(data)))
-    assert list(rows[spec.id_column]) == data.ids, "transformers must see the platform's examples"
-    columns = [tokenizer([t or "" for t in rows[c]], truncation=True, max_length=RunConfig().max_length)
-               for c in spec.text_columns]
+    rows = read_rows(task, resolve_data_dir(args.data_dir) / task.spec.files[data.split], labelled=True)
+    position = {example: i for i, example in enumerate(rows.ids)}
+    rows = rows.select([position[example] for example in data.ids])  # the --limit sample the platform took
+    assert rows.ids == data.ids, "transformers must see the platform's examples"
+    columns = [tokenizer([t or "" for t in texts], truncation=True, max_length=RunConfig().max_length)
+               for texts in rows.texts]
     features = [[{key: column[key][i] for key in column.keys()} for column in columns] for i in range(len(data))]
     collator = DataCollatorWithPadding(tokenizer)
 
@@ -192,7 +193,7 @@ def hf_train(args, task: str, tmp: str, platform_batches: bool) -> dict:
     plan, data, pad = trainer.epoch_plan(run, 0), run.train_data[task], run.tokenizer.pad
     del run  # the platform's model goes before transformers' loads: the peak RSS counts one model
     gc.collect()
-    model, spec = hf_model(args, data.task).train(), data.task
+    model, spec = hf_model(args, data.task).train(), data.task.spec
     optimizer = torch.optim.AdamW(model.parameters(), lr=RunConfig().learning_rate)
     loader = None if platform_batches else hf_loader(args, data, shuffle=True, batch_size=args.batch_size)
     batches = None

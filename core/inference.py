@@ -48,8 +48,8 @@ def evaluate_checkpoint(path: Path, *, file: Path | None = None, task: str | Non
         name = task or next(iter(model.tasks))
         if name not in model.tasks:
             raise ConfigError(f"--task {name}: the run was trained on {', '.join(model.tasks)}")
-        spec = attrs.evolve(model.tasks[name], files={"train": "-", "dev": str(Path(file).resolve())})
-        data = {name: load_split(spec, "dev", data_dir=Path("/"), tokenizer=tokenizer, max_length=config.max_length)}
+        bound = model.tasks[name].with_files({"train": "-", "dev": str(Path(file).resolve())})
+        data = {name: load_split(bound, "dev", data_dir=Path("/"), tokenizer=tokenizer, max_length=config.max_length)}
     metrics, _ = evaluate(model, data, tokenizer.pad, config.eval_batch_size)
     return metrics
 

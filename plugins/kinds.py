@@ -192,7 +192,7 @@ class Regression(TaskKind):
         return number if low <= number <= high else None
 
     def stack_labels(self, spec, labels):
-        return torch.tensor(labels, dtype=torch.float32)
+        return torch.tensor(labels, dtype=torch.float64)  # the scores as written; losses take them in float32
 
     def outputs(self, spec):
         return 1

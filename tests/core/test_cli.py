@@ -29,7 +29,8 @@ def test_bare_command_lists_commands(capsys):
     (["--sampler", "shuffle"],
      "--sampler: unknown sampler 'shuffle'; available: annealed, interleaved, proportional, rrobin, rrobin-pre"),
     (["--plugins", "smrt"], "unknown plugin(s) in --plugins: smrt; available: bam, rlayer, smart (always on: "
-                            "cfimdb, core_space, heads, quora, samplers, sst, sts, tensorboard)"),
+                            "cfimdb, core_space, independent, kinds, metrics, quora, samplers, sst, sts, "
+                            "tagging, tensorboard)"),
     (["--tasks", "sts", "--mode", "pretrain"], "--mode pretrain freezes the encoder, and the heads of sts have no "
                                                "trainable parameters (a cosine head has none); use --mode finetune"),
     (["--checkpoint", "no-such-model!"],

@@ -15,7 +15,7 @@ from core.assembly import plugin_manager
 from core.cli import build_parser
 from core.hookspecs import hookimpl
 from core.plugins import Registries, make_plugin_manager
-from core.tasks import SINGLE_CLASSIFICATION, TaskSpec
+from core.tasks import SINGLE_CLASSIFICATION, TaskSpec, bind
 
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("platform_"))
 DOCS = (Path(__file__).parents[2] / "docs" / "hooks.md").read_text()
@@ -64,6 +64,49 @@ def test_hook_platform_register_tasks():
     assert {"sst", "cfimdb", "quora", "sts"} <= set(registries.tasks.names())
 
 
+def test_hook_platform_register_task_kinds():
+    from plugins.kinds import SingleClassification
+
+    class Ternary(SingleClassification):
+        name, description = "ternary", "a sentence -> one of exactly three classes"
+
+        def check(self, spec):
+            super().check(spec)
+            assert spec.num_labels == 3
+
+    class Plugin:
+        @hookimpl
+        def platform_register_task_kinds(self, register):
+            register("ternary", Ternary())
+
+    registries = registries_with(Plugin())
+    entry = registries.task_kinds["ternary"]
+    assert isinstance(entry.value, Ternary) and entry.plugin == "fixture" and entry.help == Ternary.description
+    assert {"single-classification", "pair-regression", "token-tagging"} <= set(registries.task_kinds.names())
+    spec = TaskSpec(name="toy", kind="ternary", files={"train": "a", "dev": "b"}, text_columns=("t",), num_labels=3)
+    assert bind(spec, registries.task_kinds, registries.metrics).kind is entry.value
+
+
+def test_hook_platform_register_metrics():
+    def hits(predictions, gold):
+        """How many predictions are right."""
+        return float((predictions == gold).sum())
+
+    class Plugin:
+        @hookimpl
+        def platform_register_metrics(self, register):
+            register("hits", hits)
+
+    registries = registries_with(Plugin())
+    assert registries.metrics["hits"].value is hits and registries.metrics["hits"].help == "How many predictions are right."
+    spec = TaskSpec(name="toy", kind=SINGLE_CLASSIFICATION, files={"train": "a", "dev": "b"}, text_columns=("t",),
+                    num_labels=2, metrics=("hits", "accuracy"))
+    task = bind(spec, registries.task_kinds, registries.metrics)
+    assert task.metrics == ("hits", "accuracy")
+    with pytest.raises(ValueError, match="task 'toy': unknown metric\\(s\\) hitz; available: accuracy, entity_f1"):
+        bind(attrs.evolve(spec, metrics=("hitz",)), registries.task_kinds, registries.metrics)
+
+
 def test_hook_platform_register_samplers():
     class Plugin:
         @hookimpl
@@ -92,7 +135,7 @@ def test_hook_platform_register_topologies():
     class Plugin:
         @hookimpl
         def platform_register_topologies(self, register):
-            register("flat", lambda config, tasks, hidden, dropout: None)
+            register("flat", lambda config, tasks, widths, dropout: None)
 
     assert set(registries_with(Plugin()).topologies.names()) == {"independent", "flat"}
 

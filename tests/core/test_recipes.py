@@ -14,6 +14,7 @@ from core.data import Batch
 from core.plugins import Registries
 from core.pooling import pool, pooled_width
 from core.tasks import PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
+from tests.helpers import bind_tasks
 
 FILES = {"train": "-", "dev": "-"}
 SST = TaskSpec(name="sst", kind=SINGLE_CLASSIFICATION, files=FILES, text_columns=("s",), num_labels=5)
@@ -25,7 +26,7 @@ def model_of(config: RunConfig, tasks=(SST, STS)):
     """The model ``config`` builds (tiny random-init encoder: 2 layers, hidden size 128)."""
     pm = assembly.plugin_manager(config)
     topology = assembly.select_topology(config, Registries(pm), pm)
-    return build_model(config, {task.name: task for task in tasks}, topology)
+    return build_model(config, bind_tasks(*tasks), topology)
 
 
 def config_of(**overrides) -> RunConfig:
@@ -141,7 +142,7 @@ def batch_of(task="sst", seed=0):
 def test_each_pooling_gives_its_width(how, width):
     model = model_of(config_of(pooling=how)).eval()
     assert pooled_width(how, 128) == width
-    assert model.embed(batch_of()).shape == (3, width)
+    assert model.sentence_embeddings(batch_of()).shape == (3, width)
     assert model.heads["sst"].out.in_features == width  # heads are built at the pooled width
     assert model(batch_of()).shape == (3, 5)
 
@@ -170,7 +171,7 @@ def test_hidden_states_are_requested_only_when_the_pooling_needs_them():
     for how in ("mean", "cls-mean-2"):
         model = model_of(config_of(pooling=how)).eval()
         model.encoder.encoder.register_forward_hook(lambda module, args, output: seen.append(output[1] is not None))
-        model.embed(batch_of())
+        model.sentence_embeddings(batch_of())
     assert seen == [False, True]
 
 

@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from core import trainer
-from core.heads import PairClassifier, SentenceClassifier
+from core.heads import PairClassifier, SentenceClassifier, Widths
 from core.inference import load_run
 from core.registry import Registry
 from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
 from plugins import rlayer
 from plugins.rlayer import RelationalHead, RelationalLayer, RLayerConfig, relational_heads, scaled_hadamard
+from tests.helpers import bind_tasks
 
 H = 16
 FILES = {"train": "-", "dev": "-"}
@@ -21,7 +22,8 @@ SST = TaskSpec(name="sst", kind=SINGLE_CLASSIFICATION, files=FILES, text_columns
 QUORA = TaskSpec(name="quora", kind=PAIR_CLASSIFICATION, files=FILES, text_columns=("a", "b"), num_labels=1)
 STS = TaskSpec(name="sts", kind=PAIR_REGRESSION, files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0))
 NLI = TaskSpec(name="nli", kind=PAIR_CLASSIFICATION, files=FILES, text_columns=("a", "b"), num_labels=3)  # third party
-TASKS = [SST, QUORA, STS, NLI]
+TASKS = list(bind_tasks(SST, QUORA, STS, NLI).values())
+WIDTHS = Widths(H, H)
 
 
 def pair(batch=4, width=H, seed=0):
@@ -47,7 +49,7 @@ def test_scaled_hadamard_sums_to_the_cosine_similarity():
 
 
 def test_pair_tasks_share_one_relational_layer_other_tasks_get_default_heads():
-    heads = relational_heads(RLayerConfig(), TASKS, H, dropout=0.0)
+    heads = relational_heads(RLayerConfig(), TASKS, WIDTHS, dropout=0.0)
     relation = heads["quora"].relation
     assert isinstance(relation, RelationalLayer)
     assert heads["sts"].relation is relation and heads["nli"].relation is relation  # a third-party pair task too
@@ -61,7 +63,7 @@ def test_pair_tasks_share_one_relational_layer_other_tasks_get_default_heads():
 
 
 def test_output_shapes_and_settings():
-    heads = relational_heads(RLayerConfig(width=24, with_difference=True, negative_slope=0.2), TASKS, H, 0.0)
+    heads = relational_heads(RLayerConfig(width=24, with_difference=True, negative_slope=0.2), TASKS, WIDTHS, 0.0)
     u, v = pair(batch=5)
     assert heads["quora"](u, v).shape == (5, 1)  # one logit
     assert heads["nli"](u, v).shape == (5, 3)  # class logits
@@ -73,13 +75,13 @@ def test_output_shapes_and_settings():
 
 
 def test_selected_tasks_share_the_others_keep_default_heads():
-    heads = relational_heads(RLayerConfig(tasks="sts,nli"), TASKS, H, 0.0)
+    heads = relational_heads(RLayerConfig(tasks="sts,nli"), TASKS, WIDTHS, 0.0)
     assert heads["sts"].relation is heads["nli"].relation
     assert isinstance(heads["quora"], PairClassifier)
 
 
 def test_gradients_of_both_tasks_reach_the_shared_layer():
-    heads = relational_heads(RLayerConfig(), [QUORA, STS], H, 0.0)
+    heads = relational_heads(RLayerConfig(), TASKS[1:3], WIDTHS, 0.0)  # quora, sts
     u, v = pair()
     relation = heads["quora"].relation
 
@@ -95,7 +97,7 @@ def test_gradients_of_both_tasks_reach_the_shared_layer():
 
 def test_state_dict_loads_back_and_keeps_the_layer_shared():
     config = RLayerConfig(with_difference=True)
-    source, target = relational_heads(config, TASKS, H, 0.0), relational_heads(config, TASKS, H, 0.0)
+    source, target = relational_heads(config, TASKS, WIDTHS, 0.0), relational_heads(config, TASKS, WIDTHS, 0.0)
     with torch.no_grad():
         for p in source.parameters():
             p.normal_()
@@ -112,7 +114,7 @@ def test_state_dict_loads_back_and_keeps_the_layer_shared():
 ])
 def test_unknown_or_single_sentence_task_is_refused_by_name(tasks, message):
     with pytest.raises(ValueError, match=message):
-        relational_heads(RLayerConfig(tasks=tasks), TASKS, H, 0.0)
+        relational_heads(RLayerConfig(tasks=tasks), TASKS, WIDTHS, 0.0)
 
 
 def test_bad_width_is_refused():

@@ -11,10 +11,10 @@ import pytest
 from core.data import load_split, resolve_data_dir
 from core.taskfiles import DataError, read_rows
 from core.tasks import PAIR_CLASSIFICATION, TaskSpec
-from tasks.cfimdb import CFIMDB
-from tasks.quora import QUORA
-from tasks.sst import SST
-from tasks.sts import STS
+from tasks import cfimdb, quora, sst, sts
+from tests.helpers import bind_tasks
+
+SST, CFIMDB, QUORA, STS = bind_tasks(sst.SST, cfimdb.CFIMDB, quora.QUORA, sts.STS).values()
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +33,10 @@ ALL_FILES = [(SST, "train", 7544), (SST, "dev", 1101), (SST, "test", 2210), (CFI
 
 @pytest.mark.parametrize("task,split,rows", ALL_FILES)
 def test_reads_every_row(data_dir, task, split, rows):
-    data = read_rows(task, data_dir / task.files[split], labelled=split != "test")
-    assert len(data) == rows
-    assert data.column_names[:1 + len(task.text_columns)] == [task.id_column, *task.text_columns]
+    data = read_rows(task, data_dir / task.spec.files[split], labelled=split != "test")
+    assert len(data) == len(data.ids) == len(data.lines) == rows
+    assert len(data.texts) == len(task.spec.text_columns) and all(len(column) == rows for column in data.texts)
+    assert (data.labels is None) == (split == "test")
 
 
 @pytest.mark.parametrize("task,split,rows", ALL_FILES)
@@ -43,21 +44,24 @@ def test_reads_what_pandas_reads(data_dir, task, split, rows):
     """The rows are those pandas reads (what datasets' CSV builder, the reader before, is made of)."""
     import pandas
 
-    path = data_dir / task.files[split]
+    spec = task.spec
+    path = data_dir / spec.files[split]
     data = read_rows(task, path, labelled=split != "test")
     frame = pandas.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     if split != "test":
-        frame = frame[[task.parse_label(label) is not None for label in frame[task.label_column]]]
-        assert data["label"] == [float(task.parse_label(label)) for label in frame[task.label_column]]
-    for column in (task.id_column, *task.text_columns):
-        assert data[column] == frame[column].tolist()
+        frame = frame[[task.parse_label(label) is not None for label in frame[spec.label_column]]]
+        assert data.labels == [task.parse_label(label) for label in frame[spec.label_column]]
+    assert data.ids == frame[spec.id_column].tolist()
+    for column, values in zip(spec.text_columns, data.texts):
+        assert values == frame[column].tolist()
 
 
 def test_labels_are_parsed_into_the_label_space(data_dir):
-    sst = read_rows(SST, data_dir / SST.files["dev"], labelled=True)
-    assert set(sst["label"]) == {0.0, 1.0, 2.0, 3.0, 4.0}
-    sts = read_rows(STS, data_dir / STS.files["dev"], labelled=True)
-    assert min(sts["label"]) >= 0.0 and max(sts["label"]) <= 5.0
+    sst = read_rows(SST, data_dir / SST.spec.files["dev"], labelled=True)
+    assert set(sst.labels) == {0, 1, 2, 3, 4} and all(isinstance(label, int) for label in sst.labels)
+    sts = read_rows(STS, data_dir / STS.spec.files["dev"], labelled=True)
+    assert min(sts.labels) >= 0.0 and max(sts.labels) <= 5.0 and all(isinstance(label, float) for label in sts.labels)
+    assert any(not label.is_integer() for label in sts.labels)  # float labels stay float
 
 
 def test_rows_with_missing_labels_are_skipped_with_one_warning(data_dir, caplog):
@@ -91,9 +95,9 @@ def test_third_party_file_format(tmp_path, tokenizer):
                     'c\tbroken row\tno label\tmaybe\n')
     spec = TaskSpec(name="nli", kind=PAIR_CLASSIFICATION, files={"train": str(path), "dev": str(path)},
                     text_columns=("premise", "hypothesis"), num_labels=2)
-    data = load_split(spec, "train", data_dir=tmp_path, tokenizer=tokenizer, max_length=16)
+    data = load_split(bind_tasks(spec)["nli"], "train", data_dir=tmp_path, tokenizer=tokenizer, max_length=16)
     assert data.ids == ["a", "b"] and data.labels.tolist() == [1, 0]
-    assert tokenizer.decode(data.texts[0][1]) == 'he said " no "'
+    assert tokenizer.decode(data.sequences[0][1]) == 'he said " no "'
 
 
 def test_tokenization_is_cached(data_dir, tokenizer):
@@ -110,7 +114,7 @@ def test_tokenization_is_cached(data_dir, tokenizer):
     assert calls > 0
     second = load_split(STS, "dev", data_dir=data_dir, tokenizer=counting, max_length=40, limit=50)
     assert CountingTokenizer.calls == calls, "second load tokenized again"
-    assert first.texts == second.texts and first.ids == second.ids
+    assert first.sequences == second.sequences and first.ids == second.ids
     load_split(STS, "dev", data_dir=data_dir, tokenizer=counting, max_length=41, limit=50)
     assert CountingTokenizer.calls > calls, "a different max_length must not reuse the cache"
 

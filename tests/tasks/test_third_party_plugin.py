@@ -49,3 +49,22 @@ def test_third_party_task_trains_beside_builtin_ones(installed, tmp_path, data_d
     assert "skipped" in result.stderr and "ids-sst-train.csv" in result.stderr  # neutral rows, one warning
     predictions = (out / "predictions" / "sst2-dev-output.csv").read_text().splitlines()
     assert {line.split(" , ")[1].strip() for line in predictions[1:]} <= {"0", "1"}
+
+
+def test_its_label_parser_folds_the_labels(installed, data_dir):
+    """In this process, as the platform binds it: the plugin's own parser, not its kind's, reads the labels."""
+    import csv
+
+    sys.path.insert(0, str(installed))
+    try:
+        from platform_sst2 import SST2
+    finally:
+        sys.path.remove(str(installed))
+    from core.taskfiles import read_rows
+    from tests.helpers import bind_tasks
+
+    rows = read_rows(bind_tasks(SST2)["sst2"], data_dir / "ids-sst-dev.csv", labelled=True)
+    with open(data_dir / "ids-sst-dev.csv", newline="") as handle:
+        raw = {row["id"]: int(row["sentiment"]) for row in csv.DictReader(handle, delimiter="\t")}
+    assert rows.labels == [int(raw[i] >= 3) for i in rows.ids]
+    assert len(rows) == sum(1 for label in raw.values() if label != 2) and set(rows.labels) == {0, 1}
