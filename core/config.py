@@ -140,6 +140,32 @@ class RunConfig:
         return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))
 
 
+def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``--option RECORDED (now: NOW)`` for every setting that differs between two configurations in their
+    JSON form (``RunConfig.to_dict``, or a study's record of one), component settings by their options."""
+    def options(record: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+        flat = {f"--{name}".replace("_", "-"): value for name, value in record.items() if name != "components"}
+        for component, settings in record.get("components", {}).items():
+            if component in other.get("components", {}):
+                flat.update({f"--{component}-{name}".replace("_", "-"): value for name, value in settings.items()})
+            else:  # a component of one configuration only: its settings in one piece
+                flat[f"--{component}-*"] = ", ".join(f"{name}={value}" for name, value in settings.items())
+        return flat
+
+    def shown(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return ",".join(map(str, value)) or "none"
+        return "none" if value is None else "not set" if value is _UNSET else str(value)
+
+    old, new = options(recorded, now), options(now, recorded)
+    names = [*old, *(name for name in new if name not in old)]
+    return [f"{name} {shown(old.get(name, _UNSET))} (now: {shown(new.get(name, _UNSET))})" for name in names
+            if old.get(name, _UNSET) != new.get(name, _UNSET)]
+
+
+_UNSET = object()
+
+
 # --------------------------------------------------------------------------------------------------
 # attrs classes <-> command-line options
 # --------------------------------------------------------------------------------------------------

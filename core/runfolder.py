@@ -13,11 +13,10 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import attrs
 
-from core.config import RunConfig, check_folder
+from core.config import RunConfig, check_folder, differences
 from core.devices import resolve_device, resolve_precision
 from core.errors import ConfigError
 
@@ -82,10 +81,8 @@ def check_resumable(config: RunConfig, folder: Path) -> RunConfig:
     """``config`` for continuing the run in ``folder``: it must equal the saved configuration except
     for :data:`MAY_CHANGE_ON_RESUME`; the differences are refused by option name."""
     saved = finalize(saved_config(folder))
-    mine = attrs.evolve(config, output_dir=saved.output_dir)
-    changed = [f"--{name.replace('_', '-')} {_shown(getattr(mine, name))} (the run has {_shown(getattr(saved, name))})"
-               for name in (f.name for f in attrs.fields(RunConfig))
-               if name not in MAY_CHANGE_ON_RESUME and getattr(mine, name) != getattr(saved, name)]
+    kept = {name: getattr(saved, name) for name in ("output_dir", *MAY_CHANGE_ON_RESUME)}
+    changed = differences(saved.to_dict(), attrs.evolve(config, **kept).to_dict())
     if changed:
         raise ConfigError(f"--resume {folder} continues the run with the configuration it was started with; "
                           f"{'; '.join(changed)} would change it: drop them, or start a new run in another folder")
@@ -111,9 +108,3 @@ def best_epoch_recorded(folder: Path) -> int | str | None:
         return "none" if (folder / "config.json").is_file() else None
     except (OSError, ValueError, KeyError, TypeError):
         return "none"
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return str(value)

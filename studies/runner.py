@@ -21,7 +21,7 @@ import optuna
 from attrs import validators as v
 
 from core import assembly
-from core.config import RunConfig, field
+from core.config import RunConfig, differences, field
 from core.errors import PlatformError
 from core.plugins import Registries
 from studies.objective import PRUNERS, Objective, TrialRunner, make_pruner, parse_objective
@@ -233,31 +233,6 @@ def base_record(base: RunConfig, components: dict[str, dict]) -> dict[str, Any]:
     record = {name: value for name, value in base.to_dict().items() if name not in WORKER_SETTINGS}
     record["plugins"] = sorted(base.plugins)  # the order of --plugins changes nothing
     return json.loads(json.dumps({**record, "components": components}))
-
-
-def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``--option RECORDED (now: NOW)`` for every setting that differs between two :func:`base_record`."""
-    def options(record: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-        flat = {f"--{name}".replace("_", "-"): value for name, value in record.items() if name != "components"}
-        for component, settings in record.get("components", {}).items():
-            if component in other.get("components", {}):
-                flat.update({f"--{component}-{name}".replace("_", "-"): value for name, value in settings.items()})
-            else:  # a component of one configuration only: its settings in one piece
-                flat[f"--{component}-*"] = ", ".join(f"{name}={value}" for name, value in settings.items())
-        return flat
-
-    def shown(value: Any) -> str:
-        if isinstance(value, list):
-            return ",".join(map(str, value)) or "none"
-        return "none" if value is None else "not set" if value is _UNSET else str(value)
-
-    old, new = options(recorded, now), options(now, recorded)
-    names = [*old, *(name for name in new if name not in old)]
-    return [f"{name} {shown(old.get(name, _UNSET))} (now: {shown(new.get(name, _UNSET))})" for name in names
-            if old.get(name, _UNSET) != new.get(name, _UNSET)]
-
-
-_UNSET = object()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -110,9 +110,9 @@ def test_options_given_with_resume_are_refused_by_name(capsys, finished):
     before = snapshot(folder)
     code, err = cli(capsys, "run", "--resume", folder, "--epochs", "3", "--tasks", "sts")
     assert code == 2
-    assert "--tasks sts (the run has sst,sts)" in err and "--epochs 3 (the run has 1)" in err
-    code, err = cli(capsys, "run", "--resume", folder, "--interleaved-ratios", "sst=2")
-    assert code == 2 and "--components" in err and "interleaved" in err
+    assert "--tasks sst,sts (now: sts)" in err and "--epochs 1 (now: 3)" in err
+    code, err = cli(capsys, "run", "--resume", folder, "--plugins", "smart", "--smart-weight", "2")
+    assert code == 2 and "--plugins none (now: smart); --smart-* not set (now: weight=2.0)" in err
     assert snapshot(folder) == before
 
 
