@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import assembly, trainer
-from core.config import RunConfig
+from core.config import DEFAULT_LR, RunConfig
 from core.data import make_batch, resolve_data_dir
 from core.evaluation import predict_split
 from core.memory import peak_rss_mb
@@ -194,7 +194,7 @@ def hf_train(args, task: str, tmp: str, platform_batches: bool) -> dict:
     del run  # the platform's model goes before transformers' loads: the peak RSS counts one model
     gc.collect()
     model, spec = hf_model(args, data.task).train(), data.task.spec
-    optimizer = torch.optim.AdamW(model.parameters(), lr=RunConfig().learning_rate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=DEFAULT_LR["finetune"])
     loader = None if platform_batches else hf_loader(args, data, shuffle=True, batch_size=args.batch_size)
     batches = None
 

@@ -16,7 +16,6 @@ from core.devices import resolve_device, resolve_precision
 from core.errors import ConfigError
 from core.heads import Widths
 from core.multitask import MultitaskModel
-from core.optim import AdamW
 from core.plugins import Registries, is_opt_in, make_plugin_manager
 from core.pooling import check_layers, pooled_width
 from core.pretrained import load_encoder, resolve_checkpoint
@@ -69,8 +68,14 @@ def _topology(config: RunConfig, registries: Registries, pm: pluggy.PluginManage
 
 
 def select_regularizers(registries: Registries, pm: pluggy.PluginManager) -> list[Entry]:
-    """Regularizers come from opt-in plugins: enabling the plugin enables them."""
-    return [entry for entry in registries.regularizers if pm.get_plugin(entry.plugin) is not None]
+    """The regularizers of the enabled plugins. Only opt-in plugins may register one, so none is ever
+    on without ``--plugins`` naming its plugin."""
+    for entry in registries.regularizers:
+        if not is_opt_in(pm.get_plugin(entry.plugin)):
+            raise ConfigError(f"plugin {entry.plugin!r} registers regularizer {entry.name!r} but is always on: a "
+                              "regularizer must come from an opt-in plugin (PLATFORM_OPT_IN = True), which "
+                              "--plugins enables")
+    return list(registries.regularizers)
 
 
 def active_components(config: RunConfig, registries: Registries, pm: pluggy.PluginManager) -> list[Entry]:
@@ -100,7 +105,7 @@ def _not_active(config: RunConfig, name: str, settings: list[str], registries: R
     kind, entry = _find(registries, name)
     if kind in chosen:  # registered for this run, but another one was chosen
         option = chosen[kind].split()[0]
-        return (f"{what} {Registries.KINDS[kind]} {name!r}, which is not the run's ({chosen[kind]}): "
+        return (f"{what} {Registries.SORTS[kind][0]} {name!r}, which is not the run's ({chosen[kind]}): "
                 f"use {option} {name}, or leave {options} out")
     kind, entry = _find(Registries(make_plugin_manager(enabled=None)), name)
     if entry is None:
@@ -109,7 +114,7 @@ def _not_active(config: RunConfig, name: str, settings: list[str], registries: R
     enable = f"--plugins {','.join((*config.plugins, entry.plugin))}"
     if kind == "samplers" or (kind == "topologies" and config.topology):
         enable += f" --{'sampler' if kind == 'samplers' else 'topology'} {name}"
-    return (f"{what} {Registries.KINDS[kind]} {name!r} from plugin {entry.plugin!r}, which is not enabled: "
+    return (f"{what} {Registries.SORTS[kind][0]} {name!r} from plugin {entry.plugin!r}, which is not enabled: "
             f"add {enable}")
 
 
@@ -163,55 +168,3 @@ def build_model(config: RunConfig, tasks: dict[str, Task], topology: Entry) -> M
             raise ConfigError(f"--mode pretrain freezes the encoder, and the heads of {', '.join(tasks)} have no "
                               "trainable parameters (a cosine head has none); use --mode finetune")
     return model
-
-
-def build_optimizer(config: RunConfig, model: MultitaskModel, total_steps: int):
-    """AdamW over the trainable parameters (see :func:`parameter_groups`), and a linear warm-up then
-    linear decay schedule (constant when ``--warmup 0``) that scales every group's own rate."""
-    optimizer = AdamW(parameter_groups(model, config.learning_rate, config.layer_decay, config.weight_decay),
-                      lr=config.learning_rate, weight_decay=config.weight_decay)
-    warmup_steps = int(config.warmup * total_steps)
-
-    def factor(step: int) -> float:
-        return 1.0 if config.warmup == 0 else warmup_linear_decay(step, warmup_steps, total_steps)
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def warmup_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float:
-    """The rate factor at ``step``: rises linearly to 1 over ``warmup_steps``, then falls linearly
-    to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
-def parameter_groups(model: MultitaskModel, lr: float, layer_decay: float, weight_decay: float) -> list[dict]:
-    """Optimizer groups of the trainable parameters, top of the network first.
-
-    Layer-wise rate decay: the heads, the pooler and the top encoder layer train at ``lr``, each
-    layer below at ``layer_decay`` times the layer above, the embeddings at ``layer_decay`` times the
-    lowest layer. Weight decay applies to weight matrices and embedding tables (>= 2-D) only, never
-    to biases or LayerNorm weights. Frozen parameters (``--mode pretrain``) are left out.
-    """
-    num_layers = len(model.encoder.encoder.layer)
-    depth = {id(p): num_layers for p in model.encoder.embeddings.parameters()}
-    for index, layer in enumerate(model.encoder.encoder.layer):
-        depth.update({id(p): num_layers - 1 - index for p in layer.parameters()})  # the top layer is 0
-    groups: dict[tuple[int, bool], dict] = {}
-    for p in model.parameters():  # a parameter shared between heads comes once
-        if not p.requires_grad:
-            continue
-        d, decayed = depth.get(id(p), 0), p.ndim >= 2
-        group = groups.setdefault((d, decayed), {"params": [], "lr": lr * layer_decay ** d,
-                                                 "weight_decay": weight_decay if decayed else 0.0,
-                                                 "name": _group_name(d, num_layers, decayed)})
-        group["params"].append(p)
-    return [groups[key] for key in sorted(groups, key=lambda key: (key[0], not key[1]))]
-
-
-def _group_name(depth: int, num_layers: int, decayed: bool) -> str:
-    where = "embeddings" if depth == num_layers else f"layer {num_layers - 1 - depth}"
-    if depth == 0:
-        where = f"heads, pooler, layer {num_layers - 1}"
-    return f"{where} ({'weight decay' if decayed else 'no weight decay'})"

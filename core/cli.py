@@ -2,7 +2,7 @@
 
 Options of ``run``, and of the base configuration of ``study``, come from the fields of
 :class:`core.config.RunConfig`; every registered sampler, regularizer and topology with settings adds
-``--<name>-<setting>`` options; plugins may add more through ``platform_add_cli_options``.
+``--<name>-<setting>`` options (a plugin's settings are its components' attrs classes).
 """
 
 from __future__ import annotations
@@ -16,22 +16,24 @@ from core import config as cfg
 from core import runfolder
 from core.errors import ConfigError, PlatformError
 from core.plugins import Registries, is_opt_in, make_plugin_manager
+from studies.settings import StudySettings
 
-COMPONENT_KINDS = ("samplers", "regularizers", "topologies")
+COMPONENTS = ("samplers", "regularizers", "topologies")  # the registries whose entries have settings
 
 
 def add_component_options(parser: argparse.ArgumentParser, registries: Registries) -> None:
-    for kind in COMPONENT_KINDS:
-        for entry in getattr(registries, kind):
+    for sort in COMPONENTS:
+        for entry in getattr(registries, sort):
             if entry.config is not None:
-                group = parser.add_argument_group(f"{entry.name} ({Registries.KINDS[kind]} from plugin {entry.plugin})", entry.help)
+                group = parser.add_argument_group(f"{entry.name} ({Registries.SORTS[sort][0]} from plugin {entry.plugin})",
+                                                  entry.help)
                 cfg.add_options(group, entry.config, prefix=f"{entry.name}-")
 
 
 def component_settings(args: argparse.Namespace, registries: Registries) -> dict[str, dict]:
     settings = {}
-    for kind in COMPONENT_KINDS:
-        for entry in getattr(registries, kind):
+    for sort in COMPONENTS:
+        for entry in getattr(registries, sort):
             if entry.config is not None:
                 given = cfg.options_given(args, entry.config, prefix=f"{entry.name}-")
                 if given:
@@ -91,7 +93,7 @@ def command_run(args: argparse.Namespace, registries: Registries) -> int:
 
 
 def command_study(args: argparse.Namespace, registries: Registries) -> int:
-    from studies.runner import StudySettings, run_study
+    from studies.runner import run_study
 
     settings = cfg.build(StudySettings, cfg.options_given(args, StudySettings))
     run_study(run_config_from(args, registries), settings)
@@ -137,10 +139,10 @@ def command_plugins(args: argparse.Namespace, registries: Registries) -> int:
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
         status = "opt-in (--plugins " + name + ")" if is_opt_in(plugin) else "always on"
         print(f"{name}  [{status}]  {getattr(plugin, '__name__', type(plugin).__name__)}")
-        for kind in Registries.KINDS:
-            for entry in getattr(registries, kind):
+        for sort, (what, _, _) in Registries.SORTS.items():
+            for entry in getattr(registries, sort):
                 if entry.plugin == name:
-                    print(f"    {Registries.KINDS[kind]} {entry.name}: {entry.help}")
+                    print(f"    {what} {entry.name}: {entry.help}")
         print(f"    hooks: {', '.join(hooks)}")
     return 0
 
@@ -176,38 +178,7 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
         description="Run (or continue) the Optuna study NAME: each trial trains like `platform run` with the base "
                     "configuration below plus the settings the active search spaces suggest, in "
                     "<study-dir>/NAME/trial-<number>. See docs/studies.md.")
-    study.add_argument("name", metavar="NAME", help="the study's name: its folder is <study-dir>/NAME; running the "
-                                                    "same NAME again continues the study")
-    options = study.add_argument_group("study")
-    options.add_argument("--trials", type=int, metavar="N", default=argparse.SUPPRESS,
-                         help="trials to run now, added to those the study has (default: 10; no limit with --timeout)")
-    options.add_argument("--timeout", type=float, metavar="MIN", default=argparse.SUPPRESS,
-                         help="start no new trial after MIN minutes")
-    options.add_argument("--storage", metavar="URL", default=argparse.SUPPRESS,
-                         help="an Optuna RDB storage URL, e.g. postgresql://user@host/db "
-                              "(default: sqlite:///<study-dir>/NAME/study.db)")
-    options.add_argument("--space-file", metavar="FILE", default=argparse.SUPPRESS,
-                         help="a TOML file whose [params.NAME] tables narrow (low, high, log, step; choices) or fix "
-                              "(value) parameters of the search space, e.g. studies/interleaved_ratios.toml")
-    options.add_argument("--show-space", action="store_true", default=argparse.SUPPRESS,
-                         help="print the effective search space (parameter, distribution, range or choices, the "
-                              "plugin that contributes it) and exit without training")
-    options.add_argument("--enqueue", metavar="NAME=VALUE,...", action="append", default=argparse.SUPPRESS,
-                         help="a trial to run first with these parameter values (the rest suggested as usual), e.g. "
-                              "the defaults as a baseline: --enqueue smart_weight=5,ratio_sst=32; repeatable; "
-                              "skipped when the study already has a trial with the same values")
-    options.add_argument("--objective", metavar="SPEC", default=argparse.SUPPRESS,
-                         help="mean: the mean dev score; weighted:sst=1,sts=2: a weighted mean of task scores; "
-                              "pareto: one objective per task (multi-objective, no pruning); all maximized "
-                              "(default: mean)")
-    options.add_argument("--pruner", choices=("median", "hyperband", "none"), default=argparse.SUPPRESS,
-                         help="stop unpromising trials after an epoch: median (below the median of earlier trials, "
-                              "after 5 trials, from the second epoch), hyperband, or none (default: median)")
-    options.add_argument("--heartbeat", type=int, metavar="SECONDS", default=argparse.SUPPRESS,
-                         help="seconds between the heartbeats of a running trial; a RUNNING trial silent for twice as "
-                              "long belongs to a worker that died and is marked failed (default: 60)")
-    options.add_argument("--study-dir", metavar="DIR", default=argparse.SUPPRESS,
-                         help="folder of the studies (default: runs/studies)")
+    cfg.add_options(study.add_argument_group("study"), StudySettings)
     add_run_config_options(study, registries, "base configuration",
                            "every `platform run` option; the search spaces override what they suggest")
 
@@ -240,8 +211,6 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
 
     commands.add_parser("plugins", help="list every plugin, what it registers, and its hooks")
 
-    for name, sub in commands.choices.items():
-        pm.hook.platform_add_cli_options(command=name, parser=sub)
     return parser, registries
 
 

@@ -18,16 +18,27 @@ from attrs import validators as v
 from core.errors import ConfigError
 from core.pooling import parse as parse_pooling
 
+# --------------------------------------------------------------------------------------------------
+# Converters and validators shared by every settings class (a message names the field; build() turns
+# it into the option's name)
+# --------------------------------------------------------------------------------------------------
 
-def _names(value: Any) -> tuple[str, ...]:
+
+def names(value: Any) -> tuple[str, ...]:
+    """``"a, b"`` or ``["a", "b"]`` -> ``("a", "b")``."""
     if isinstance(value, str):
         value = value.split(",")
     return tuple(name.strip() for name in value if name.strip())
 
 
-def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"--{attribute.name.replace('_', '-')} must be positive, got {value}")
+def positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+def positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        positive(instance, attribute, value)
 
 
 def _check_pooling(instance: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -59,18 +70,24 @@ def parse_assignments(text: str, option: str, expected: str, key: str = "task",
     return pairs
 
 
-def field(default: Any, help: str, **kwargs: Any) -> Any:
-    return attrs.field(default=default, metadata={"help": help}, **kwargs)
+def field(default: Any, help: str, metadata: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """A settings field with its help text. ``metadata`` shapes its option (:func:`add_options`):
+    ``metavar``, ``choices``, ``default`` (the text shown), ``flag`` (a switch), ``repeatable``,
+    ``positional`` (its name in the usage line), ``cli`` (False: no option)."""
+    return attrs.field(default=default, metadata={"help": help, **(metadata or {})}, **kwargs)
+
+
+DEFAULT_LR = {"finetune": 2e-5, "pretrain": 1e-3}  # by --mode, when --lr is not given
 
 
 @attrs.frozen
 class RunConfig:
     """Everything that defines a training run; saved as ``config.json`` in the run folder."""
 
-    tasks: tuple[str, ...] = field(("sst", "quora", "sts"), "comma-separated task names", converter=_names,
+    tasks: tuple[str, ...] = field(("sst", "quora", "sts"), "comma-separated task names", converter=names,
                                    validator=v.min_len(1))
     plugins: tuple[str, ...] = field((), "comma-separated opt-in plugins to enable (see `platform plugins`)",
-                                     converter=_names)
+                                     converter=names)
     checkpoint: str = field("minilm-l6", "pretrained encoder: a folder, minilm-l6, a hub id, or a random-init preset (tiny, small)")
     mode: str = field("finetune", "finetune: train everything; pretrain: freeze the encoder, train the heads",
                       validator=v.in_(("finetune", "pretrain")))
@@ -89,9 +106,10 @@ class RunConfig:
     max_batch_tokens: int | None = field(2048, "activation memory bound: a task batch of more padded tokens than this "
                                                "(sequences x longest; both sentences of a pair count) runs its forward "
                                                "and backward in chunks within it, then one update for the whole batch: "
-                                               "the same gradient (none: never split)", validator=_positive_or_none)
+                                               "the same gradient (none: never split)", validator=positive_or_none)
     eval_batch_size: int = field(128, "evaluation batch size", validator=v.ge(1))
-    lr: float | None = field(None, "learning rate (default 2e-5 for finetune, 1e-3 for pretrain)", validator=_positive_or_none)
+    lr: float | None = field(None, "learning rate (none: 2e-5 for finetune, 1e-3 for pretrain; a run saves the value "
+                                   "it uses)", validator=positive_or_none)
     weight_decay: float = field(0.0, "decoupled weight decay of AdamW, applied to weight matrices and embedding tables "
                                      "only (never to biases or LayerNorm weights)", validator=v.ge(0.0))
     layer_decay: float = field(1.0, "layer-wise learning-rate decay: the top encoder layer, the pooler and the heads "
@@ -103,12 +121,12 @@ class RunConfig:
     dropout: float = field(0.1, "dropout in the encoder and the heads", validator=[v.ge(0.0), v.lt(1.0)])
     seed: int = field(11711, "random seed (model init, sampling, dropout)")
     max_length: int = field(128, "maximum tokens per sentence, [CLS] and [SEP] included", validator=v.ge(4))
-    limit: int | None = field(None, "use at most N examples per task and split (quick runs, tests)", validator=_positive_or_none)
+    limit: int | None = field(None, "use at most N examples per task and split (quick runs, tests)", validator=positive_or_none)
     data_dir: str | None = field(None, "folder of the task files (default: $PLATFORM_DATA_DIR, then ../shared/data/cs224n)")
     output_dir: str | None = field(None, "run folder (default runs/<time>-<tasks>)")
     save_every: int = field(200, "steps between resume checkpoints (last.pt) within an epoch", validator=v.ge(1))
     log_every: int = field(20, "steps between logged training losses", validator=v.ge(1))
-    threads: int | None = field(None, "torch CPU threads (default: all cores)", validator=_positive_or_none)
+    threads: int | None = field(None, "torch CPU threads (default: all cores)", validator=positive_or_none)
     device: str = field("auto", "where to compute: cpu, cuda, cuda:N, or auto (the first CUDA GPU if there is one, "
                                 "else the CPU)")
     precision: str = field("auto", "fp32; bf16 (autocast: bfloat16 matrix multiplies, float32 weights, optimizer "
@@ -116,10 +134,6 @@ class RunConfig:
                                    "with bf16, CPUs with AMX or AVX512-BF16), else fp32. A run saves the resolved "
                                    "value", validator=v.in_(("auto", "fp32", "bf16")))
     components: dict[str, dict[str, Any]] = attrs.field(factory=dict, metadata={"help": "", "cli": False})
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (1e-3 if self.mode == "pretrain" else 2e-5)
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -186,13 +200,23 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
     (``argparse.SUPPRESS``) so only what the user typed overrides a base configuration."""
     hints = typing.get_type_hints(cls)
     for f in attrs.fields(cls):
-        if f.metadata.get("cli") is False:
+        meta = f.metadata
+        if meta.get("cli") is False:
             continue
         default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        parser.add_argument(f"--{prefix}{f.name.replace('_', '-')}", dest=f"{prefix}{f.name}".replace("-", "_"),
-                            type=_parser_for(hints[f.name]), default=argparse.SUPPRESS,
-                            help=f"{f.metadata.get('help', '')} (default: {shown})")
+        shown = meta.get("default", ",".join(default) if isinstance(default, tuple) else default)
+        dest = f"{prefix}{f.name}".replace("-", "_")
+        if "positional" in meta:
+            parser.add_argument(dest, metavar=meta["positional"], help=meta.get("help", ""))
+            continue
+        option = {"dest": dest, "default": argparse.SUPPRESS, "help": f"{meta.get('help', '')} (default: {shown})"}
+        if meta.get("flag"):
+            option.update(action="store_true", help=meta.get("help", ""))
+        else:
+            option.update(type=_parser_for(hints[f.name]), metavar=meta.get("metavar"), choices=meta.get("choices"))
+            if meta.get("repeatable"):
+                option.update(action="append", type=str)
+        parser.add_argument(f"--{prefix}{f.name.replace('_', '-')}", **option)
 
 
 def options_given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:

@@ -3,15 +3,24 @@
 Hooks are called with keyword arguments; an implementation takes only the arguments it uses, so a
 spec can grow without breaking plugins. Registration hooks receive a ``register`` callback: the host
 validates names and types, and reports a duplicate name naming both plugins. Each hook has a
-heading of its own in ``docs/hooks.md``.
+heading of its own in ``docs/hooks.md``, with a small example that ``tests/core/test_hooks.py`` runs.
+
+One mechanism per extension point: a plugin *registers* components (task kinds, metrics, tasks,
+samplers, regularizers, topologies, search spaces), whose settings (attrs classes) become command-line
+options; it *reacts* to the training loop through the ``platform_on_…`` hooks.
 """
 
 from __future__ import annotations
 
-import argparse
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
 import pluggy
+
+if TYPE_CHECKING:
+    import torch
+
+    from core.registry import Register, RegisterNamed
+    from core.trainer import RunContext
 
 PROJECT = "platform"
 
@@ -20,65 +29,52 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 # --------------------------------------------------------------------------------------------------
-# Registration: called once per run, when the registries are built.
+# Registration: called once per run, when the registries are built (core.plugins.Registries).
 # --------------------------------------------------------------------------------------------------
 
 
 @hookspec
-def platform_register_tasks(register: Callable[..., None]) -> None:
-    """Register tasks: call ``register(task)`` with a :class:`core.tasks.TaskSpec` for each one."""
+def platform_register_task_kinds(register: RegisterNamed) -> None:
+    """Register task kinds: ``register(kind)`` with an instance of a :class:`core.kinds.TaskKind`
+    subclass (its ``name`` is what ``TaskSpec.kind`` names)."""
 
 
 @hookspec
-def platform_register_task_kinds(register: Callable[..., None]) -> None:
-    """Register task kinds: ``register(name, kind, help=...)`` with a :class:`core.kinds.TaskKind`
-    instance; tasks name their kind in ``TaskSpec.kind``."""
+def platform_register_metrics(register: Register) -> None:
+    """Register metrics: ``register(name, metric)`` where ``metric(predictions, gold)`` returns a float
+    (higher is better); tasks list theirs in ``TaskSpec.metrics``."""
 
 
 @hookspec
-def platform_register_metrics(register: Callable[..., None]) -> None:
-    """Register metrics: ``register(name, metric, help=...)`` where ``metric(predictions, gold)`` returns
-    a float (higher is better); tasks list theirs in ``TaskSpec.metrics``."""
+def platform_register_tasks(register: RegisterNamed) -> None:
+    """Register tasks: ``register(task)`` with a :class:`core.tasks.TaskSpec` (``--tasks`` names it)."""
 
 
 @hookspec
-def platform_register_samplers(register: Callable[..., None]) -> None:
-    """Register batch samplers: ``register(name, factory, config=ConfigClass, help=...)``.
-
-    ``factory(config, sizes, batch_size, seed, epochs)`` returns an object with ``plan(epoch)``,
-    ``steps_per_epoch()``, ``state_dict()`` and ``load_state_dict()`` (see ``core.sampling``)."""
+def platform_register_samplers(register: Register) -> None:
+    """Register batch samplers: ``register(name, factory, config=SettingsClass, help=...)``, where
+    ``factory`` is a :class:`core.sampling.SamplerFactory` returning a :class:`core.sampling.Sampler`."""
 
 
 @hookspec
-def platform_register_regularizers(register: Callable[..., None]) -> None:
-    """Register loss regularizers: ``register(name, factory, config=ConfigClass, help=...)``.
-
-    ``factory(config, model)`` returns a :class:`core.regularizers.Regularizer`."""
+def platform_register_regularizers(register: Register) -> None:
+    """Register loss regularizers: ``register(name, factory, config=SettingsClass, help=...)``, where
+    ``factory(config, model)`` returns a :class:`core.regularizers.Regularizer`. Only an opt-in plugin
+    may register one: it is active when the plugin is enabled (``--plugins``)."""
 
 
 @hookspec
-def platform_register_topologies(register: Callable[..., None]) -> None:
-    """Register head topologies: ``register(name, factory, config=ConfigClass, help=...)``.
-
+def platform_register_topologies(register: Register) -> None:
+    """Register head topologies: ``register(name, factory, config=SettingsClass, help=...)``, where
     ``factory(config, tasks, widths, dropout)`` returns an ``nn.ModuleDict`` with a head per task
-    (``tasks``: :class:`core.tasks.Task` list; ``widths``: :class:`core.heads.Widths`); a task's own or
-    default head is ``task.build_head(widths, dropout)``."""
+    (``tasks``: the run's :class:`core.tasks.Task` list; ``widths``: :class:`core.heads.Widths`); a
+    task's own or default head is ``task.build_head(widths, dropout)``."""
 
 
 @hookspec
-def platform_register_search_spaces(register: Callable[..., None]) -> None:
-    """Register Optuna search spaces: ``register(name, space)`` where ``space(trial, base)`` returns
-    a dict of configuration overrides suggested from ``trial``."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Command line: called when ``platform`` builds its parser.
-# --------------------------------------------------------------------------------------------------
-
-
-@hookspec
-def platform_add_cli_options(command: str, parser: argparse.ArgumentParser) -> None:
-    """Add options to the parser of ``platform COMMAND`` (``run``, ``evaluate``, ...)."""
+def platform_register_search_spaces(register: Register) -> None:
+    """Register Optuna search spaces: ``register(name, space)`` where ``space(trial, base)`` returns a
+    dict of configuration overrides suggested from the ``optuna.Trial`` for the base ``RunConfig``."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -88,40 +84,40 @@ def platform_add_cli_options(command: str, parser: argparse.ArgumentParser) -> N
 
 
 @hookspec
-def platform_on_train_start(run: Any) -> None:
+def platform_on_train_start(run: RunContext) -> None:
     """Called once before the first epoch (also after a resume)."""
 
 
 @hookspec
-def platform_on_epoch_start(run: Any, epoch: int) -> None:
+def platform_on_epoch_start(run: RunContext, epoch: int) -> None:
     """Called at the start of every epoch (0-based)."""
 
 
 @hookspec
-def platform_on_before_backward(run: Any, task: str, loss: Any, terms: dict[str, float]) -> None:
+def platform_on_before_backward(run: RunContext, task: str, loss: torch.Tensor, terms: dict[str, float]) -> None:
     """Called with the total loss of a task batch before ``backward``; ``terms`` holds its named
-    parts (``loss``, and one entry per regularizer term) as floats. A batch over ``--max-batch-tokens``
-    runs in chunks: then it is called once per chunk, with the chunk's loss and parts (means over the
-    chunk's examples)."""
+    parts (``loss``, and ``<regularizer>/<term>`` for every regularizer term) as floats. A batch over
+    ``--max-batch-tokens`` runs in chunks: then it is called once per chunk, with the chunk's loss and
+    parts (means over the chunk's examples)."""
 
 
 @hookspec
-def platform_on_after_step(run: Any, step: int, losses: dict[str, float]) -> None:
+def platform_on_after_step(run: RunContext, step: int, losses: dict[str, float]) -> None:
     """Called after every optimizer step with the global step and the per-task losses of the step."""
 
 
 @hookspec
-def platform_on_evaluate_end(run: Any, split: str, metrics: dict[str, float]) -> None:
+def platform_on_evaluate_end(run: RunContext, split: str, metrics: dict[str, float]) -> None:
     """Called after an evaluation of ``split`` with its metrics (per task and ``mean``)."""
 
 
 @hookspec
-def platform_on_epoch_end(run: Any, epoch: int, metrics: dict[str, float]) -> None:
+def platform_on_epoch_end(run: RunContext, epoch: int, metrics: dict[str, float]) -> None:
     """Called at the end of every epoch with that epoch's dev metrics, after ``run.best`` took them
     in if they are the best so far, and before the epoch's checkpoints are written (so state a plugin
     changes here is saved with the epoch)."""
 
 
 @hookspec
-def platform_on_train_end(run: Any, metrics: dict[str, float]) -> None:
+def platform_on_train_end(run: RunContext, metrics: dict[str, float]) -> None:
     """Called once after the last epoch with the best dev metrics."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import attrs
 import torch
@@ -228,7 +228,7 @@ class BertConfig:
 class EncoderOutput(NamedTuple):
     last_hidden_state: Tensor  # (B, T, H)
     pooler_output: Tensor  # (B, H)
-    # num_layers + 1 of (B, T, H): the embedding output (after any embedding_hook), then each layer's
+    # num_layers + 1 of (B, T, H): the embedding output, then each layer's
     hidden_states: tuple[Tensor, ...] | None = None
 
 
@@ -258,9 +258,6 @@ class BertModel(nn.Module):
                 module.weight.fill_(1.0)
                 module.bias.zero_()
 
-    def embed(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        return self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-
     def encode(self, embedding_output: Tensor, attention_mask: Tensor | None = None,
                output_hidden_states: bool = False) -> EncoderOutput:
         # built once here, shared by every layer
@@ -271,10 +268,6 @@ class BertModel(nn.Module):
         return EncoderOutput(x, self.pooler(x), hidden_states)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
-                output_hidden_states: bool = False,
-                embedding_hook: Callable[[Tensor], Tensor] | None = None) -> EncoderOutput:
-        x = self.embed(input_ids, token_type_ids)  # (B, T, H)
-        if embedding_hook is not None:
-            # e.g. SMART's adversarial perturbation: applied before the layers, gradients flow through
-            x = embedding_hook(x)
+                output_hidden_states: bool = False) -> EncoderOutput:
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         return self.encode(x, attention_mask, output_hidden_states)

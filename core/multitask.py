@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -11,6 +12,17 @@ from core.data import Batch
 from core.devices import autocast
 from core.pooling import needs_hidden_states, pool
 from core.tasks import Task
+
+
+@contextlib.contextmanager
+def perturbed_embeddings(model: "MultitaskModel", perturb: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Within the block, ``model``'s embedding-layer output (S·B, T, H) is replaced by ``perturb`` of it
+    before the transformer layers (SMART's adversarial noise); gradients flow through ``perturb``."""
+    handle = model.encoder.embeddings.register_forward_hook(lambda module, args, output: perturb(output))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 class MultitaskModel(nn.Module):
@@ -28,17 +40,14 @@ class MultitaskModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def forward(self, batch: Batch, embedding_hook: Callable | None = None) -> torch.Tensor:
-        """The head output of ``batch``'s task, in float32 whatever the precision of the forward.
-        ``embedding_hook`` may perturb the embedding-layer output (SMART's adversarial noise) before
-        the transformer layers."""
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """The head output of ``batch``'s task, in float32 whatever the precision of the forward."""
         task = self.tasks[batch.task]
         pooled_input = task.kind.head_input != "tokens"
         with autocast(self.device, self.precision):
             encoded = self.encoder(batch.input_ids, attention_mask=batch.attention_mask,
                                    token_type_ids=batch.token_type_ids,
-                                   output_hidden_states=self._hidden_states and pooled_input,
-                                   embedding_hook=embedding_hook)
+                                   output_hidden_states=self._hidden_states and pooled_input)
             pooled = pool(encoded, batch.attention_mask, self.pooling) if pooled_input else None  # (S·B, W)
             output = self.heads[batch.task](*task.kind.features(encoded, batch, pooled))
         return output.float()

@@ -18,7 +18,9 @@ import pluggy
 
 from core import hookspecs
 from core.errors import PlatformError
+from core.kinds import TaskKind
 from core.registry import Registry
+from core.tasks import TaskSpec
 
 DEFAULT_PLUGINS = (
     "plugins.kinds",
@@ -93,24 +95,28 @@ def _select(pm: pluggy.PluginManager, enabled: list[str]) -> None:
 
 
 class Registries:
-    """Every registry of a run, filled from the registration hooks of ``pm``'s plugins."""
+    """Every registry of a run, filled by calling the registration hooks of ``pm``'s plugins through
+    pluggy (in its call order, so tracing shows them), one plugin at a time: each gets a ``register``
+    callback bound to it, so a duplicate name is reported naming both plugins."""
 
-    KINDS = {
-        "task_kinds": "task kind",
-        "metrics": "metric",
-        "tasks": "task",
-        "samplers": "sampler",
-        "regularizers": "regularizer",
-        "topologies": "topology",
-        "search_spaces": "search space",
+    SORTS = {  # registry -> (what one component is called, the type it must have, whether it names itself)
+        "task_kinds": ("task kind", TaskKind, True),
+        "metrics": ("metric", None, False),
+        "tasks": ("task", TaskSpec, True),
+        "samplers": ("sampler", None, False),
+        "regularizers": ("regularizer", None, False),
+        "topologies": ("topology", None, False),
+        "search_spaces": ("search space", None, False),
     }
 
     def __init__(self, pm: pluggy.PluginManager):
-        for attr, kind in self.KINDS.items():
-            registry = Registry(kind)
-            caller = getattr(pm.hook, f"platform_register_{attr}")
-            for impl in caller.get_hookimpls():  # registration order: built-ins first
-                impl.function(register=registry.register_for(impl.plugin_name))
+        for attr, (what, expects, named) in self.SORTS.items():
+            registry = Registry(what, expects, named)
+            name = f"platform_register_{attr}"
+            impls = getattr(pm.hook, name).get_hookimpls()
+            for impl in reversed(impls):  # pluggy calls the last registered first
+                others = [other.plugin for other in impls if other is not impl]
+                pm.subset_hook_caller(name, remove_plugins=others)(register=registry.register_for(impl.plugin_name))
             setattr(self, attr, registry)
 
     task_kinds: Registry

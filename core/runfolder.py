@@ -16,7 +16,7 @@ from pathlib import Path
 
 import attrs
 
-from core.config import RunConfig, check_folder, differences
+from core.config import DEFAULT_LR, RunConfig, check_folder, differences
 from core.devices import resolve_device, resolve_precision
 from core.errors import ConfigError
 
@@ -34,10 +34,12 @@ def default_output_dir(config: RunConfig) -> Path:
 
 
 def finalize(config: RunConfig) -> RunConfig:
-    """Fill in the output folder and the precision (``auto`` resolved for this machine), so the saved
-    configuration names them and a resumed run computes as the first part did."""
+    """Fill in the output folder, the learning rate (by ``--mode`` when not given) and the precision
+    (``auto`` resolved for this machine), so the saved configuration names them and a resumed run
+    computes as the first part did."""
     precision = resolve_precision(config.precision, resolve_device(config.device))
-    config = attrs.evolve(config, precision=precision)
+    lr = DEFAULT_LR[config.mode] if config.lr is None else config.lr
+    config = attrs.evolve(config, precision=precision, lr=lr)
     if config.output_dir:
         return config
     return attrs.evolve(config, output_dir=str(default_output_dir(config)))

@@ -6,7 +6,7 @@ steps it has done: sampler state is exact without pickling generators.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -15,13 +15,29 @@ Step = list[TaskBatch]  # the task batches of one step (one optimizer step each,
 
 
 class Sampler(Protocol):
-    def steps_per_epoch(self) -> int: ...
+    """An epoch's plan of steps. The plan is fixed when the epoch starts (a pure function of the seed and
+    the epoch, so a resumed run replays it): a sampler cannot adapt to the losses within an epoch, only
+    between epochs, through what ``plan(epoch)`` derives from its settings."""
 
-    def plan(self, epoch: int) -> list[Step]: ...
+    def steps_per_epoch(self) -> int:
+        """Steps of every epoch's plan."""
 
-    def state_dict(self) -> dict: ...
+    def plan(self, epoch: int) -> list[Step]:
+        """The steps of ``epoch``: each a list of (task, example indices) batches."""
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def state_dict(self) -> dict:
+        """What a resume checks (settings); the plans themselves are recomputed."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Refuse a checkpoint written with other settings."""
+
+
+class SamplerFactory(Protocol):
+    """What a sampler plugin registers: ``factory(config, sizes, batch_size, seed, epochs) -> Sampler``,
+    with ``config`` its settings (an instance of the attrs class it registered, or None) and ``sizes``
+    the number of training examples of each task."""
+
+    def __call__(self, config: Any, sizes: dict[str, int], batch_size: int, seed: int, epochs: int) -> Sampler: ...
 
 
 def generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:

@@ -181,10 +181,3 @@ class Tokenizer:
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def tokenize(self, text: str) -> list[str]:
-        """Wordpieces of one text, without special tokens ("##" marks word continuations)."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a string, got {type(text).__name__}")
-        self._tok.no_truncation()
-        return self._tok.encode(text, add_special_tokens=False).tokens

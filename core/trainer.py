@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
@@ -24,6 +24,14 @@ from core.config import RunConfig
 from core.data import SplitData, make_batch
 from core.evaluation import evaluate, predict_split, write_predictions
 from core.memory import peak_rss_mb
+from core.multitask import MultitaskModel
+from core.optim import build_optimizer
+from core.regularizers import Regularizer
+from core.sampling import Sampler
+from core.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 log = logging.getLogger("platform")
 
@@ -35,15 +43,16 @@ class RunContext:
     config: RunConfig
     pm: pluggy.PluginManager
     output_dir: Path
-    model: torch.nn.Module
-    tokenizer: Any
+    model: MultitaskModel
+    tokenizer: Tokenizer
     train_data: dict[str, SplitData]
     dev_data: dict[str, SplitData]
-    sampler: Any
+    sampler: Sampler
     optimizer: torch.optim.Optimizer
-    scheduler: Any
-    regularizers: dict[str, Any]
-    total_steps: int
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    regularizers: dict[str, Regularizer]
+    steps_per_epoch: int  # counted once from the first epoch's plan: every epoch has as many
+    examples_per_epoch: int
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
@@ -54,7 +63,11 @@ class RunContext:
     _writer: Any = None
 
     @property
-    def writer(self):
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+    @property
+    def writer(self) -> SummaryWriter:
         """The run's TensorBoard ``SummaryWriter`` (created on first use); plugins log through it."""
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
@@ -100,13 +113,14 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
     sampler = sampler_entry.value(assembly.component_config(config, sampler_entry), sizes,
                                   config.batch_size, config.seed, config.epochs)
     model = assembly.build_model(config, tasks, topology)
-    steps_per_epoch = sampler.steps_per_epoch()
-    updates_per_epoch = sum(len(step) if config.update == "sequential" else 1 for step in sampler.plan(0))
-    optimizer, scheduler = assembly.build_optimizer(config, model, updates_per_epoch * config.epochs)
+    first = sampler.plan(0)  # every epoch's plan has its shape: counted once, here
+    updates_per_epoch = sum(len(step) if config.update == "sequential" else 1 for step in first)
+    optimizer, scheduler = build_optimizer(config, model, updates_per_epoch * config.epochs)
     regularizers = {entry.name: entry.value(assembly.component_config(config, entry), model)
                     for entry in assembly.select_regularizers(registries, pm)}
     run = RunContext(config, pm, output_dir, model, tokenizer, train_data, dev_data, sampler, optimizer,
-                     scheduler, regularizers, total_steps=steps_per_epoch * config.epochs)
+                     scheduler, regularizers, steps_per_epoch=len(first),
+                     examples_per_epoch=sum(len(indices) for step in first for _, indices in step))
     output_dir.mkdir(parents=True, exist_ok=True)
     if resume and (output_dir / "last.pt").exists():
         restore(run, checkpoints.load(output_dir / "last.pt"))
@@ -148,8 +162,8 @@ def chunk_loss(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Te
     for regularizer in run.regularizers.values():
         total = total * regularizer.task_loss_weight(batch, run.progress)
 
-    def forward(embedding_hook=None):
-        return run.model(batch, embedding_hook=embedding_hook)
+    def forward():
+        return run.model(batch)
 
     for name, regularizer in run.regularizers.items():
         for term, value in regularizer.terms(run.model, batch, output, forward, run.progress).items():
@@ -286,10 +300,10 @@ def train(run: RunContext) -> dict[str, float]:
     """Train to the configured number of epochs from wherever ``run`` stands; returns best dev metrics."""
     config, pm = run.config, run.pm
     run.model.train()
+    for regularizer in run.regularizers.values():
+        regularizer.on_train_start(run)
     pm.hook.platform_on_train_start(run=run)
-    steps_per_epoch = run.sampler.steps_per_epoch()
-    examples_per_epoch = sum(len(indices) for step in run.sampler.plan(0) for _, indices in step)
-    bar = tqdm(total=examples_per_epoch * config.epochs, initial=run.examples_seen, desc="train", unit="ex",
+    bar = tqdm(total=run.examples_per_epoch * config.epochs, initial=run.examples_seen, desc="train", unit="ex",
                unit_scale=True, dynamic_ncols=True)
     try:
         while run.epoch < config.epochs:
@@ -306,7 +320,7 @@ def train(run: RunContext) -> dict[str, float]:
                 bar.update(run.examples_seen - seen)
                 bar.set_postfix(epoch=f"{run.epoch + 1}/{config.epochs}", **{k: f"{v:.3f}" for k, v in losses.items()},
                                 refresh=False)
-                if run.step_in_epoch % config.save_every == 0 and run.step_in_epoch < steps_per_epoch:
+                if run.step_in_epoch % config.save_every == 0 and run.step_in_epoch < run.steps_per_epoch:
                     checkpoints.save(run.output_dir / "last.pt", state_of(run))
             end_epoch(run, started)
     finally:

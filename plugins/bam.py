@@ -34,18 +34,22 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import torch
 
 from core import checkpoints, evaluation
-from core.config import field, parse_assignments
+from core.config import field, parse_assignments, positive
 from core.data import Batch, load_split, resolve_data_dir
 from core.errors import PlatformError
 from core.hookspecs import hookimpl
 from core.inference import load_run
 from core.regularizers import Regularizer
 from core.tasks import Task
+
+if TYPE_CHECKING:
+    from core.trainer import RunContext
 
 PLATFORM_OPT_IN = True
 
@@ -62,11 +66,6 @@ def parse_teachers(text: str) -> dict[str, str]:
     return parse_assignments(text, "teachers", "TASK=RUN_DIR, e.g. 'sst=runs/sst-teacher'")
 
 
-def _positive(instance, attribute: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value}")
-
-
 @attrs.frozen
 class BamConfig:
     teachers: str = field("", "single-task teacher runs, e.g. 'sst=runs/sst-teacher,quora=runs/q' (a run folder "
@@ -75,7 +74,7 @@ class BamConfig:
     anneal: bool = field(True, "teacher annealing: the teacher's weight falls from 1 to 0 over training "
                                "(false: students learn from the teachers alone)")
     temperature: float = field(1.0, "softmax temperature of the teacher targets (classification tasks)",
-                               validator=_positive)
+                               validator=positive)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,8 +153,6 @@ def _head_shape(task: Task) -> str:
 class BamRegularizer(Regularizer):
     """Distils the teachers of ``config.teachers`` into the student, with teacher annealing."""
 
-    name = NAME
-
     def __init__(self, config: BamConfig | None, model: torch.nn.Module):
         self.config = config or BamConfig()
         self.teachers = parse_teachers(self.config.teachers)
@@ -175,7 +172,7 @@ class BamRegularizer(Regularizer):
         self.caches: dict[str, dict] = {}  # task -> {"path", "teacher", "examples"} of its cache file
         self.computed: list[str] = []  # tasks whose teacher outputs this process computed (not reloaded)
 
-    def prepare(self, run) -> None:
+    def on_train_start(self, run: RunContext) -> None:
         """Make the teacher outputs of every task with a teacher available: reload the cache in the run
         folder when it belongs to the same teacher and split size, otherwise predict and cache them."""
         for task, folder in self.teachers.items():
@@ -195,6 +192,9 @@ class BamRegularizer(Regularizer):
     def weight(self, progress: float) -> float:
         return teacher_weight(progress, self.config.anneal)
 
+    def scalars(self, task: str, progress: float) -> dict[str, float]:
+        return {"teacher_weight": self.weight(progress)} if task in self.teachers else {}
+
     def task_loss_weight(self, batch: Batch, progress: float) -> float:
         return 1.0 - self.weight(progress) if batch.task in self.teachers else 1.0
 
@@ -203,7 +203,7 @@ class BamRegularizer(Regularizer):
             return {}
         if batch.task not in self.outputs:
             raise BamError(f"bam: no teacher outputs for task {batch.task!r} yet; they are computed by "
-                           "platform_on_train_start of plugin 'bam' (is the plugin enabled with --plugins bam?)")
+                           "its on_train_start, which the trainer calls before the first step")
         teacher = self.outputs[batch.task][batch.indices].to(output.device)
         task = model.tasks[batch.task]
         return {"distill": self.weight(progress) * teacher_loss(task, output, teacher, self.config.temperature)}
@@ -224,20 +224,3 @@ class BamRegularizer(Regularizer):
 def platform_register_regularizers(register):
     register(NAME, BamRegularizer, config=BamConfig,
              help="Born-Again Multi-task networks: distil single-task teachers, with teacher annealing")
-
-
-@hookimpl
-def platform_on_train_start(run):
-    regularizer = run.regularizers.get(NAME)
-    if regularizer is not None:
-        regularizer.prepare(run)
-
-
-@hookimpl
-def platform_on_before_backward(run, task, terms):
-    regularizer = run.regularizers.get(NAME)
-    step = run.global_step + 1  # the step this batch belongs to, as platform_on_after_step will number it
-    if regularizer is None or task not in regularizer.teachers or step % run.config.log_every:
-        return
-    run.writer.add_scalar(f"bam/{task}/teacher_weight", regularizer.weight(run.progress), step)
-    run.writer.add_scalar(f"bam/{task}/distill", terms[f"{NAME}/distill"], step)

@@ -254,4 +254,4 @@ BUILT_IN = (SingleClassification, SingleRegression, PairClassification, PairRegr
 @hookimpl
 def platform_register_task_kinds(register):
     for kind in BUILT_IN:
-        register(kind.name, kind(), help=kind.description)
+        register(kind())

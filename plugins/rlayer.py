@@ -11,14 +11,13 @@ its own or its kind's default head.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import attrs
 import torch
 import torch.nn as nn
 from attrs import validators as v
 
-from core.config import field
+from core.config import field, names, positive_or_none
 from core.errors import ConfigError
 from core.heads import Widths
 from core.hookspecs import hookimpl
@@ -29,23 +28,12 @@ PLATFORM_OPT_IN = True
 log = logging.getLogger("platform")
 
 
-def _names(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = value.split(",")
-    return tuple(name.strip() for name in value if name.strip())
-
-
-def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"--rlayer-{attribute.name}: must be a positive integer, got {value}")
-
-
 @attrs.frozen
 class RLayerConfig:
     tasks: tuple[str, ...] = field((), "comma-separated pair tasks that share the relational layer; empty: every "
-                                       "task of the run whose kind relates two sentence embeddings", converter=_names)
+                                       "task of the run whose kind relates two sentence embeddings", converter=names)
     width: int | None = field(None, "inner width of the relational layer; None: the embedding width",
-                              validator=_positive_or_none)
+                              validator=positive_or_none)
     negative_slope: float = field(0.01, "negative slope of the LeakyReLU", validator=v.ge(0.0))
     with_difference: bool = field(False, "also feed |h_u - h_v| beside the scaled Hadamard product (the first "
                                          "linear then takes twice the embedding width)")

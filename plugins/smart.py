@@ -25,12 +25,12 @@ from core.config import field
 from core.data import Batch
 from core.errors import ConfigError
 from core.hookspecs import hookimpl
+from core.multitask import perturbed_embeddings
 from core.regularizers import Regularizer
 
 PLATFORM_OPT_IN = True
 
 NAME = "smart"
-TERMS = ("adversarial", "bregman")
 TINY = 1e-12  # keeps gradient normalisation finite when a gradient vanishes
 BF16_RESOLUTION = 2.0**-8  # relative spacing of bfloat16 numbers (8 bits of mantissa)
 
@@ -88,8 +88,6 @@ class SmartConfig:
 class Smart(Regularizer):
     """Adversarial smoothness term plus Bregman proximal point term against a momentum teacher."""
 
-    name = NAME
-
     def __init__(self, config: SmartConfig | None, model: torch.nn.Module):
         self.config = config or SmartConfig()
         if getattr(model, "precision", "fp32") == "bf16" and self.config.weight > 0 \
@@ -111,8 +109,9 @@ class Smart(Regularizer):
 
         terms = {}
         if self.config.weight > 0:
-            delta = self.perturbation(batch, output, forward, divergence)
-            perturbed = forward(embedding_hook=lambda emb: emb + delta)  # gradients reach every parameter
+            delta = self.perturbation(model, batch, output, forward, divergence)
+            with perturbed_embeddings(model, lambda emb: emb + delta):  # gradients reach every parameter
+                perturbed = forward()
             terms["adversarial"] = self.config.weight * divergence(perturbed, output)
         if self.teacher is not None:
             with torch.no_grad():
@@ -120,7 +119,7 @@ class Smart(Regularizer):
             terms["bregman"] = self.config.bregman_weight * divergence(output, target)
         return terms
 
-    def perturbation(self, batch: Batch, output: torch.Tensor, forward: Callable[..., torch.Tensor],
+    def perturbation(self, model: torch.nn.Module, batch: Batch, output: torch.Tensor, forward: Callable[[], torch.Tensor],
                      divergence: Divergence) -> torch.Tensor:
         """δ after K projected ascent steps on l_s(f(x + δ), f(x)), zero on padding; detached."""
         config, clean = self.config, output.detach()
@@ -134,7 +133,8 @@ class Smart(Regularizer):
             return emb.detach() + delta  # the ascent needs ∂/∂δ only: no path into the embeddings
 
         for _ in range(config.steps):
-            (grad,) = torch.autograd.grad(divergence(forward(embedding_hook=perturb), clean), delta)
+            with perturbed_embeddings(model, perturb):
+                (grad,) = torch.autograd.grad(divergence(forward(), clean), delta)
             step = config.step_size * normalize(grad * mask, config.norm)
             delta = project(delta.detach() + step, config.epsilon, config.norm).requires_grad_()  # padding stays 0
         return delta.detach()
@@ -180,16 +180,6 @@ def _floating_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
 def platform_register_regularizers(register):
     register(NAME, Smart, config=SmartConfig,
              help="SMART: adversarial smoothness on the embeddings plus a Bregman momentum-teacher term")
-
-
-@hookimpl
-def platform_on_before_backward(run, task, terms):
-    step = run.global_step + 1  # the step being taken: train/loss/<task> is logged under the same number
-    if step % run.config.log_every:
-        return
-    for term in TERMS:
-        if f"{NAME}/{term}" in terms:
-            run.writer.add_scalar(f"{NAME}/{task}/{term}", terms[f"{NAME}/{term}"], step)
 
 
 def smart_space(trial, base) -> dict:

@@ -114,4 +114,4 @@ class TokenTagging(TaskKind):
 
 @hookimpl
 def platform_register_task_kinds(register):
-    register(TOKEN_TAGGING, TokenTagging(), help=TokenTagging.description)
+    register(TokenTagging())

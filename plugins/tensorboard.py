@@ -1,7 +1,10 @@
-"""TensorBoard telemetry: per-task training loss, learning rate, examples/s and dev metrics.
+"""TensorBoard telemetry: per-task training loss, learning rate, examples/s, every regularizer's terms
+and scalars, and dev metrics.
 
-Events go under ``<run>/tensorboard``; other plugins write their own scalars through ``run.writer``
-under their own prefix (``smart/…``), so each plugin's telemetry stays apart.
+Events go under ``<run>/tensorboard``, every ``--log-every`` steps. A regularizer's terms and scalars
+are logged as ``<regularizer>/<task>/<term>`` (``smart/sst/adversarial``, ``bam/sst/teacher_weight``),
+so each plugin's telemetry stays apart without a hook of its own; other plugins may write their own
+scalars through ``run.writer`` under their own prefix.
 """
 
 from __future__ import annotations
@@ -18,9 +21,27 @@ def platform_on_train_start(run):
     run.plugin_state[NAME] = {"time": time.perf_counter(), "examples": run.examples_seen}
 
 
+def logged(run, step: int) -> bool:
+    return step % run.config.log_every == 0
+
+
+@hookimpl
+def platform_on_before_backward(run, task, terms):
+    step = run.global_step + 1  # the step being taken: train/loss/<task> is logged under the same number
+    if not logged(run, step):
+        return
+    for key, value in terms.items():
+        regularizer, _, term = key.partition("/")
+        if term:
+            run.writer.add_scalar(f"{regularizer}/{task}/{term}", value, step)
+    for name, regularizer in run.regularizers.items():
+        for scalar, value in regularizer.scalars(task, run.progress).items():
+            run.writer.add_scalar(f"{name}/{task}/{scalar}", value, step)
+
+
 @hookimpl
 def platform_on_after_step(run, step, losses):
-    if step % run.config.log_every:
+    if not logged(run, step):
         return
     for task, value in losses.items():
         run.writer.add_scalar(f"train/loss/{task}", value, step)

@@ -18,9 +18,8 @@ from core.config import RunConfig, parse_assignments
 from core.errors import ConfigError
 from core.hookspecs import hookimpl
 from core.registry import Entry
+from studies.settings import PRUNERS
 from studies.space import Rule, SpaceTrial, trial_config
-
-PRUNERS = ("median", "hyperband", "none")
 
 
 @attrs.frozen

@@ -16,54 +16,20 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-import attrs
 import optuna
-from attrs import validators as v
 
 from core import assembly
-from core.config import RunConfig, differences, field
+from core.config import RunConfig, differences
 from core.errors import PlatformError
 from core.plugins import Registries
-from studies.objective import PRUNERS, Objective, TrialRunner, make_pruner, parse_objective
+from studies.objective import Objective, TrialRunner, make_pruner, parse_objective
+from studies.settings import StudySettings
 from studies.space import dry_run, format_space, load_space_file, parse_enqueued
+from studies.table import aligned
 
 
 class StudyError(PlatformError):
     """A study that cannot be opened or continued as asked; the message names the study or storage."""
-
-
-def _check_name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    if not value or value in (".", "..") or any(c in value for c in "/\\"):
-        raise ValueError(f"study NAME must be a plain folder name (no slashes), got {value!r}")
-
-
-def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"--{attribute.name.replace('_', '-')} must be positive, got {value}")
-
-
-@attrs.frozen
-class StudySettings:
-    """How a study runs; the base configuration of its trials is a separate :class:`RunConfig`."""
-
-    name: str = field("", "the study's name: its folder is <study-dir>/NAME", validator=_check_name)
-    trials: int | None = field(None, "trials to run now (default 10; no limit when --timeout is given)",
-                               validator=_positive_or_none)
-    timeout: float | None = field(None, "minutes after which no new trial starts", validator=_positive_or_none)
-    storage: str | None = field(None, "Optuna RDB storage URL (default sqlite:///<study-dir>/NAME/study.db)")
-    space_file: str | None = field(None, "TOML file narrowing or fixing parameters")
-    show_space: bool = field(False, "print the effective search space and exit")
-    objective: str = field("mean", "mean, weighted:TASK=W,..., or pareto")
-    pruner: str = field("median", "median, hyperband or none", validator=v.in_(PRUNERS))
-    study_dir: str = field("runs/studies", "folder of the studies")
-    enqueue: tuple[str, ...] = field((), "parameter values (NAME=VALUE,...) of trials to run before the sampler's own",
-                                     converter=tuple)
-    heartbeat: int = field(60, "seconds between the heartbeats of a running trial; a trial silent for twice as long "
-                               "belongs to a worker that died, and is marked failed", validator=_positive_or_none)
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.study_dir) / self.name
 
 
 def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[object] = (),
@@ -286,9 +252,7 @@ def format_trials(study: optuna.Study, objective: Objective) -> str:
                            for name, value in trial_params(trial).items())
         note = trial.user_attrs.get("error") or trial.user_attrs.get("reason") or ""
         rows.append((str(trial.number), trial.state.name, values, params + (f"  [{note}]" if note else "")))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
-                     for row in rows)
+    return aligned(rows)
 
 
 def format_best(study: optuna.Study, objective: Objective) -> str:

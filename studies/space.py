@@ -20,6 +20,7 @@ import tomllib
 from core.config import RunConfig, parse_assignments
 from core.errors import PlatformError
 from core.registry import Entry
+from studies.table import aligned
 
 RANGE_KEYS = ("low", "high", "log", "step")
 
@@ -346,7 +347,5 @@ def format_space(suggested: dict[str, Suggested]) -> str:
         changed = "" if s.rule is None else "fixed" if s.rule.fixed else "narrowed"
         origin = f"space {s.space!r} (plugin {s.plugin})" + (f", {changed} by the space file" if changed else "")
         rows.append((s.name, s.distribution(), s.domain(), origin))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
-                     for row in rows)
+    return aligned(rows)
 

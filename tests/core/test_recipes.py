@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from core import assembly, trainer
-from core.assembly import ConfigError, build_model, build_optimizer, warmup_linear_decay
+from core.assembly import ConfigError, build_model
 from core.config import RunConfig
 from core.data import Batch
+from core.optim import build_optimizer, warmup_linear_decay
 from core.plugins import Registries
 from core.pooling import pool, pooled_width
 from core.tasks import PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec

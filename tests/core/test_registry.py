@@ -27,11 +27,15 @@ def test_unknown_name_lists_available():
         registry["nope"]
 
 
-def test_task_spec_registers_under_its_name():
-    registry = Registry("task")
-    spec = TaskSpec(name="mine", kind=SINGLE_CLASSIFICATION, files={"train": "a", "dev": "b"}, text_columns=("t",))
+def test_task_spec_registers_under_its_name_and_shows_its_description():
+    registry = Registry("task", TaskSpec, named=True)
+    spec = TaskSpec(name="mine", kind=SINGLE_CLASSIFICATION, files={"train": "a", "dev": "b"}, text_columns=("t",),
+                    description="my task, 2 classes")
     registry.register_for("p")(spec)
-    assert registry["mine"].value is spec
+    assert registry["mine"].value is spec and registry["mine"].help == "my task, 2 classes"
+    bare = attrs.evolve(spec, name="bare", description="")
+    registry.register_for("p")(bare)
+    assert registry["bare"].help == ""  # never the TaskSpec class's docstring
 
 
 def test_config_must_be_attrs_class():
@@ -45,3 +49,29 @@ def test_config_must_be_attrs_class():
 
     registry.register_for("p")("r", object, config=Settings)
     assert registry["r"].config is Settings
+
+
+def test_registration_goes_through_pluggy_and_tracing_sees_it():
+    from core.plugins import Registries, make_plugin_manager
+
+    pm = make_plugin_manager(enabled=None, entry_points=False)
+    called = []
+    undo = pm.add_hookcall_monitoring(lambda name, impls, kwargs: called.append((name, [i.plugin_name for i in impls])),
+                                      lambda outcome, name, impls, kwargs: None)
+    Registries(pm)
+    undo()
+    assert {name for name, _ in called} == {f"platform_register_{sort}" for sort in Registries.SORTS}
+    tasks = [plugins for name, plugins in called if name == "platform_register_tasks"]
+    assert sorted(plugin for plugins in tasks for plugin in plugins) == ["cfimdb", "quora", "sst", "sts"]
+    assert all(len(plugins) == 1 for _, plugins in called)  # one plugin per call: register is bound to it
+
+
+def test_a_component_of_the_wrong_type_is_refused_by_plugin_and_name():
+    from core.tasks import TaskSpec
+
+    registry = Registry("task", TaskSpec, named=True)
+    with pytest.raises(RegistryError, match="plugin 'p' registered a task without a name: 'sst'"):
+        registry.register_for("p")("sst")
+    samplers = Registry("sampler")
+    with pytest.raises(RegistryError, match="plugin 'p' registered sampler 'x' as a int, not a callable"):
+        samplers.register_for("p")("x", 3)

@@ -141,14 +141,14 @@ def test_special_ids_and_cache_key(vocab, tok):
 
 def test_casing_changes_tokens(vocab, tok):
     cased = Tokenizer(vocab, lowercase=False)
-    assert tok.tokenize("Héllo World") == ["hello", "world"]
-    assert cased.tokenize("Héllo World") != tok.tokenize("Héllo World")
+    assert tok.decode(tok.encode(["Héllo World"], 16)[0]) == "hello world"
+    assert cased.encode(["Héllo World"], 16) != tok.encode(["Héllo World"], 16)
 
 
-def test_tokenize_and_decode(tok, reference):
+def test_encode_and_decode(tok, reference):
     text = "The unaffable critic's [MASK] review, 2024!"
-    assert tok.tokenize(text) == reference.tokenize(text)
     ids = tok.encode([text], 64)[0]
+    assert ids == reference(text)["input_ids"]
     assert tok.decode(ids) == reference.decode(ids, skip_special_tokens=True)
     assert tok.decode(ids).startswith("the unaffable critic")
     assert tok.decode(torch.tensor(ids), skip_special_tokens=False).startswith("[CLS] the")

@@ -98,7 +98,6 @@ def test_mse_against_teacher_scores_by_hand(student_model):
 
 def test_mixture_equals_the_loss_against_the_mixed_target(student_model):
     torch.manual_seed(0)
-    sts = student_model.tasks["sts"]
     bam = BamRegularizer(BamConfig(teachers="sst=runs/a,sts=runs/b"), student_model)
     bam.outputs = {"sst": torch.randn(10, 5), "sts": torch.rand(10)}
     indices, progress = [7, 2, 4], 0.3

@@ -118,8 +118,10 @@ def test_unknown_or_single_sentence_task_is_refused_by_name(tasks, message):
 
 
 def test_bad_width_is_refused():
-    with pytest.raises(ValueError, match="--rlayer-width: must be a positive integer, got 0"):
-        RLayerConfig(width=0)
+    from core.config import build
+
+    with pytest.raises(ValueError, match="--rlayer-width must be positive, got 0"):
+        build(RLayerConfig, {"width": 0}, prefix="rlayer-")
 
 
 def test_tiny_run_trains_and_reloads_the_same_model(tiny_config):

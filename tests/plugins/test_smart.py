@@ -12,12 +12,12 @@ import torch
 
 from core import trainer
 from core.data import Batch
-from core.multitask import MultitaskModel
+from core.heads import Widths
+from core.multitask import MultitaskModel, perturbed_embeddings
 from core.plugins import Registries, make_plugin_manager
 from core.pretrained import load_encoder
 from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
 from plugins import smart
-from core.heads import Widths
 from plugins.independent import independent_heads
 from plugins.kinds import symmetric_kl_logits
 from plugins.smart import Smart, SmartConfig
@@ -84,9 +84,25 @@ def tiny_batch(task: str, size: int = 4, length: int = 12) -> Batch:
                  [str(i) for i in range(size)], torch.arange(size))
 
 
+def test_perturbed_embeddings_change_the_forward_only_inside_the_block_and_pass_gradients():
+    model = tiny_model()
+    batch = tiny_batch("five")
+    plain = model(batch).detach()
+    with perturbed_embeddings(model, lambda emb: emb + torch.zeros_like(emb)):
+        torch.testing.assert_close(model(batch), plain, atol=0, rtol=0)
+    noise = (1e-2 * torch.randn(4, 12, 128)).requires_grad_()
+    seen = []
+    with perturbed_embeddings(model, lambda emb: seen.append(emb.shape) or emb + noise):
+        perturbed = model(batch)
+    assert seen == [(4, 12, 128)] and not torch.allclose(perturbed, plain)
+    perturbed.sum().backward()
+    assert noise.grad is not None and noise.grad.abs().sum() > 0
+    torch.testing.assert_close(model(batch).detach(), plain, atol=0, rtol=0)  # the hook is gone after the block
+
+
 def run_terms(regularizer, model, batch):
     output = model(batch)
-    return regularizer.terms(model, batch, output, lambda embedding_hook=None: model(batch, embedding_hook), 0.0)
+    return regularizer.terms(model, batch, output, lambda: model(batch), 0.0)
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -121,16 +137,15 @@ def test_perturbation_lies_in_the_ball_off_the_padding_and_beats_random_ones(nor
     config = SmartConfig(epsilon=epsilon, noise=epsilon, step_size=1.0, norm=norm, bregman_weight=0.0)
     batch = tiny_batch("five", size=8)
     output = model(batch)
-    forward = lambda embedding_hook=None: model(batch, embedding_hook)  # noqa: E731
-    delta = Smart(config, model).perturbation(batch, output, forward, symmetric_kl_logits)
+    delta = Smart(config, model).perturbation(model, batch, output, lambda: model(batch), symmetric_kl_logits)
     assert delta.shape == (8, 12, 128) and not delta.requires_grad
     assert torch.all(delta[batch.attention_mask == 0] == 0)
     sizes = delta.flatten(1).abs().amax(dim=1) if norm == "inf" else delta.flatten(1).norm(dim=1)
     assert torch.all(sizes <= epsilon * (1 + 1e-5))
 
     def divergence_at(d):
-        with torch.no_grad():
-            return symmetric_kl_logits(model(batch, lambda emb: emb + d), output).item()
+        with torch.no_grad(), perturbed_embeddings(model, lambda emb: emb + d):
+            return symmetric_kl_logits(model(batch), output).item()
 
     mask = batch.attention_mask.unsqueeze(-1)
     randoms = [smart.project(torch.randn_like(delta).sign() * mask, epsilon, norm) for _ in range(5)]

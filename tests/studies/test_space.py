@@ -104,7 +104,7 @@ def test_two_spaces_suggesting_one_parameter_are_refused():
     base = RunConfig(tasks=("sst",), checkpoint="tiny", sampler="rrobin")
     pm = make_plugin_manager(enabled=(), entry_points=False)
     pm.register(Plugin(), name="fixture")
-    with pytest.raises(SpaceError, match="parameter 'lr' is suggested by two search spaces: 'core'"):
+    with pytest.raises(SpaceError, match="parameter 'lr' is suggested by two search spaces: 'again' \\(plugin fixture\\) and 'core'"):
         dry_run(base, list(Registries(pm).search_spaces), {})
 
 

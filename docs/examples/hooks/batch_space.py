@@ -1,0 +1,13 @@
+"""A search space: the batch size and the sequence length, for `platform study`."""
+
+from core.hookspecs import hookimpl
+
+
+def batch_space(trial, base):
+    return {"batch_size": trial.suggest_categorical("batch_size", [16, 32, 64]),
+            "max_length": trial.suggest_int("max_length", 64, 128, step=32)}
+
+
+@hookimpl
+def platform_register_search_spaces(register):
+    register("batches", batch_space, help="batch size and max length")

@@ -1,0 +1,55 @@
+"""A task kind of one's own: multi-label sentence classification (any number of labels per sentence),
+with the metric it is scored by."""
+
+import torch
+import torch.nn.functional as F
+
+from core.heads import SentenceClassifier
+from core.hookspecs import hookimpl
+from core.kinds import TaskKind
+
+
+class MultiLabel(TaskKind):
+    name = "multi-label"
+    description = "one sentence -> any subset of the labels (comma-separated names in the file)"
+    metrics = ("exact_match",)
+    distillable = False  # no distillation loss written: BAM refuses a teacher for such a task
+
+    def parse_label(self, spec, value):
+        names = [name.strip() for name in str(value).split(",") if name.strip()]
+        if any(name not in spec.labels for name in names):
+            return None  # the row is skipped and counted
+        return [float(label in names) for label in spec.labels]
+
+    def build_head(self, spec, widths, dropout):
+        return SentenceClassifier(widths.pooled, spec.num_labels, dropout)  # a logit per label
+
+    def loss(self, spec, output, labels):
+        return F.binary_cross_entropy_with_logits(output, labels.float())
+
+    def predict(self, spec, output, batch):
+        return (output > 0).long()  # (B, labels)
+
+    def gold(self, spec, labels):
+        return labels.long()
+
+    def format_prediction(self, spec, prediction):
+        return ",".join(label for label, on in zip(spec.labels, prediction) if on)
+
+    def divergence(self, spec, a, b, labels):
+        return ((torch.sigmoid(a) - torch.sigmoid(b)) * (a - b)).sum(-1).mean()  # per-label symmetric KL
+
+
+def exact_match(predictions, gold):
+    """Share of sentences whose whole label set is right."""
+    return (predictions == gold).all(dim=-1).float().mean().item()
+
+
+@hookimpl
+def platform_register_task_kinds(register):
+    register(MultiLabel())
+
+
+@hookimpl
+def platform_register_metrics(register):
+    register("exact_match", exact_match)

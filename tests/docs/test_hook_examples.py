@@ -1,0 +1,134 @@
+"""The examples of docs/hooks.md, one per extension point: each is shown there verbatim and runs here as
+a plugin on a fresh plugin manager, as a third-party package's would."""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import attrs
+import pytest
+
+from core import assembly, trainer
+from core.cli import build_parser
+from core.hookspecs import hookimpl
+from core.plugins import Registries, make_plugin_manager
+from core.tasks import TaskSpec
+from studies.space import dry_run
+from tasks.sst import SST
+
+ROOT = Path(__file__).parents[2]
+EXAMPLES = ROOT / "docs" / "examples" / "hooks"
+DOCS = (ROOT / "docs" / "hooks.md").read_text()
+
+
+def example(name: str):
+    spec = importlib.util.spec_from_file_location(f"hook_example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_with(config, *plugins):
+    pm = assembly.plugin_manager(config)
+    for plugin in plugins:
+        pm.register(plugin)
+    run = trainer.prepare(config, pm)
+    return run, trainer.train(run)
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in EXAMPLES.glob("*.py")))
+def test_every_example_is_shown_verbatim_in_the_hook_reference(name):
+    code = (EXAMPLES / f"{name}.py").read_text().strip()
+    shown = re.findall(r"```python\n(.*?)```", DOCS, flags=re.S)
+    assert code in [block.strip() for block in shown], f"docs/hooks.md must show docs/examples/hooks/{name}.py"
+
+
+def test_a_kind_of_ones_own_with_its_metric(tmp_path, tiny_config):
+    rows = ["id\tsentence\ttopics", "a\tstocks fell and rain came\tmoney,weather", "b\tsunny again\tweather",
+            "c\tthe bank cut rates\tmoney", "d\tnothing at all\t", "e\tstorm hits markets\tmoney,weather",
+            "f\tbroken\tsports"]
+    (tmp_path / "topics.csv").write_text("\n".join(rows) + "\n")
+    spec = TaskSpec(name="topics", kind="multi-label", files={"train": "topics.csv", "dev": "topics.csv"},
+                    text_columns=("sentence",), label_column="topics", labels=("money", "weather"))
+
+    class Task:
+        @hookimpl
+        def platform_register_tasks(self, register):
+            register(spec)
+
+    config = attrs.evolve(tiny_config, tasks=("topics",), data_dir=str(tmp_path), limit=None, epochs=3)
+    run, best = run_with(config, example("multilabel"), Task())
+    assert 0.0 <= best["topics"] <= 1.0 and run.model.tasks["topics"].metrics == ("exact_match",)
+    assert run.train_data["topics"].labels.tolist()[:2] == [[1.0, 1.0], [0.0, 1.0]]  # "f" (sports) was skipped
+    predictions = (Path(config.output_dir) / "predictions" / "topics-dev-output.csv").read_text().splitlines()[1:]
+    assert len(predictions) == 5 and all(set(line.split(" , ")[1].strip().split(",")) <= {"money", "weather", ""}
+                                         for line in predictions)
+
+
+def test_a_sampler_of_ones_own(tiny_config):
+    sampler = example("sequential_sampler")
+    plan = sampler.Sequential(None, {"sst": 10, "sts": 5}, 4, 0, 1).plan(0)
+    assert [step[0][0] for step in plan] == ["sst"] * 3 + ["sts"] * 2
+    assert sorted(i for step in plan[:3] for i in step[0][1]) == list(range(10))
+    run, best = run_with(attrs.evolve(tiny_config, tasks=("sst", "sts"), sampler="sequential", epochs=1), sampler)
+    assert run.steps_per_epoch == 3 + 3 and "sst" in best and "sts" in best
+
+
+def test_a_regularizer_of_ones_own_with_its_option_and_telemetry(tiny_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    module = example("l2sp")
+    pm = make_plugin_manager(enabled=None)
+    pm.register(module, name="l2sp")
+    parser, _ = build_parser(pm)
+    assert "--l2sp-weight" in parser._subparsers._group_actions[0].choices["run"].format_help()
+    config = attrs.evolve(tiny_config, tasks=("sst",), epochs=1, components={"l2sp": {"weight": 0.5}})
+    run, _ = run_with(config, module)
+    assert run.regularizers["l2sp"].config.weight == 0.5
+    moved = sum(((p - p0) ** 2).sum() for p, p0 in zip(run.model.encoder.parameters(), run.regularizers["l2sp"].start))
+    assert moved > 0
+    events = EventAccumulator(str(Path(config.output_dir) / "tensorboard")).Reload()
+    assert "l2sp/sst/distance" in events.Tags()["scalars"]  # logged by the TensorBoard plugin, no hook of its own
+
+
+def test_a_topology_of_ones_own(tiny_config):
+    twin = attrs.evolve(SST, name="sst-twin")
+
+    class Twin:
+        @hookimpl
+        def platform_register_tasks(self, register):
+            register(twin)
+
+    config = attrs.evolve(tiny_config, tasks=("sst", "sst-twin", "sts"), topology="tied", epochs=1)
+    run, best = run_with(config, example("tied_heads"), Twin())
+    assert run.model.heads["sst"] is run.model.heads["sst-twin"] and run.model.heads["sts"] is not run.model.heads["sst"]
+    assert {"sst", "sst-twin", "sts"} <= set(best)
+
+
+def test_a_search_space_of_ones_own(tiny_config):
+    pm = make_plugin_manager(enabled=(), entry_points=False)
+    pm.register(example("batch_space"))
+    spaces = list(Registries(pm).search_spaces)
+    suggested = dry_run(tiny_config, spaces, {})
+    assert {"batch_size", "max_length"} <= set(suggested)
+    assert next(space for space in spaces if space.name == "batches").help == "batch size and max length"
+
+
+def test_training_loop_hooks_of_ones_own(tiny_config):
+    config = attrs.evolve(tiny_config, tasks=("sst",), epochs=2)
+    run_with(config, example("journal"))
+    events = [json.loads(line) for line in (Path(config.output_dir) / "journal.jsonl").read_text().splitlines()]
+    kinds = [event["event"] for event in events]
+    assert kinds[0] == "train_start" and kinds[-1] == "train_end"
+    assert kinds.count("epoch_start") == kinds.count("epoch_end") == kinds.count("evaluate") == 2
+    assert all(event["largest_loss"] > 0 for event in events if event["event"] == "epoch_end")
+
+
+def test_a_kind_of_ones_own_is_listed_with_its_description():
+    pm = make_plugin_manager(enabled=None)
+    pm.register(example("multilabel"), name="multilabel")
+    registries = Registries(pm)
+    entry = registries.task_kinds["multi-label"]
+    assert entry.plugin == "multilabel" and entry.help.startswith("one sentence -> any subset")
+    assert registries.metrics["exact_match"].help == "Share of sentences whose whole label set is right."
