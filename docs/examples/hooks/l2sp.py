@@ -2,7 +2,6 @@
 weights. Opt-in: `--plugins l2sp`, tuned with `--l2sp-weight`."""
 
 import attrs
-import torch
 
 from core.config import field
 from core.hookspecs import hookimpl
