@@ -8,28 +8,34 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from core import objectives
+from core import distributed, objectives
 from core.data import SplitData, make_batch
 
 
 @torch.inference_mode()
 def head_outputs(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> torch.Tensor:
     """Raw head outputs for every example of ``data``, in file order, in eval mode. Batches are formed
-    over examples sorted by length, so padding (and wasted work) stays small."""
+    over examples sorted by length, so padding (and wasted work) stays small. Outputs stay on the
+    device until the end (one wait for it). Under torchrun each process computes every N-th batch and
+    all receive every output (``core.distributed.gather_batches``): the same numbers as one process."""
     was_training = model.training
     model.eval()
     order = torch.argsort(torch.tensor(data.lengths), descending=True, stable=True).tolist()
+    starts = range(0, len(order), batch_size)
+    mine = [starts[i] for i in distributed.my_batches(len(starts))]
     outputs: list[torch.Tensor] = []
-    bar = tqdm(total=len(data), desc=f"eval {data.task.name} {data.split}", unit="ex", disable=not progress, leave=False)
-    for start in range(0, len(order), batch_size):
+    bar = tqdm(total=len(data), desc=f"eval {data.task.name} {data.split}", unit="ex",
+               disable=not progress or not distributed.is_main(), leave=False)
+    for start in mine:
         indices = order[start:start + batch_size]
-        outputs.append(model(make_batch(data, indices, pad).to(model.device)).cpu())
-        bar.update(len(indices))
+        outputs.append(model(make_batch(data, indices, pad).to(model.device)))
+        bar.update(len(indices) * distributed.world().size)
     bar.close()
     model.train(was_training)
-    if not outputs:
+    if not order:
         return torch.empty(0)
-    in_length_order = torch.cat(outputs)
+    local = torch.cat(outputs).cpu() if outputs else torch.empty(0)
+    in_length_order = distributed.gather_batches(local, [len(order[start:start + batch_size]) for start in mine])
     in_file_order = torch.empty_like(in_length_order)
     in_file_order[torch.tensor(order, dtype=torch.long)] = in_length_order
     return in_file_order

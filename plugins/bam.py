@@ -8,7 +8,9 @@ Each teacher predicts its task's training split once, at the start of training: 
 logits, one logit, or the score on the [0, 1]-scaled label range), cached in ``<run>/bam/<task>-teacher.pt``
 under the teacher's path, the number of examples and a digest of their ids, so a resumed run reloads
 them instead of recomputing. A teacher whose vocabulary or ``max_length`` differs from the student's
-re-tokenizes the same rows itself. A batch looks its teacher outputs up by ``Batch.indices``.
+re-tokenizes the same rows itself. A batch looks its teacher outputs up by ``Batch.indices``. Under
+torchrun every process predicts its share of the teacher's batches and receives all the outputs
+(``core.evaluation.head_outputs``); the main process reads and writes the cache.
 
 Teacher annealing: the teacher weight ``w`` falls linearly from 1 at the start of training to 0 at
 the end (``w = 1 - progress``; ``w = 1`` throughout with ``--bam-anneal false``). The gold-label task
@@ -37,7 +39,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from core import checkpoints, evaluation
+from core import checkpoints, distributed, evaluation
 from core.config import field, parse_assignments
 from core.data import Batch, SplitData, load_split, resolve_data_dir
 from core.errors import PlatformError
@@ -155,6 +157,14 @@ def teacher_outputs(task: str, folder: str, run) -> torch.Tensor:
     return head_outputs(model, data, tokenizer.pad, run.config.eval_batch_size)
 
 
+def _cached_outputs(path: Path, key: tuple[str, int, str]) -> torch.Tensor | None:
+    """The teacher outputs cached in ``path`` when they belong to ``key`` (teacher, examples, ids digest)."""
+    cached = checkpoints.load(path) if path.is_file() else None
+    if cached is not None and (cached["teacher"], cached["examples"], cached["ids"]) == key:
+        return cached["outputs"]
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # The regularizer
 # --------------------------------------------------------------------------------------------------
@@ -186,12 +196,11 @@ class BamRegularizer(Regularizer):
             teacher, examples = str(_checkpoint_file(folder)), len(run.train_data[task])
             path = Path(self.caches.get(task, {}).get("path") or run.output_dir / NAME / f"{task}-teacher.pt")
             ids = _ids_digest(run.train_data[task].ids)
-            cached = checkpoints.load(path) if path.is_file() else None
-            if cached is not None and (cached["teacher"], cached["examples"], cached["ids"]) == (teacher, examples, ids):
-                outputs = cached["outputs"]
-            else:
+            outputs = distributed.on_main(_cached_outputs, path, (teacher, examples, ids))
+            if outputs is None:
                 outputs = teacher_outputs(task, folder, run)
-                checkpoints.save(path, {"teacher": teacher, "examples": examples, "ids": ids, "outputs": outputs})
+                if distributed.is_main():
+                    checkpoints.save(path, {"teacher": teacher, "examples": examples, "ids": ids, "outputs": outputs})
                 self.computed.append(task)
             self.outputs[task] = outputs
             self.caches[task] = {"path": str(path), "teacher": teacher, "examples": examples}
@@ -241,7 +250,8 @@ def platform_on_train_start(run):
 def platform_on_before_backward(run, task, terms):
     regularizer = run.regularizers.get(NAME)
     step = run.global_step + 1  # the step this batch belongs to, as platform_on_after_step will number it
-    if regularizer is None or task not in regularizer.teachers or step % run.config.log_every:
+    if regularizer is None or task not in regularizer.teachers or step % run.config.log_every \
+            or not distributed.is_main():
         return
     run.writer.add_scalar(f"bam/{task}/teacher_weight", regularizer.weight(run.progress), step)
-    run.writer.add_scalar(f"bam/{task}/distill", terms[f"{NAME}/distill"], step)
+    run.writer.add_scalar(f"bam/{task}/distill", float(terms[f"{NAME}/distill"]), step)

@@ -8,6 +8,11 @@ keeps the model near f̃, a momentum (EMA) copy of itself, updated after every o
 l_s follows the head kind: symmetric KL over class probabilities (cross-entropy heads), over the
 two-point Bernoulli distribution (one-logit bce heads: a softmax over a single logit is constant, so
 it would measure nothing), or the squared error of regression scores (mse heads).
+
+Under torchrun each process perturbs its own shard: the ascent on δ differentiates with respect to δ
+only, through the model itself rather than its ``DistributedDataParallel`` wrapper, so it reduces
+nothing; the perturbed forward adds to the one backward that DDP averages. Every process updates the
+teacher from the same averaged parameters, so the teachers stay identical without communication.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from attrs import validators as v
 
+from core import distributed
 from core.config import field
 from core.data import Batch
 from core.errors import ConfigError
@@ -222,11 +228,11 @@ def platform_register_regularizers(register):
 @hookimpl
 def platform_on_before_backward(run, task, terms):
     step = run.global_step + 1  # the step being taken: train/loss/<task> is logged under the same number
-    if step % run.config.log_every:
+    if step % run.config.log_every or not distributed.is_main():
         return
     for term in TERMS:
         if f"{NAME}/{term}" in terms:
-            run.writer.add_scalar(f"{NAME}/{task}/{term}", terms[f"{NAME}/{term}"], step)
+            run.writer.add_scalar(f"{NAME}/{task}/{term}", float(terms[f"{NAME}/{term}"]), step)
 
 
 def smart_space(trial, base) -> dict:

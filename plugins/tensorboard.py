@@ -1,7 +1,9 @@
 """TensorBoard telemetry: per-task training loss, learning rate, examples/s and dev metrics.
 
 Events go under ``<run>/tensorboard``; other plugins write their own scalars through ``run.writer``
-under their own prefix (``smart/…``), so each plugin's telemetry stays apart.
+under their own prefix (``smart/…``), so each plugin's telemetry stays apart. Training losses are
+the means over every process's examples since the previous log point (``platform_on_log``); under
+torchrun only the main process writes.
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ def platform_on_train_start(run):
 
 
 @hookimpl
-def platform_on_after_step(run, step, losses):
-    if step % run.config.log_every:
-        return
+def platform_on_log(run, step, losses):
     for task, value in losses.items():
         run.writer.add_scalar(f"train/loss/{task}", value, step)
     run.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], step)
