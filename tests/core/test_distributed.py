@@ -60,9 +60,14 @@ def _collectives(rank: int, port: int, results) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    found = {}
+    try:
+        distributed.setup(torch.device("cuda:1"))
+    except distributed.DistributedError as error:
+        found["cuda:1"] = str(error)
     world = distributed.setup(torch.device("cpu"))
     try:
-        found = {"world": (world.rank, world.size, world.backend)}
+        found["world"] = (world.rank, world.size, world.backend)
         found["broadcast"] = distributed.broadcast_object(f"from {rank}")
         found["gathered"] = distributed.all_gather_objects(rank * 10)
         found["sum"] = distributed.all_reduce_sum(torch.tensor([1.0, rank])).tolist()
@@ -93,6 +98,7 @@ def test_collectives_in_two_processes():
     for rank in range(2):
         found = results[rank]
         assert found["world"] == (rank, 2, "gloo")
+        assert "--device cuda:1: under torchrun each process takes the GPU of its LOCAL_RANK" in found["cuda:1"]
         assert found["broadcast"] == "from 0" and found["gathered"] == [0, 10] and found["sum"] == [2.0, 1.0]
         assert found["error"] == "--x: bad, said rank 0"  # raised on rank 0, raised again everywhere
         assert found["gathered_batches"] == [0.0] * 3 + [1.0] * 3 + [2.0] * 3 + [3.0] * 3 + [4.0]
@@ -116,9 +122,9 @@ def platform_run_on_two(*options: str) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
 
 
-def run_options(data_dir, output_dir, *extra: str) -> list[str]:
+def run_options(data_dir, output_dir, *extra: str, device: str = "cpu") -> list[str]:
     return ["--checkpoint", "tiny", "--limit", "24", "--max-length", "32", "--epochs", "2", "--lr", "1e-3",
-            "--threads", "1", "--device", "cpu", "--precision", "fp32", "--save-every", "1", "--log-every", "1",
+            "--threads", "1", "--device", device, "--precision", "fp32", "--save-every", "1", "--log-every", "1",
             "--data-dir", str(data_dir), "--output-dir", str(output_dir), *extra]
 
 
@@ -178,6 +184,17 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, data_di
     assert len(list((tmp_path / "two" / "tensorboard").iterdir())) == 1  # one events file: the main process's
     saved = json.loads((tmp_path / "two" / "config.json").read_text())
     assert saved["output_dir"] == str(tmp_path / "two") and saved["precision"] == "fp32"
+
+
+@pytest.mark.data
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs (nccl: one GPU per process)")
+def test_two_gpus_train_as_one_with_nccl(tmp_path, data_dir):
+    """The same comparison on two GPUs: nccl, each process on the GPU of its LOCAL_RANK. GPU kernels
+    add their own non-determinism (atomic adds in the embedding backward): a looser tolerance."""
+    extra = ["--tasks", "sst,quora,sts", "--batch-size", "8", "--dropout", "0"]
+    trainer.train(trainer.prepare(config_of(run_options(data_dir, tmp_path / "one", *extra, device="cuda"))))
+    platform_run_on_two(*run_options(data_dir, tmp_path / "two", *extra, device="cuda"))
+    assert_same_training(tmp_path / "one", tmp_path / "two", tolerance=1e-4)
 
 
 @pytest.mark.data
