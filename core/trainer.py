@@ -59,8 +59,9 @@ class RunContext:
     best: dict[str, float] = attrs.Factory(dict)
     plugin_state: dict[str, Any] = attrs.Factory(dict)  # scratch space of plugins, by plugin name
     ddp: Any = None  # the model in DistributedDataParallel under torchrun (core.distributed.wrap), else None
-    loss_sums: dict[str, torch.Tensor] = attrs.Factory(dict)  # per task, since the last log point: this
-    loss_counts: dict[str, int] = attrs.Factory(dict)  # process's summed losses (on the device), all examples
+    # per task since the last log point: this process's summed losses (on the device); every process's examples
+    loss_sums: dict[str, torch.Tensor] = attrs.Factory(dict)
+    loss_counts: dict[str, int] = attrs.Factory(dict)
     _writer: Any = None
 
     @property
