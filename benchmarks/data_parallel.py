@@ -27,7 +27,8 @@ def command(processes: int, options: list[str]) -> list[str]:
 def measure(processes: int, options: list[str], folder: Path) -> dict:
     """Train in ``processes`` processes; the run's figures from its metrics.json."""
     output = folder / f"run-{processes}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}  # --standalone: gloo on loopback
     result = subprocess.run(command(processes, [*options, "--output-dir", str(output), "--epochs", "1"]), cwd=ROOT,
                             env=env, capture_output=True, text=True)
     if result.returncode:

@@ -323,11 +323,13 @@ def targets(args, results: dict, ratios: dict) -> dict[str, dict]:
     for task in args.tasks:
         found[f"{task}: platform / (c) transformers, platform batches"] = (
             ratios[task]["platform / (c) transformers, platform batches"], 3.0)
-    return {name: {"measured": value, "target": target, "met": value >= target} for name, (value, target) in found.items()}
+    return {name: {"measured": value, "target": target, "met": value >= target}
+            for name, (value, target) in found.items()}
 
 
 def print_report(args, results: dict, summary: dict) -> None:
-    print(f"\ncheckpoint {args.checkpoint} on {args.device}, batch size {args.batch_size} (eval {args.eval_batch_size}), "
+    print(f"\ncheckpoint {args.checkpoint} on {args.device}, batch size {args.batch_size} "
+          f"(eval {args.eval_batch_size}), "
           f"{args.steps} timed steps after an untimed pass over the same batches, {args.threads} thread(s); RSS: peak MB; "
           "prec.: precision of the matrix multiplies (bf16: autocast, float32 weights)\n")
     print(f"{'task':<6} {'configuration':<34} {'prec.':<5} {'steps':>5} {'ex/s':>8} {'real tok/s':>10} "

@@ -20,6 +20,8 @@ from core.cli import build_parser, run_config_from
 from core.errors import ConfigError
 
 ROOT = Path(__file__).parents[2]
+# gloo talks over the loopback interface, wherever this machine's hostname points
+LOOPBACK = {"GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -58,7 +60,7 @@ def test_in_a_world_of_one_every_helper_is_the_plain_operation():
 
 def _collectives(rank: int, port: int, results) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+                      MASTER_PORT=str(port), **LOOPBACK)
     torch.set_num_threads(1)
     found = {}
     try:
@@ -113,7 +115,7 @@ def test_collectives_in_two_processes():
 def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python -m torch.distributed.run --standalone --nproc-per-node 2 ARGS``, one thread per process."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **LOOPBACK}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 

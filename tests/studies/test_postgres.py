@@ -31,7 +31,8 @@ def start_worker(url: str, name: str, folder: Path, data_dir, cache: Path, proce
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] if processes > 1 else []
     command = [sys.executable, *launcher, "-m", "core.cli", "study", name, "--storage", url, "--trials", "2",
                "--study-dir", str(folder), *TINY, "--data-dir", str(data_dir)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLATFORM_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLATFORM_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1",
+           "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}  # a torchrun job's gloo on loopback
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
