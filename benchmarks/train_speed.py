@@ -3,7 +3,9 @@
 Every configuration trains the same checkpoint on the same pool of CS224N train examples (loaded by
 ``core.assembly.load_data``), at the same batch size, for the same number of optimizer steps after the
 same warm-up, one after the other in this process; then each runs again alone in a child process
-(``--only TASK/NAME``) for a peak RSS of its own. benchmarks/README.md explains every row.
+(``--only TASK/NAME``) for a peak RSS of its own. ``--device cuda`` measures both sides on the GPU
+(the clock waits for it), transformers under the same bf16 autocast as the platform; ``--multitask``
+adds the main job's three-task step. benchmarks/README.md explains every row.
 """
 
 from __future__ import annotations
@@ -16,21 +18,29 @@ import subprocess
 import sys
 import tempfile
 import time
-import timeit
 from functools import partial
 from pathlib import Path
 
 import attrs
 import torch
 import torch.nn.functional as F
+from clock import (
+    PRECISIONS,
+    encoding_counts,
+    figures,
+    matmul_gflops,
+    non_embedding_parameters,
+    plan_counts,
+    synchronize,
+    timed,
+)
 from torch import nn
 
 from core import assembly, trainer
 from core.config import DEFAULT_LR, RunConfig
 from core.data import make_batch, resolve_data_dir
+from core.devices import DeviceError, autocast, resolve_device, resolve_precision
 from core.evaluation import predict_split
-from core.memory import peak_rss_mb
-from core.model import BertModel as PlatformBert
 from core.pretrained import resolve_checkpoint
 from core.taskfiles import read_rows
 
@@ -39,45 +49,10 @@ LABELS = {"platform": "(a) platform, bucketed", "platform-fp32": "(a) platform, 
           "platform-random": "(a) platform, random batches", "platform-smart": "(a) platform + smart",
           "hf-collator": "(b) transformers + collator", "hf-batches": "(c) transformers, platform batches",
           "eval-platform": "eval: platform predict_split", "eval-platform-fp32": "eval: platform, fp32",
-          "eval-hf": "eval: transformers + collator"}
-TRAIN = tuple(name for name in LABELS if not name.startswith("eval"))
+          "eval-hf": "eval: transformers + collator", "platform-multitask": "(a) platform, main job's step"}
+TRAIN = tuple(name for name in LABELS if not name.startswith("eval") and name != "platform-multitask")
 EVAL = tuple(name for name in LABELS if name.startswith("eval"))
-MATMULS = {"2048x384@384x1536": (2048, 384, 1536), "1024x1024@1024x1024": (1024, 1024, 1024)}
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-# --------------------------------------------------------------------------------------------------
-# Measuring
-# --------------------------------------------------------------------------------------------------
-
-
-def figures(seconds: float, steps: int, examples: int, real: int, padded: int, precision: str) -> dict:
-    return {"precision": precision, "steps": steps, "seconds": seconds, "step_seconds": seconds / steps, "examples_per_s": examples / seconds,
-            "real_tokens_per_s": real / seconds, "padded_tokens_per_s": padded / seconds,
-            "real_fraction": real / padded, "peak_rss_mb": peak_rss_mb()}
-
-
-def timed(steps: int, one_step, precision: str) -> dict:
-    """``one_step(i)`` for ``i < steps`` once untimed, then again on the clock: the same batches twice.
-    The untimed pass takes the one-time costs of a run (oneDNN creates kernels for each new sequence
-    length, the allocator grows), so the clock sees steady-state steps. Each call returns the
-    (examples, real tokens, padded tokens) it processed."""
-    for i in range(steps):
-        one_step(i)
-    totals, start = [0, 0, 0], time.perf_counter()
-    for i in range(steps):
-        totals = [t + n for t, n in zip(totals, one_step(i))]
-    return figures(time.perf_counter() - start, steps, *totals, precision)
-
-
-def plan_counts(data, indices: list[int]) -> tuple[int, int, int]:
-    """What ``make_batch`` builds of ``indices``: every text column padded to the longest sequence."""
-    lengths = [len(column[i]) for column in data.sequences for i in indices]
-    return len(indices), sum(lengths), len(lengths) * max(lengths)
-
-
-def encoding_counts(encodings: list[dict]) -> tuple[int, int]:
-    return sum(int(e["attention_mask"].sum()) for e in encodings), sum(e["input_ids"].numel() for e in encodings)
-
+MULTITASK = "multi/platform-multitask"  # sst + quora + sts, as `platform run` trains them
 
 # --------------------------------------------------------------------------------------------------
 # The platform
@@ -89,7 +64,8 @@ def prepare(args, task: str, tmp: str, **changes) -> trainer.RunContext:
     pool = max(args.steps, RunConfig().length_window) * args.batch_size
     return trainer.prepare(RunConfig(tasks=(task,), checkpoint=args.checkpoint, batch_size=args.batch_size,
                                      eval_batch_size=args.eval_batch_size, limit=pool, data_dir=args.data_dir,
-                                     output_dir=str(Path(tmp) / "run"), log_every=10**9, **changes))  # no logging
+                                     output_dir=str(Path(tmp) / "run"), log_every=10**9,  # no logging
+                                     device=str(args.device), **changes))
 
 
 def platform_train(args, task: str, tmp: str, **changes) -> dict:
@@ -103,7 +79,27 @@ def platform_train(args, task: str, tmp: str, **changes) -> dict:
         run.global_step += 1
         return plan_counts(data, step[0][1])
 
-    return timed(args.steps, one_step, run.model.precision)
+    return timed(args, one_step, run.model.precision)
+
+
+def platform_multitask(args, task: str, tmp: str) -> dict:
+    """The main job's training step (`platform run`'s defaults: sst, quora and sts on their whole train
+    splits, interleaved batches in proportion to the task sizes, one update per task batch) over the
+    first ``--steps`` steps of its plan; ``examples_per_step`` is the effective batch."""
+    run = trainer.prepare(RunConfig(checkpoint=args.checkpoint, batch_size=args.batch_size, data_dir=args.data_dir,
+                                    output_dir=str(Path(tmp) / "run"), log_every=10**9, device=str(args.device)))
+    plan = trainer.epoch_plan(run, 0)
+    run.model.train()
+
+    def one_step(i):
+        step = plan[i % len(plan)]
+        trainer.train_step(run, step)
+        run.global_step += 1
+        return [sum(n) for n in zip(*(plan_counts(run.train_data[task], indices) for task, indices in step))]
+
+    result = timed(args, one_step, run.model.precision, steps=min(args.steps, len(plan)))
+    return {**result, "examples_per_step": sum(len(indices) for _, indices in plan[0]),
+            "batch_sizes": {task: len(indices) for task, indices in plan[0]}}
 
 
 def dev_split(run: trainer.RunContext):
@@ -114,8 +110,9 @@ def platform_eval(args, task: str, tmp: str, **changes) -> dict:
     run = prepare(args, EVAL_TASK, tmp, **changes)
     dev, size, pad = dev_split(run), args.eval_batch_size, run.tokenizer.pad
     predict_split(run.model, dev, pad, size, progress=False)  # the untimed pass
+    synchronize(args.device)
     start = time.perf_counter()
-    predict_split(run.model, dev, pad, size, progress=False)
+    predict_split(run.model, dev, pad, size, progress=False)  # ends with its outputs on the host
     seconds = time.perf_counter() - start
     ordered = sorted(dev.lengths, reverse=True)  # predict_split's batches: longest first
     padded = sum(len(ordered[i:i + size]) * ordered[i] for i in range(0, len(ordered), size))
@@ -162,7 +159,11 @@ def hf_model(args, task) -> HFModel:
         encoder = BertModel.from_pretrained(str(source.folder), attn_implementation="sdpa")
     else:  # a random-init preset: the same shape, transformers' own init
         encoder = BertModel(BertConfig(**source.config.to_dict(), attn_implementation="sdpa"))
-    return HFModel(encoder, task.kind.head_input == "pair", task.spec.num_labels)
+    return HFModel(encoder, task.kind.head_input == "pair", task.spec.num_labels).to(args.device)
+
+
+def on_device(args, encodings: list[dict], labels: torch.Tensor) -> tuple[list[dict], torch.Tensor]:
+    return [{key: value.to(args.device) for key, value in e.items()} for e in encodings], labels.to(args.device)
 
 
 def hf_loader(args, data, shuffle: bool, batch_size: int) -> torch.utils.data.DataLoader:
@@ -209,7 +210,10 @@ def hf_train(args, task: str, tmp: str, platform_batches: bool) -> dict:
                 loader.sampler.generator.manual_seed(0)
                 batches = iter(loader)
             encodings, labels = next(batches)
-        output = model(*encodings)
+        counts = len(labels), *encoding_counts(encodings)  # on the host, before the batch moves
+        encodings, labels = on_device(args, encodings, labels)
+        with autocast(args.device, args.hf_precision):
+            output = model(*encodings).float()
         if spec.num_labels == 1:
             loss = F.binary_cross_entropy_with_logits(output.view(-1), labels.float())
         else:
@@ -217,9 +221,9 @@ def hf_train(args, task: str, tmp: str, platform_batches: bool) -> dict:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return len(labels), *encoding_counts(encodings)
+        return counts
 
-    return timed(args.steps, one_step, "fp32")
+    return timed(args, one_step, args.hf_precision)
 
 
 def hf_eval(args, task: str, tmp: str) -> dict:
@@ -229,14 +233,16 @@ def hf_eval(args, task: str, tmp: str) -> dict:
     gc.collect()
     model = hf_model(args, dev.task).eval()
     loader = hf_loader(args, dev, shuffle=False, batch_size=args.eval_batch_size)
-    with torch.inference_mode():
-        for encodings, _ in loader:  # the untimed pass
-            model(*encodings)
-        totals, start = [0, 0, 0], time.perf_counter()
+    with torch.inference_mode(), autocast(args.device, args.hf_precision):
+        for encodings, labels in loader:  # the untimed pass
+            model(*on_device(args, encodings, labels)[0])
+        synchronize(args.device)
+        totals, start, predictions = [0, 0, 0], time.perf_counter(), []
         for encodings, labels in loader:
-            model(*encodings).argmax(-1)
             totals = [t + n for t, n in zip(totals, (len(labels), *encoding_counts(encodings)))]
-        return figures(time.perf_counter() - start, len(loader), *totals, "fp32")
+            predictions.append(model(*on_device(args, encodings, labels)[0]).argmax(-1))
+        torch.cat(predictions).cpu()  # as predict_split, the predictions end on the host
+        return figures(time.perf_counter() - start, len(loader), *totals, args.hf_precision)
 
 
 MEASURES = {"platform": platform_train, "platform-fp32": partial(platform_train, precision="fp32"),
@@ -244,27 +250,12 @@ MEASURES = {"platform": platform_train, "platform-fp32": partial(platform_train,
             "platform-smart": partial(platform_train, plugins=("smart",)),
             "hf-collator": partial(hf_train, platform_batches=False),
             "hf-batches": partial(hf_train, platform_batches=True), "eval-platform": platform_eval,
-            "eval-platform-fp32": partial(platform_eval, precision="fp32"), "eval-hf": hf_eval}
+            "eval-platform-fp32": partial(platform_eval, precision="fp32"), "eval-hf": hf_eval,
+            "platform-multitask": platform_multitask}
 
 # --------------------------------------------------------------------------------------------------
 # The machine's limit, running, reporting
 # --------------------------------------------------------------------------------------------------
-
-
-def matmul_gflops(dtype: torch.dtype, repeats: int = 10) -> dict[str, float]:
-    """GFLOP/s of each shape in MATMULS in ``dtype``, from its fastest of ``repeats`` runs."""
-    rates = {}
-    for name, (m, k, n) in MATMULS.items():
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-        rates[name] = 2 * m * k * n / min(timeit.repeat(lambda: a @ b, number=1, repeat=repeats + 1)) / 1e9  # noqa: B023
-    return rates
-
-
-def non_embedding_parameters(checkpoint: str) -> int:
-    """Parameters of the transformer layers (no embeddings, no pooler): the N of 6·N FLOPs per token."""
-    with torch.device("meta"):  # shapes only, no memory
-        encoder = PlatformBert(resolve_checkpoint(checkpoint).config)
-    return sum(p.numel() for p in encoder.encoder.parameters())
 
 
 def measure(args, name: str) -> dict:
@@ -279,7 +270,8 @@ def alone(args, name: str) -> dict:
         out = Path(tmp) / "result.json"
         command = [sys.executable, __file__, "--only", name, "--json", str(out), "--checkpoint", args.checkpoint,
                    "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--eval-batch-size",
-                   str(args.eval_batch_size), "--threads", str(args.threads), "--tasks", ",".join(args.tasks)]
+                   str(args.eval_batch_size), "--threads", str(args.threads), "--tasks", ",".join(args.tasks),
+                   "--device", str(args.device)]
         child = subprocess.run(command + (["--data-dir", args.data_dir] if args.data_dir else []),
                                capture_output=True, text=True)
         if child.returncode:
@@ -303,7 +295,7 @@ def summarize(args, results: dict) -> dict:
     eval_ratios = {kind: of(EVAL_TASK, kind, "examples_per_s") / of(EVAL_TASK, "eval-hf", "examples_per_s")
                    for kind in ("eval-platform", "eval-platform-fp32")}
     params = non_embedding_parameters(args.checkpoint)
-    gflops = {name: matmul_gflops(dtype) for name, dtype in PRECISIONS.items()}
+    gflops = {name: matmul_gflops(dtype, args.device) for name, dtype in PRECISIONS.items()}
     ceilings = {name: max(rates.values()) * 1e9 / (6 * params) for name, rates in gflops.items()}
     # each platform row against the ceiling of its own precision, and against the fp32 ceiling
     share = {task: {kind: {f"{tokens} tokens / {ceiling} ceiling": of(task, kind, f"{tokens}_tokens_per_s") / ceilings[ceiling]
@@ -311,15 +303,35 @@ def summarize(args, results: dict) -> dict:
                            for ceiling in dict.fromkeys((of(task, kind, "precision"), "fp32"))}
                     for kind in ("platform", "platform-fp32")}
              for task in args.tasks}
+    if MULTITASK in results:
+        multitask = results[MULTITASK]
+        share["multi"] = {"platform-multitask": {f"{tokens} tokens / {multitask['precision']} ceiling":
+                                                 multitask[f"{tokens}_tokens_per_s"] / ceilings[multitask["precision"]]
+                                                 for tokens in ("real", "padded")}}
     return {"ratios": ratios, "eval_ratio": eval_ratios["eval-platform"],
-            "eval_ratio_fp32": eval_ratios["eval-platform-fp32"], "machine": {
-                "matmul_gflops": gflops, "best_gflops": {name: max(r.values()) for name, r in gflops.items()},
-                "threads": args.threads, "non_embedding_parameters": params, "ceiling_tokens_per_s": ceilings,
-                "platform_share_of_ceiling": share}}
+            "eval_ratio_fp32": eval_ratios["eval-platform-fp32"], "targets": targets(args, results, ratios),
+            "machine": {"device": str(args.device), "matmul_gflops": gflops,
+                        "best_gflops": {name: max(r.values()) for name, r in gflops.items()},
+                        "threads": args.threads, "non_embedding_parameters": params, "ceiling_tokens_per_s": ceilings,
+                        "platform_share_of_ceiling": share}}
+
+
+def targets(args, results: dict, ratios: dict) -> dict[str, dict]:
+    """The GPU targets of issue 15 (one H100): the main job's step >= 5,000 examples/s, evaluation >=
+    20,000 examples/s, the platform >= 3x transformers on the same batches; measured against them."""
+    found = {"eval examples/s": (results[f"{EVAL_TASK}/eval-platform"]["examples_per_s"], 20_000)}
+    if MULTITASK in results:
+        found["main job's step, examples/s"] = (results[MULTITASK]["examples_per_s"], 5_000)
+    for task in args.tasks:
+        found[f"{task}: platform / (c) transformers, platform batches"] = (
+            ratios[task]["platform / (c) transformers, platform batches"], 3.0)
+    return {name: {"measured": value, "target": target, "met": value >= target}
+            for name, (value, target) in found.items()}
 
 
 def print_report(args, results: dict, summary: dict) -> None:
-    print(f"\ncheckpoint {args.checkpoint}, batch size {args.batch_size} (eval {args.eval_batch_size}), "
+    print(f"\ncheckpoint {args.checkpoint} on {args.device}, batch size {args.batch_size} "
+          f"(eval {args.eval_batch_size}), "
           f"{args.steps} timed steps after an untimed pass over the same batches, {args.threads} thread(s); RSS: peak MB; "
           "prec.: precision of the matrix multiplies (bf16: autocast, float32 weights)\n")
     print(f"{'task':<6} {'configuration':<34} {'prec.':<5} {'steps':>5} {'ex/s':>8} {'real tok/s':>10} "
@@ -349,6 +361,16 @@ def print_report(args, results: dict, summary: dict) -> None:
         for label in share[tasks[0]][kind]:
             row = f"  {LABELS[kind]}: {label}"
             print(f"{row:<62}" + "".join(f"{share[task][kind][label]:>9.2f}" for task in tasks))
+    for label, value in share.get("multi", {}).get("platform-multitask", {}).items():
+        row = f"  {LABELS['platform-multitask']}: {label}"
+        print(f"{row:<62}{value:>9.2f}")
+    if MULTITASK in results:
+        multitask = results[MULTITASK]
+        sizes = ", ".join(f"{task} {size}" for task, size in multitask["batch_sizes"].items())
+        print(f"\nmain job's step: {multitask['examples_per_step']} examples ({sizes}), one update per task batch")
+    print(f"\n{'targets of issue 15 (one H100 GPU)':<62}{'measured':>9}{'target':>9}")
+    for name, target in summary["targets"].items():
+        print(f"{name:<62}{target['measured']:>9.2f}{target['target']:>9.0f}  {'met' if target['met'] else 'not met'}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -361,6 +383,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="torch threads, set once (default: all cores)")
     parser.add_argument("--tasks", default="sst,quora", help="comma-separated classification tasks: sst, cfimdb, quora")
     parser.add_argument("--data-dir", default=None, help="CS224N data folder (default: the platform's)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (the platform's --device; "
+                        "transformers runs there too, in bf16 autocast on a GPU with bf16)")
+    parser.add_argument("--multitask", action="store_true",
+                        help="also time the main job's step: sst, quora and sts as `platform run` trains them")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--no-isolate", dest="isolate", action="store_false",
                         help="skip the child process per configuration (no 'RSS alone' column)")
@@ -374,6 +400,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--steps, --batch-size, --eval-batch-size and --threads must be positive")
     if args.only and (args.json is None or args.only.partition("/")[2] not in MEASURES):
         parser.error(f"--only TASK/NAME needs --json, and NAME one of {', '.join(MEASURES)}")
+    try:
+        args.device = resolve_device(args.device)
+    except DeviceError as error:
+        parser.error(str(error))
+    args.hf_precision = resolve_precision("auto", args.device) if args.device.type == "cuda" else "fp32"
     return args
 
 
@@ -384,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
         args.json.write_text(json.dumps(measure(args, args.only)))
         return
     names = [f"{task}/{kind}" for task in args.tasks for kind in TRAIN] + [f"{EVAL_TASK}/{kind}" for kind in EVAL]
+    names += [MULTITASK] if args.multitask else []
     results = {}
     for name in names:
         print(f"measuring {name}", file=sys.stderr, flush=True)
@@ -395,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarize(args, results)
     print_report(args, results, summary)
     if args.json:
-        settings = {**vars(args), "json": str(args.json)}
+        settings = {**vars(args), "json": str(args.json), "device": str(args.device)}
         args.json.write_text(json.dumps({"settings": settings, "results": results, **summary}, indent=2) + "\n")
 
 

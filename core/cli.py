@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from core import config as cfg
-from core import runfolder
+from core import distributed, runfolder
 from core.errors import ConfigError, PlatformError
 from core.plugins import Registries, is_opt_in, make_plugin_manager
 from studies.settings import StudySettings
@@ -86,9 +87,11 @@ def command_run(args: argparse.Namespace, registries: Registries) -> int:
         run = trainer.prepare(resume_config_from(args, registries), resume=True)
     else:
         run = trainer.prepare(run_config_from(args, registries), overwrite=args.overwrite)
-    print(f"run folder: {run.output_dir}", file=sys.stderr)
+    if distributed.is_main():
+        print(f"run folder: {run.output_dir}", file=sys.stderr)
     best = trainer.train(run)
-    print(format_metrics("best dev", best))
+    if distributed.is_main():
+        print(format_metrics("best dev", best))
     return 0
 
 
@@ -219,7 +222,8 @@ COMMANDS = {"run": command_run, "study": command_study, "dashboard": command_das
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 says what it does
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     parser, registries = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                 else "resume with --resume RUN_DIR")
         print(f"interrupted; everything written so far is kept ({hint})", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

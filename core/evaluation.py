@@ -10,49 +10,57 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from core import distributed
 from core.data import Batch, SplitData, make_batch
 
 
 @torch.inference_mode()
 def infer(model: torch.nn.Module, data: SplitData, pad, batch_size: int, per_batch: Callable[[torch.Tensor, Batch], Any],
-          progress: bool = True) -> list[Any]:
-    """``per_batch(head_output, batch)`` over every example of ``data`` in eval mode, returned per example
-    in file order (``per_batch`` gives one item per example: a (B, ...) tensor or a list). Batches are
-    formed over examples sorted by length, so padding (and wasted work) stays small."""
+          progress: bool = True) -> Any:
+    """``per_batch(head_output, batch)`` over every example of ``data`` in eval mode, in file order:
+    one tensor when ``per_batch`` gives (B, ...) tensors, else a list with an item per example.
+    Batches are formed over examples sorted by length, so padding (and wasted work) stays small, and
+    results stay on the device until the end (one wait for it). Under torchrun each process computes
+    every N-th batch and all receive every result: the same numbers as one process."""
     was_training = model.training
     model.eval()
     order = torch.argsort(torch.tensor(data.lengths), descending=True, stable=True).tolist()
-    in_length_order: list[Any] = []
-    bar = tqdm(total=len(data), desc=f"eval {data.task.name} {data.split}", unit="ex", disable=not progress, leave=False)
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    mine = [starts[i] for i in distributed.my_batches(len(starts))]
+    results: list[Any] = []
+    bar = tqdm(total=len(data), desc=f"eval {data.task.name} {data.split}", unit="ex",
+               disable=not progress or not distributed.is_main(), leave=False)
+    for start in mine:
         indices = order[start:start + batch_size]
         batch = make_batch(data, indices, pad).to(model.device)
-        items = per_batch(model(batch), batch)
-        in_length_order.extend(items.cpu().unbind() if isinstance(items, torch.Tensor) else items)
-        bar.update(len(indices))
+        results.append(per_batch(model(batch), batch))
+        bar.update(len(indices) * distributed.world().size)
     bar.close()
     model.train(was_training)
-    in_file_order: list[Any] = [None] * len(order)
-    for position, item in zip(order, in_length_order):
-        in_file_order[position] = item
-    return in_file_order
+    results = [items.cpu() if isinstance(items, torch.Tensor) else items for items in results]
+    if distributed.world().size > 1:  # batch i was computed by process i mod N, as its (i div N)-th
+        gathered = distributed.all_gather_objects(results)
+        results = [gathered[i % len(gathered)][i // len(gathered)] for i in range(len(starts))]
+    positions = torch.tensor(order, dtype=torch.long)
+    if results and all(isinstance(items, torch.Tensor) for items in results):
+        in_length_order = torch.cat(results)
+        in_file_order = torch.empty_like(in_length_order)
+        in_file_order[positions] = in_length_order
+        return in_file_order
+    per_example: list[Any] = [None] * len(order)
+    for position, item in zip(order, (item for items in results for item in items)):
+        per_example[position] = item
+    return per_example
 
 
-def stacked(items: list[Any]) -> Any:
-    """Per-example tensors of one shape as one tensor; anything else as the list it is."""
-    if items and all(isinstance(item, torch.Tensor) for item in items):
-        return torch.stack(items)
-    return items
-
-
-def head_outputs(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> Any:
+def head_outputs(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> torch.Tensor:
     """Raw head outputs (float32) for every example of ``data``, in file order: one tensor (N, ...)."""
-    return stacked(infer(model, data, pad, batch_size, lambda output, batch: output.float(), progress))
+    return infer(model, data, pad, batch_size, lambda output, batch: output.float(), progress)
 
 
 def predict_split(model: torch.nn.Module, data: SplitData, pad, batch_size: int, progress: bool = True) -> Any:
     """The task's predictions for every example of ``data``, in file order."""
-    return stacked(infer(model, data, pad, batch_size, data.task.predict, progress))
+    return infer(model, data, pad, batch_size, data.task.predict, progress)
 
 
 def evaluate(model: torch.nn.Module, splits: dict[str, SplitData], pad, batch_size: int,

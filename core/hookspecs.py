@@ -94,16 +94,25 @@ def platform_on_epoch_start(run: RunContext, epoch: int) -> None:
 
 
 @hookspec
-def platform_on_before_backward(run: RunContext, task: str, loss: torch.Tensor, terms: dict[str, float]) -> None:
+def platform_on_before_backward(run: RunContext, task: str, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
     """Called with the total loss of a task batch before ``backward``; ``terms`` holds its named
-    parts (``loss``, and ``<regularizer>/<term>`` for every regularizer term) as floats. A batch over
-    ``--max-batch-tokens`` runs in chunks: then it is called once per chunk, with the chunk's loss and
-    parts (means over the chunk's examples)."""
+    parts (``loss``, and ``<regularizer>/<term>`` for every regularizer term) as detached 0-dim tensors
+    on the device: ``float()`` one only where you log it, since reading it waits for the device. A batch
+    over ``--max-batch-tokens`` runs in chunks: then it is called once per chunk, with the chunk's loss
+    and parts (means over the chunk's examples). Under torchrun each process sees its own shard."""
 
 
 @hookspec
-def platform_on_after_step(run: RunContext, step: int, losses: dict[str, float]) -> None:
-    """Called after every optimizer step with the global step and the per-task losses of the step."""
+def platform_on_after_step(run: RunContext, step: int, losses: dict[str, torch.Tensor]) -> None:
+    """Called after every planned step with the global step and the per-task losses of the step:
+    0-dim tensors on the device, means over this process's examples (read them at log points only;
+    :func:`platform_on_log` has them as floats over every process)."""
+
+
+@hookspec
+def platform_on_log(run: RunContext, step: int, losses: dict[str, float]) -> None:
+    """Called every ``--log-every`` steps, on every process, with each task's mean training loss over
+    the examples of every process since the previous call, as floats."""
 
 
 @hookspec

@@ -120,7 +120,7 @@ class AdamW(Optimizer):
         for (t, device, _), members in calls.items():
             correction1, root2 = 1.0 - beta1**t, math.sqrt(1.0 - beta2**t)
             step_size = lr * root2 / correction1 if group["correct_bias"] else lr
-            step = torch.tensor(float(t), device=device)
+            step = torch.full((), float(t), device=device)  # a fill kernel: no host-to-device copy to wait for
             torch._fused_adamw_([params[i] for i in members], [grads[i] for i in members],
                                 [exp_avgs[i] for i in members], [exp_avg_sqs[i] for i in members], [],
                                 [step] * len(members), lr=step_size * correction1 / root2, beta1=beta1,

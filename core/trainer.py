@@ -3,10 +3,16 @@
 Loop hooks (``platform_on_…``) fire in the order documented in ``core/hookspecs.py``. A run folder
 holds ``config.json``, ``metrics.json``, ``last.pt`` (resume), ``best.pt`` (best dev mean),
 ``predictions/`` and TensorBoard events under ``tensorboard/``.
+
+Under torchrun (see ``core.distributed``) every process runs this same loop on its shard of every task
+batch; only the main process reads and writes the run folder, and what it reads reaches the others.
+Losses stay on the device between log points (``--log-every``): the loop never waits for the device
+inside a step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -18,10 +24,11 @@ import pluggy
 import torch
 from tqdm.auto import tqdm
 
-from core import assembly, checkpoints, runfolder
+from core import assembly, checkpoints, distributed, runfolder
 from core.bucketing import bucket_plan, split_by_tokens
 from core.config import RunConfig
 from core.data import SplitData, make_batch
+from core.devices import resolve_device
 from core.evaluation import evaluate, predict_split, write_predictions
 from core.memory import peak_rss_mb
 from core.multitask import MultitaskModel
@@ -60,6 +67,10 @@ class RunContext:
     history: list[dict[str, Any]] = attrs.Factory(list)
     best: dict[str, float] = attrs.Factory(dict)
     plugin_state: dict[str, Any] = attrs.Factory(dict)  # scratch space of plugins, by plugin name
+    ddp: Any = None  # the model in DistributedDataParallel under torchrun (core.distributed.wrap), else None
+    # per task since the last log point: this process's summed losses (on the device); every process's examples
+    loss_sums: dict[str, torch.Tensor] = attrs.Factory(dict)
+    loss_counts: dict[str, int] = attrs.Factory(dict)
     _writer: Any = None
 
     @property
@@ -68,11 +79,13 @@ class RunContext:
 
     @property
     def writer(self) -> SummaryWriter:
-        """The run's TensorBoard ``SummaryWriter`` (created on first use); plugins log through it."""
+        """The run's TensorBoard ``SummaryWriter`` (created on first use); plugins log through it. On
+        every process but the main one it writes nothing."""
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.global_step or None)
+            self._writer = (SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.global_step or None)
+                            if distributed.is_main() else distributed.NullWriter())
         return self._writer
 
     @property
@@ -91,14 +104,17 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
     :func:`core.runfolder.claim`; ``overwrite`` clears an earlier run there); with ``resume``, ``config``
     must be the run's saved one (but for :data:`core.runfolder.MAY_CHANGE_ON_RESUME`) and ``last.pt`` is
     restored."""
-    config = runfolder.finalize(config)
+    distributed.setup(resolve_device(config.device))
+    config = distributed.on_main(runfolder.finalize, config)  # one folder name (and precision) for every process
     output_dir = Path(config.output_dir)
+    has_last = False
     if resume:
-        config = runfolder.check_resumable(config, output_dir)
-        if not (output_dir / "last.pt").exists():
-            runfolder.check_restartable(output_dir)
+        config = distributed.on_main(runfolder.check_resumable, config, output_dir)
+        has_last = distributed.on_main((output_dir / "last.pt").exists)
+        if not has_last:
+            distributed.on_main(runfolder.check_restartable, output_dir)
     else:
-        runfolder.claim(output_dir, overwrite=overwrite)
+        distributed.on_main(runfolder.claim, output_dir, overwrite=overwrite)
     if config.threads:
         torch.set_num_threads(config.threads)
     pm = pm or assembly.plugin_manager(config)
@@ -107,12 +123,15 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
     sampler_entry = assembly.lookup(registries.samplers, config.sampler, "--sampler")
     topology = assembly.select_topology(config, registries, pm)
     tokenizer = assembly.load_tokenizer(config)
-    train_data = assembly.load_data(config, tasks, tokenizer, "train")
-    dev_data = assembly.load_data(config, tasks, tokenizer, "dev")
+    with distributed.local_main_first():  # one process per node fills the tokenization cache
+        train_data = assembly.load_data(config, tasks, tokenizer, "train")
+        dev_data = assembly.load_data(config, tasks, tokenizer, "dev")
     sizes = {name: len(data) for name, data in train_data.items()}
     sampler = sampler_entry.value(assembly.component_config(config, sampler_entry), sizes,
                                   config.batch_size, config.seed, config.epochs)
     model = assembly.build_model(config, tasks, topology)
+    ddp = distributed.wrap(model)
+    distributed.seed(config.seed)
     first = sampler.plan(0)  # every epoch's plan has its shape: counted once, here
     updates_per_epoch = sum(len(step) if config.update == "sequential" else 1 for step in first)
     optimizer, scheduler = build_optimizer(config, model, updates_per_epoch * config.epochs)
@@ -120,23 +139,36 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
                     for entry in assembly.select_regularizers(registries, pm)}
     run = RunContext(config, pm, output_dir, model, tokenizer, train_data, dev_data, sampler, optimizer,
                      scheduler, regularizers, steps_per_epoch=len(first),
-                     examples_per_epoch=sum(len(indices) for step in first for _, indices in step))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if resume and (output_dir / "last.pt").exists():
-        restore(run, checkpoints.load(output_dir / "last.pt"))
+                     examples_per_epoch=sum(len(indices) for step in first for _, indices in step), ddp=ddp)
+    if distributed.is_main():
+        output_dir.mkdir(parents=True, exist_ok=True)
+    if has_last:
+        restore(run, distributed.on_main(checkpoints.load, output_dir / "last.pt"))
         save_best_if_behind(run)
-    config.save(output_dir / "config.json")
+    if distributed.is_main():
+        config.save(output_dir / "config.json")
     return run
 
 
 def state_of(run: RunContext) -> dict[str, Any]:
+    """Everything a resume needs. Under torchrun every process must call it (it gathers each one's
+    random generators into ``rng_per_process``; ``rng`` is the main process's)."""
+    rngs = distributed.all_gather_objects(checkpoints.rng_state())
     return {
         "config": run.config.to_dict(), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "sampler": run.sampler.state_dict(),
         "regularizers": {name: r.state_dict() for name, r in run.regularizers.items()},
-        "rng": checkpoints.rng_state(), "epoch": run.epoch, "step_in_epoch": run.step_in_epoch,
-        "global_step": run.global_step, "examples_seen": run.examples_seen, "history": run.history, "best": run.best,
+        "rng": rngs[0], **({"rng_per_process": rngs} if len(rngs) > 1 else {}), "epoch": run.epoch,
+        "step_in_epoch": run.step_in_epoch, "global_step": run.global_step, "examples_seen": run.examples_seen,
+        "history": run.history, "best": run.best,
     }
+
+
+def save_last(run: RunContext) -> None:
+    """``last.pt``, written by the main process (every process takes part in :func:`state_of`)."""
+    state = state_of(run)
+    if distributed.is_main():
+        checkpoints.save(run.output_dir / "last.pt", state)
 
 
 def restore(run: RunContext, state: dict[str, Any]) -> None:
@@ -146,19 +178,24 @@ def restore(run: RunContext, state: dict[str, Any]) -> None:
     run.sampler.load_state_dict(state["sampler"])
     for name, regularizer in run.regularizers.items():
         regularizer.load_state_dict(state["regularizers"].get(name, {}))
-    checkpoints.set_rng_state(state["rng"])
+    me, per_process = distributed.world(), state.get("rng_per_process", [state["rng"]])
+    checkpoints.set_rng_state(per_process[me.rank] if len(per_process) == me.size else state["rng"])
+    if len(per_process) != me.size:  # another number of processes: fresh streams, the same batches
+        distributed.seed(run.config.seed + state["global_step"])
     for key in ("epoch", "step_in_epoch", "global_step", "examples_seen", "history", "best"):
         setattr(run, key, state[key])
     log.info("resumed %s at epoch %d, step %d", run.output_dir, run.epoch, run.step_in_epoch)
 
 
-def chunk_loss(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+def chunk_loss(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward examples ``indices`` of ``task``: their total loss (task loss + regularizer terms, each a
-    mean over the examples) and its parts as floats."""
+    mean over the examples) and its parts, detached, on the device (reading one waits for the device).
+    Under torchrun the forward goes through ``DistributedDataParallel``, whose backward averages the
+    gradients; a regularizer's extra forwards use the model itself and add to the same backward."""
     batch = make_batch(run.train_data[task], indices, run.tokenizer.pad).to(run.model.device)
-    output = run.model(batch)
+    output = (run.ddp or run.model)(batch)
     total = run.model.tasks[task].loss(output, batch)
-    terms = {"loss": total.item()}
+    terms = {"loss": total.detach()}
     for regularizer in run.regularizers.values():
         total = total * regularizer.task_loss_weight(batch, run.progress)
 
@@ -168,25 +205,39 @@ def chunk_loss(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Te
     for name, regularizer in run.regularizers.items():
         for term, value in regularizer.terms(run.model, batch, output, forward, run.progress).items():
             total = total + value
-            terms[f"{name}/{term}"] = value.item()
+            terms[f"{name}/{term}"] = value.detach()
     return total, terms
 
 
-def task_step(run: RunContext, task: str, indices: list[int]) -> dict[str, float]:
-    """Forward and backward of one task batch, accumulating its gradient; returns its loss parts.
+def task_step(run: RunContext, task: str, indices: list[int]) -> dict[str, torch.Tensor]:
+    """Forward and backward of one task batch, accumulating its gradient; returns its loss parts (means
+    over this process's examples, on the device).
 
     A batch of more padded tokens than ``--max-batch-tokens`` runs in chunks, each chunk's loss
     weighted by its share of the examples: the losses are means over examples, so the gradient is the
-    whole batch's, and only one chunk's activations are alive at a time."""
-    data = run.train_data[task]
-    parts: dict[str, float] = {}
-    for chunk in split_by_tokens(indices, data.lengths, len(data.sequences), run.config.max_batch_tokens):
-        share = len(chunk) / len(indices)
-        total, terms = chunk_loss(run, task, chunk)
-        run.pm.hook.platform_on_before_backward(run=run, task=task, loss=total, terms=terms)
-        (total * share).backward()  # share 1.0 for a batch within the budget: exact
+    whole batch's, and only one chunk's activations are alive at a time. Under torchrun each of the N
+    processes takes its shard of the batch (:func:`core.distributed.shard`) and weights a chunk by N
+    times its share of the whole batch: DDP's mean over the processes is then the whole batch's
+    gradient, shards of unequal size included. Only the last chunk's backward averages (the others
+    accumulate under ``no_sync``), so every process averages once per task batch, however many chunks
+    its shard takes. A process whose shard is empty (a batch of fewer examples than processes) runs one
+    example at weight 0, so that it joins the average too."""
+    data, processes = run.train_data[task], distributed.world().size
+    mine = distributed.shard(indices)
+    if not mine:
+        total, _ = chunk_loss(run, task, indices[:1])
+        (total * 0.0).backward()
+        return {"loss": torch.zeros((), device=run.model.device)}
+    parts: dict[str, torch.Tensor] = {}
+    chunks = split_by_tokens(mine, data.lengths, len(data.sequences), run.config.max_batch_tokens)
+    for number, chunk in enumerate(chunks, 1):
+        share = len(chunk) * processes / len(indices)
+        with run.ddp.no_sync() if run.ddp is not None and number < len(chunks) else contextlib.nullcontext():
+            total, terms = chunk_loss(run, task, chunk)
+            run.pm.hook.platform_on_before_backward(run=run, task=task, loss=total, terms=terms)
+            (total * share).backward()  # share 1.0 for a batch within the budget in one process: exact
         for name, value in terms.items():
-            parts[name] = parts.get(name, 0.0) + value * share
+            parts[name] = parts.get(name, 0.0) + value * (len(chunk) / len(mine))
     return parts
 
 
@@ -198,17 +249,33 @@ def optimizer_step(run: RunContext) -> None:
         regularizer.after_step(run.model)
 
 
-def train_step(run: RunContext, step: list[tuple[str, list[int]]]) -> dict[str, float]:
+def train_step(run: RunContext, step: list[tuple[str, list[int]]]) -> dict[str, torch.Tensor]:
     """One planned step: a batch of one or more tasks, each updated on its own (``sequential``) or
-    all in one update on the sum of their losses (``summed``: gradients accumulate over tasks)."""
-    losses: dict[str, float] = {}
+    all in one update on the sum of their losses (``summed``: gradients accumulate over tasks).
+    Returns each task's loss on this process's examples, on the device; adds it to the log tally."""
+    losses: dict[str, torch.Tensor] = {}
     for task, indices in step:
         losses[task] = task_step(run, task, indices)["loss"]
         if run.config.update == "sequential":
             optimizer_step(run)
         run.examples_seen += len(indices)
+        tally = losses[task].detach() * len(distributed.shard(indices))
+        run.loss_sums[task] = run.loss_sums[task] + tally if task in run.loss_sums else tally
+        run.loss_counts[task] = run.loss_counts.get(task, 0) + len(indices)
     if run.config.update == "summed":
         optimizer_step(run)
+    return losses
+
+
+def logged_losses(run: RunContext) -> dict[str, float]:
+    """Each task's mean training loss over the examples of every process since the last log point; one
+    wait for the device (and one all-reduce under torchrun). Starts the next tally."""
+    tasks = sorted(run.loss_sums)
+    if not tasks:
+        return {}
+    sums = distributed.all_reduce_sum(torch.stack([run.loss_sums[task].float() for task in tasks])).tolist()
+    losses = {task: total / run.loss_counts[task] for task, total in zip(tasks, sums)}
+    run.loss_sums, run.loss_counts = {}, {}
     return losses
 
 
@@ -219,6 +286,8 @@ def evaluate_dev(run: RunContext) -> tuple[dict[str, float], dict]:
 
 
 def write_split_predictions(run: RunContext, split: str, data: dict[str, SplitData], predictions: dict) -> None:
+    if not distributed.is_main():
+        return
     for name, split_data in data.items():
         write_predictions(run.output_dir / "predictions" / f"{name}-{split}-output.csv", split_data, predictions[name])
 
@@ -241,7 +310,7 @@ def end_epoch(run: RunContext, started: float) -> None:
     run.pm.hook.platform_on_epoch_end(run=run, epoch=run.epoch, metrics=metrics)
     run.epoch += 1
     run.step_in_epoch = 0
-    checkpoints.save(run.output_dir / "last.pt", state_of(run))
+    save_last(run)
     if improved:
         save_best(run, predictions)
     write_metrics(run)
@@ -249,7 +318,9 @@ def end_epoch(run: RunContext, started: float) -> None:
 
 def save_best(run: RunContext, predictions: dict) -> None:
     """The dev predictions of the model in hand (the best one), then ``best.pt`` from it: a ``best.pt``
-    that records the best epoch comes with that epoch's predictions."""
+    that records the best epoch comes with that epoch's predictions. Written by the main process."""
+    if not distributed.is_main():
+        return
     write_split_predictions(run, "dev", run.dev_data, predictions)
     checkpoints.save(run.output_dir / "best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
                                                    "metrics": run.best})
@@ -259,21 +330,31 @@ def save_best_if_behind(run: RunContext) -> None:
     """After a restore: when the process died after ``last.pt`` recorded a new best epoch but before
     ``best.pt`` was written, the restored model is that best one; write ``best.pt`` (and its dev
     predictions) from it, so the folder agrees with itself again."""
+    if not distributed.on_main(best_is_behind, run):
+        return
+    _, predictions = evaluate(run.model, run.dev_data, run.tokenizer.pad, run.config.eval_batch_size)
+    save_best(run, predictions)
+
+
+def best_is_behind(run: RunContext) -> bool:
+    """Whether ``best.pt`` holds an older epoch than the best one ``last.pt`` records (see
+    :func:`save_best_if_behind`); a folder changed by hand is refused."""
     best_file = run.output_dir / "best.pt"
     saved_epoch = checkpoints.load(best_file)["metrics"].get("epoch") if best_file.exists() else None
     if not run.best or saved_epoch == run.best["epoch"]:
-        return
+        return False
     if run.best["epoch"] != run.epoch - 1 or run.step_in_epoch != 0:
         raise checkpoints.CheckpointFileError(
             f"{best_file} holds epoch {saved_epoch}, but {run.output_dir / 'last.pt'} records epoch {run.best['epoch']} "
             "as best and no longer holds that model; the folder was changed by hand")
     log.warning("%s was behind last.pt (epoch %s instead of %d): writing it again", best_file, saved_epoch,
                 run.best["epoch"])
-    _, predictions = evaluate(run.model, run.dev_data, run.tokenizer.pad, run.config.eval_batch_size)
-    save_best(run, predictions)
+    return True
 
 
 def write_metrics(run: RunContext) -> None:
+    if not distributed.is_main():
+        return
     path = run.output_dir / "metrics.json"
     tmp = path.with_name("metrics.json.tmp")
     tmp.write_text(json.dumps({"best": run.best, "history": run.history, "examples_seen": run.examples_seen}, indent=2) + "\n")
@@ -283,8 +364,9 @@ def write_metrics(run: RunContext) -> None:
 def write_test_predictions(run: RunContext) -> None:
     """Test-file predictions of the best model (dev ones were written when it was found)."""
     if run.best.get("epoch") != run.epoch - 1:  # the model in hand is not the best one
-        run.model.load_state_dict(checkpoints.load(run.output_dir / "best.pt")["model"])
-    test = assembly.load_data(run.config, run.model.tasks, run.tokenizer, "test")
+        run.model.load_state_dict(distributed.on_main(checkpoints.load, run.output_dir / "best.pt")["model"])
+    with distributed.local_main_first():
+        test = assembly.load_data(run.config, run.model.tasks, run.tokenizer, "test")
     write_split_predictions(run, "test", test, {name: predict_split(run.model, data, run.tokenizer.pad,
                                                                     run.config.eval_batch_size)
                                                 for name, data in test.items()})
@@ -304,7 +386,7 @@ def train(run: RunContext) -> dict[str, float]:
         regularizer.on_train_start(run)
     pm.hook.platform_on_train_start(run=run)
     bar = tqdm(total=run.examples_per_epoch * config.epochs, initial=run.examples_seen, desc="train", unit="ex",
-               unit_scale=True, dynamic_ncols=True)
+               unit_scale=True, dynamic_ncols=True, disable=not distributed.is_main())
     try:
         while run.epoch < config.epochs:
             started = time.time()
@@ -318,10 +400,13 @@ def train(run: RunContext) -> dict[str, float]:
                 run.global_step += 1
                 pm.hook.platform_on_after_step(run=run, step=run.global_step, losses=losses)
                 bar.update(run.examples_seen - seen)
-                bar.set_postfix(epoch=f"{run.epoch + 1}/{config.epochs}", **{k: f"{v:.3f}" for k, v in losses.items()},
-                                refresh=False)
+                if run.global_step % config.log_every == 0:  # the step's only wait for the device
+                    logged = logged_losses(run)
+                    pm.hook.platform_on_log(run=run, step=run.global_step, losses=logged)
+                    bar.set_postfix(epoch=f"{run.epoch + 1}/{config.epochs}",
+                                    **{k: f"{v:.3f}" for k, v in logged.items()}, refresh=False)
                 if run.step_in_epoch % config.save_every == 0 and run.step_in_epoch < run.steps_per_epoch:
-                    checkpoints.save(run.output_dir / "last.pt", state_of(run))
+                    save_last(run)
             end_epoch(run, started)
     finally:
         bar.close()

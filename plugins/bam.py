@@ -8,7 +8,9 @@ Each teacher predicts its task's training split once, at the start of training: 
 logits, one logit, or the score on the [0, 1]-scaled label range), cached in ``<run>/bam/<task>-teacher.pt``
 under the teacher's path, the number of examples and a digest of their ids, so a resumed run reloads
 them instead of recomputing. A teacher whose vocabulary or ``max_length`` differs from the student's
-re-tokenizes the same rows itself. A batch looks its teacher outputs up by ``Batch.indices``.
+re-tokenizes the same rows itself. A batch looks its teacher outputs up by ``Batch.indices``. Under
+torchrun every process predicts its share of the teacher's batches and receives all the outputs
+(``core.evaluation.head_outputs``); the main process reads and writes the cache.
 
 Teacher annealing: the teacher weight ``w`` falls linearly from 1 at the start of training to 0 at
 the end (``w = 1 - progress``; ``w = 1`` throughout with ``--bam-anneal false``). The gold-label task
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING
 import attrs
 import torch
 
-from core import checkpoints, evaluation
+from core import checkpoints, distributed, evaluation
 from core.config import field, parse_assignments, positive
 from core.data import Batch, load_split, resolve_data_dir
 from core.errors import PlatformError
@@ -145,6 +147,14 @@ def _head_shape(task: Task) -> str:
     return f"kind {task.kind.name}, {spec.num_labels} label(s), range {tuple(spec.label_range)}"
 
 
+def _cached_outputs(path: Path, key: tuple[str, int, str]) -> torch.Tensor | None:
+    """The teacher outputs cached in ``path`` when they belong to ``key`` (teacher, examples, ids digest)."""
+    cached = checkpoints.load(path) if path.is_file() else None
+    if cached is not None and (cached["teacher"], cached["examples"], cached["ids"]) == key:
+        return cached["outputs"]
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # The regularizer
 # --------------------------------------------------------------------------------------------------
@@ -179,12 +189,11 @@ class BamRegularizer(Regularizer):
             teacher, examples = str(_checkpoint_file(folder)), len(run.train_data[task])
             path = Path(self.caches.get(task, {}).get("path") or run.output_dir / NAME / f"{task}-teacher.pt")
             ids = _ids_digest(run.train_data[task].ids)
-            cached = checkpoints.load(path) if path.is_file() else None
-            if cached is not None and (cached["teacher"], cached["examples"], cached["ids"]) == (teacher, examples, ids):
-                outputs = cached["outputs"]
-            else:
+            outputs = distributed.on_main(_cached_outputs, path, (teacher, examples, ids))
+            if outputs is None:
                 outputs = teacher_outputs(task, folder, run)
-                checkpoints.save(path, {"teacher": teacher, "examples": examples, "ids": ids, "outputs": outputs})
+                if distributed.is_main():
+                    checkpoints.save(path, {"teacher": teacher, "examples": examples, "ids": ids, "outputs": outputs})
                 self.computed.append(task)
             self.outputs[task] = outputs
             self.caches[task] = {"path": str(path), "teacher": teacher, "examples": examples}

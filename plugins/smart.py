@@ -9,6 +9,11 @@ l_s is the task kind's divergence (``TaskKind.divergence``): for the built-in ki
 class probabilities (class logits), over the two-point Bernoulli distribution (one logit: a softmax
 over a single logit is constant, so it would measure nothing), the squared error of regression scores,
 or symmetric KL of the tag distributions at each tagged token.
+
+Under torchrun each process perturbs its own shard: the ascent on δ differentiates with respect to δ
+only, through the model itself rather than its ``DistributedDataParallel`` wrapper, so it reduces
+nothing; the perturbed forward adds to the one backward that DDP averages. Every process updates the
+teacher from the same averaged parameters, so the teachers stay identical without communication.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """TensorBoard telemetry: per-task training loss, learning rate, examples/s, every regularizer's terms
 and scalars, and dev metrics.
 
-Events go under ``<run>/tensorboard``, every ``--log-every`` steps. A regularizer's terms and scalars
-are logged as ``<regularizer>/<task>/<term>`` (``smart/sst/adversarial``, ``bam/sst/teacher_weight``),
-so each plugin's telemetry stays apart without a hook of its own; other plugins may write their own
-scalars through ``run.writer`` under their own prefix.
+Events go under ``<run>/tensorboard``, every ``--log-every`` steps; under torchrun only the main
+process writes. Training losses are the means over every process's examples since the previous log
+point (``platform_on_log``). A regularizer's terms and scalars are logged as
+``<regularizer>/<task>/<term>`` (``smart/sst/adversarial``, ``bam/sst/teacher_weight``) at the log
+point's batches, so each plugin's telemetry stays apart without a hook of its own; other plugins may
+write their own scalars through ``run.writer`` under their own prefix.
 """
 
 from __future__ import annotations
@@ -40,9 +42,7 @@ def platform_on_before_backward(run, task, terms):
 
 
 @hookimpl
-def platform_on_after_step(run, step, losses):
-    if not logged(run, step):
-        return
+def platform_on_log(run, step, losses):
     for task, value in losses.items():
         run.writer.add_scalar(f"train/loss/{task}", value, step)
     run.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], step)

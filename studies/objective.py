@@ -3,17 +3,21 @@
 A trial trains through exactly the code path of ``platform run`` (``core.trainer.prepare`` and
 ``train``); the only addition is :class:`PruningPlugin`, registered on the run's plugin manager,
 which reports every epoch's objective value to Optuna and stops the run when the pruner says so.
+
+Under torchrun the main process holds the Optuna trial: it sends each trial's configuration to the
+other processes (:func:`follow`), which train it with it, and tells them when the pruner stops it.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
 import attrs
 import optuna
 
-from core import trainer
+from core import distributed, trainer
 from core.config import RunConfig, parse_assignments
 from core.errors import ConfigError
 from core.hookspecs import hookimpl
@@ -101,18 +105,23 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
 class PruningPlugin:
     """Reports each epoch's objective value to the trial, at step = epochs completed (the resource
     Optuna's pruners count: Hyperband's first rung, min_resource 1, comes after the first epoch), and
-    prunes the run when the pruner says so."""
+    prunes the run when the pruner says so. Under torchrun only the main process holds the trial
+    (``trial`` is None on the others); its decision reaches every process."""
 
-    def __init__(self, trial: optuna.Trial, objective: Objective):
+    def __init__(self, trial: optuna.Trial | None, objective: Objective):
         self.trial, self.objective = trial, objective
 
     @hookimpl(trylast=True)
     def platform_on_epoch_end(self, run, epoch, metrics):
-        value = self.objective.value(metrics)
-        self.trial.report(value, epoch + 1)
-        if self.trial.should_prune():
-            reason = f"pruned after epoch {epoch + 1} of {run.config.epochs}: {self.objective.spec} {value:.4f}"
-            self.trial.set_user_attr("reason", reason)
+        reason = None
+        if self.trial is not None:
+            value = self.objective.value(metrics)
+            self.trial.report(value, epoch + 1)
+            if self.trial.should_prune():
+                reason = f"pruned after epoch {epoch + 1} of {run.config.epochs}: {self.objective.spec} {value:.4f}"
+                self.trial.set_user_attr("reason", reason)
+        reason = distributed.broadcast_object(reason)
+        if reason is not None:
             raise optuna.TrialPruned(reason)
 
 
@@ -133,21 +142,44 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         output_dir = self.folder / f"trial-{trial.number}"
         trial.set_user_attr("run_dir", str(output_dir))
+        config = None
         try:
-            config = trial_config(self.base, self.spaces, SpaceTrial(trial, self.rules), output_dir)
-            pm = self.plugin_manager(config)
-            if not self.objective.multi:  # Optuna does not prune multi-objective studies
-                pm.register(PruningPlugin(trial, self.objective), name="optuna-pruning")
-            run = trainer.prepare(config, pm)
             try:
-                best = trainer.train(run)
+                config = trial_config(self.base, self.spaces, SpaceTrial(trial, self.rules), output_dir)
             finally:
-                if run.best:
-                    trial.set_user_attr("metrics", dict(run.best))
-                run.close()
+                distributed.broadcast_object(config or False)  # the other processes train it too (or skip it)
+            best = self.train(config, trial)
         except optuna.TrialPruned:
             raise
         except Exception as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
             raise
         return self.objective.values(best)
+
+    def train(self, config: RunConfig, trial: optuna.Trial | None) -> dict[str, float]:
+        """Train one trial's configuration; ``trial`` is None on every process but the main one."""
+        pm = self.plugin_manager(config)
+        if not self.objective.multi:  # Optuna does not prune multi-objective studies
+            pm.register(PruningPlugin(trial, self.objective), name="optuna-pruning")
+        run = trainer.prepare(config, pm)
+        try:
+            return trainer.train(run)
+        finally:
+            if run.best and trial is not None:
+                trial.set_user_attr("metrics", dict(run.best))
+            run.close()
+
+
+def follow(runner: TrialRunner) -> None:
+    """What the processes but the main one do under torchrun: train each configuration the main
+    process sends, until it sends None. The main process records every trial's fate."""
+    while (config := distributed.broadcast_object(None)) is not None:
+        if config is False:  # the trial failed before training
+            continue
+        try:
+            runner.train(config, None)
+        except optuna.TrialPruned:
+            pass
+        except Exception as error:  # the main process failed the same way and records it
+            logging.getLogger("platform").warning("trial in %s failed: %s: %s", config.output_dir,
+                                                  type(error).__name__, error)

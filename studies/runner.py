@@ -3,6 +3,10 @@
 A study lives in ``<study-dir>/<NAME>/``: ``study.db`` (the default SQLite storage), one run folder
 per trial (``trial-<number>``), and ``hparams/`` (TensorBoard HParams of every finished trial).
 Re-running the same NAME continues the study; nothing in an existing study is ever deleted.
+
+Under torchrun a study runs each trial on all the processes: the main one opens the storage and asks
+Optuna for trials, the others follow it (:func:`studies.objective.follow`). Several such jobs (or
+plain workers) on machines of their own share one study through a PostgreSQL storage.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from typing import Any, Iterable, TextIO
 
 import optuna
 
-from core import assembly
+from core import assembly, distributed
 from core.config import RunConfig, differences
+from core.devices import resolve_device
 from core.errors import PlatformError
 from core.plugins import Registries
-from studies.objective import Objective, TrialRunner, make_pruner, parse_objective
+from studies.objective import Objective, TrialRunner, follow, make_pruner, parse_objective
 from studies.settings import StudySettings
 from studies.space import dry_run, format_space, load_space_file, parse_enqueued
 from studies.table import aligned
@@ -35,13 +40,14 @@ class StudyError(PlatformError):
 def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[object] = (),
               pruner: optuna.pruners.BasePruner | None = None, out: TextIO | None = None) -> optuna.Study | None:
     """Run (or continue) the study, print its trials, and return it; with ``show_space``, print the
-    effective space and return None. ``plugins`` are registered on every run's manager beside the
-    enabled ones (fixture plugins); ``pruner`` replaces ``settings.pruner``; output goes to ``out``
-    (default: standard output)."""
+    effective space and return None (every process but the main one returns None under torchrun).
+    ``plugins`` are registered on every run's manager beside the enabled ones (fixture plugins);
+    ``pruner`` replaces ``settings.pruner``; output goes to ``out`` (default: standard output)."""
     out = out or sys.stdout
     if base.output_dir:
         raise StudyError(f"--output-dir is set per trial (<study-dir>/NAME/trial-N, here {settings.folder}/trial-N); "
                          "choose the folder with --study-dir")
+    main = distributed.setup(resolve_device(base.device)).is_main
     plugins = list(plugins)
 
     def plugin_manager(config: RunConfig):
@@ -58,14 +64,27 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
     suggested = dry_run(base, spaces, rules, source=settings.space_file or "--space-file",
                         check=lambda config: assembly.check_components(config, registries, pm))
     if settings.show_space:
-        print(format_space(suggested), file=out)
+        if main:
+            print(format_space(suggested), file=out)
         return None
     enqueued = [parse_enqueued(text, suggested) for text in settings.enqueue]
 
     objective = parse_objective(settings.objective, base.tasks)
+    runner = TrialRunner(base, spaces, rules, objective, settings.folder, plugin_manager)
+    if not main:
+        follow(runner)
+        return None
+    try:
+        return _run_main(settings, objective, runner, enqueued, pruner, out, recorded_base)
+    finally:
+        distributed.broadcast_object(None)  # the other processes stop following
+
+
+def _run_main(settings: StudySettings, objective: Objective, runner: TrialRunner, enqueued: list[dict],
+              pruner: optuna.pruners.BasePruner | None, out: TextIO, recorded_base: dict[str, Any]) -> optuna.Study:
     if objective.multi:  # Optuna does not prune multi-objective studies
         pruner = optuna.pruners.NopPruner()
-    pruner = pruner or make_pruner(settings.pruner, base.epochs)
+    pruner = pruner or make_pruner(settings.pruner, runner.base.epochs)
     if settings.storage is None:
         settings.folder.mkdir(parents=True, exist_ok=True)  # the SQLite file goes there
     url = settings.storage or f"sqlite:///{(settings.folder / 'study.db').resolve()}"
@@ -81,7 +100,6 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
             study.enqueue_trial(params, skip_if_exists=True)
         ran: list[optuna.trial.FrozenTrial] = []  # this process's trials (other workers may share the study)
         trials = settings.trials if settings.trials or settings.timeout else 10
-        runner = TrialRunner(base, spaces, rules, objective, settings.folder, plugin_manager)
         study.optimize(runner, n_trials=trials, timeout=settings.timeout and settings.timeout * 60,
                        catch=(Exception,), callbacks=[hparams, lambda study, trial: ran.append(trial)])
         print(format_trials(study, objective), file=out)

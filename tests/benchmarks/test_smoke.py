@@ -1,7 +1,8 @@
 """Smoke test of benchmarks/train_speed.py at toy scale (tiny random-init encoder, one timed step).
 
 It checks the structure of what the command prints and writes, and that every figure is positive;
-never a timing target. Each run is bounded at 60 s; on an idle 2-core machine both take ~20 s in all.
+never a timing target. Each run is bounded at 60 s; on an idle 2-core machine they take ~35 s in all.
+The GPU mode (``--device cuda``) runs where a CUDA GPU exists; elsewhere its refusal is checked.
 """
 
 import json
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_speed.py"
 TOY = ["--checkpoint", "tiny", "--steps", "1", "--threads", "1", "--tasks", "sst", "--batch-size", "4",
@@ -64,3 +66,34 @@ def test_only_measures_one_configuration_in_its_own_process(data_dir, tmp_path):
     assert figures["steps"] == 1 and figures["peak_rss_mb"] > 0
     assert all(figures[key] > 0 for key in ("examples_per_s", "real_tokens_per_s", "padded_tokens_per_s"))
     assert 0 < figures["real_fraction"] <= 1
+
+
+def test_the_main_jobs_step_is_measured_with_its_effective_batch(data_dir, tmp_path):
+    out = tmp_path / "multi.json"
+    assert run_script(data_dir, "--only", "multi/platform-multitask", "--json", str(out)) == ""
+    figures = json.loads(out.read_text())
+    assert set(figures["batch_sizes"]) == {"sst", "quora", "sts"}  # `platform run`'s default tasks
+    assert figures["examples_per_step"] == sum(figures["batch_sizes"].values()) and figures["examples_per_s"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_gpu_mode_without_a_gpu_says_so(data_dir):
+    result = subprocess.run([sys.executable, str(SCRIPT), *TOY, "--data-dir", str(data_dir), "--device", "cuda"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--device cuda: no CUDA GPU is available here" in result.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_mode_measures_both_sides_on_the_gpu(data_dir, tmp_path):
+    out = tmp_path / "gpu.json"
+    lines = run_script(data_dir, "--device", "cuda", "--multitask", "--no-isolate", "--json", str(out)).splitlines()
+    report = json.loads(out.read_text())
+    assert report["machine"]["device"].startswith("cuda") and report["settings"]["device"].startswith("cuda")
+    precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    for name, figures in report["results"].items():
+        assert figures["peak_gpu_mb"] > 0 and figures["examples_per_s"] > 0, name
+        if not name.endswith("fp32"):
+            assert figures["precision"] == precision, name  # transformers under the platform's autocast too
+    assert "16384x384@384x1536" in report["machine"]["matmul_gflops"]["bf16"]
+    assert set(report["targets"]) >= {"eval examples/s", "main job's step, examples/s"}
+    assert any(line.startswith("targets of issue 15") for line in lines)

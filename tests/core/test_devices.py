@@ -31,7 +31,7 @@ def linear_output_dtypes(run) -> set[torch.dtype]:
     handle = query.register_forward_hook(lambda module, args, output: dtypes.add(output.dtype))
     try:
         losses = trainer.train_step(run, run.sampler.plan(0)[0])
-        assert all(torch.isfinite(torch.tensor(loss)) for loss in losses.values())
+        assert all(torch.isfinite(torch.as_tensor(loss)) for loss in losses.values())
     finally:
         handle.remove()
     return dtypes

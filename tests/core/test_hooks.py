@@ -9,6 +9,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+import torch
 
 from core import hookspecs, trainer
 from core.assembly import plugin_manager
@@ -173,7 +174,7 @@ def test_a_plugin_with_an_unknown_hook_is_refused():
 
 class Recorder:
     def __init__(self):
-        self.calls = []
+        self.calls, self.losses = [], []
 
     @hookimpl
     def platform_on_train_start(self, run):
@@ -185,12 +186,19 @@ class Recorder:
 
     @hookimpl
     def platform_on_before_backward(self, run, task, loss, terms):
-        assert loss.requires_grad and terms["loss"] == pytest.approx(loss.item())
+        assert loss.requires_grad and not terms["loss"].requires_grad  # device tensors, read when logged
+        assert float(terms["loss"]) == pytest.approx(loss.item())
         self.calls.append(("before_backward", task))
 
     @hookimpl
     def platform_on_after_step(self, run, step, losses):
+        assert all(isinstance(value, torch.Tensor) and value.dim() == 0 for value in losses.values())
         self.calls.append(("after_step", step, tuple(sorted(losses))))
+        self.losses.append({task: float(value) for task, value in losses.items()})
+
+    @hookimpl
+    def platform_on_log(self, run, step, losses):
+        self.calls.append(("log", step, dict(losses)))
 
     @hookimpl
     def platform_on_evaluate_end(self, run, split, metrics):
@@ -213,13 +221,13 @@ def recorded(tmp_path_factory, data_dir):
     from core.config import RunConfig
 
     config = RunConfig(tasks=("sst", "sts"), checkpoint="tiny", limit=16, batch_size=8, max_length=24, epochs=2,
-                       sampler="rrobin", data_dir=str(data_dir), threads=1,
+                       sampler="rrobin", log_every=2, data_dir=str(data_dir), threads=1,
                        output_dir=str(tmp_path_factory.mktemp("hooks") / "run"))
     recorder = Recorder()
     pm = plugin_manager(config)
     pm.register(recorder, name="recorder")
     trainer.train(trainer.prepare(config, pm))
-    return recorder.calls
+    return recorder.calls + [("step_losses", recorder.losses)]
 
 
 def test_hook_platform_on_train_start(recorded):
@@ -240,6 +248,17 @@ def test_hook_platform_on_after_step(recorded):
     assert [c[1] for c in steps] == [1, 2, 3, 4] and all(c[2] == ("sst", "sts") for c in steps)
 
 
+def test_hook_platform_on_log(recorded):
+    """Every --log-every (here 2) steps: each task's mean loss over the steps since the last call (both
+    batches of a task hold 8 examples, so the plain mean of the step losses)."""
+    logs = [c for c in recorded if c[0] == "log"]
+    step_losses = recorded[-1][1]
+    assert [c[1] for c in logs] == [2, 4]
+    for (_, step, losses), first, second in zip(logs, step_losses[0::2], step_losses[1::2]):
+        assert set(losses) == {"sst", "sts"} and all(isinstance(v, float) for v in losses.values())
+        assert losses == pytest.approx({task: (first[task] + second[task]) / 2 for task in losses}, rel=1e-6)
+
+
 def test_hook_platform_on_evaluate_end(recorded):
     evaluations = [c for c in recorded if c[0] == "evaluate_end"]
     assert evaluations == [("evaluate_end", "dev", ("mean", "sst", "sts"))] * 2
@@ -251,7 +270,7 @@ def test_hook_platform_on_epoch_end(recorded):
 
 
 def test_hook_platform_on_train_end(recorded):
-    assert recorded[-1] == ("train_end", ("epoch", "mean", "sst", "sts"))
+    assert recorded[-2] == ("train_end", ("epoch", "mean", "sst", "sts"))
 
 
 @pytest.mark.parametrize("name", HOOKS)

@@ -122,7 +122,10 @@ def test_training_loop_hooks_of_ones_own(tiny_config):
     kinds = [event["event"] for event in events]
     assert kinds[0] == "train_start" and kinds[-1] == "train_end"
     assert kinds.count("epoch_start") == kinds.count("epoch_end") == kinds.count("evaluate") == 2
-    assert all(event["largest_loss"] > 0 for event in events if event["event"] == "epoch_end")
+    ends = [event for event in events if event["event"] == "epoch_end"]
+    assert 0 < ends[0]["steps"] < ends[1]["steps"] and ends[1]["batches"] >= ends[1]["steps"]
+    logs = [event for event in events if event["event"] == "log"]
+    assert logs and all(isinstance(event["losses"]["sst"], float) for event in logs)
 
 
 def test_a_kind_of_ones_own_is_listed_with_its_description():

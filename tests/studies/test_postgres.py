@@ -1,6 +1,7 @@
 """Studies shared by several workers through a real PostgreSQL server (tests/postgres_server.py):
-two `platform study` processes complete one study together, the running trial of a worker that
-died is marked failed by heartbeat, and an unreachable server is reported by its URL."""
+two `platform study` processes complete one study together, as do a plain worker and a two-process
+torchrun job, the running trial of a worker that died is marked failed by heartbeat, and an
+unreachable server is reported by its URL."""
 
 import os
 import re
@@ -24,16 +25,22 @@ TINY = ["--tasks", "sst", "--checkpoint", "tiny", "--limit", "16", "--max-length
         "--epochs", "1", "--threads", "1", "--sampler", "rrobin", "--pruner", "none"]
 
 
-def start_worker(url: str, name: str, folder: Path, data_dir, cache: Path) -> subprocess.Popen:
-    """`platform study NAME --storage URL --trials 2` in its own process, with its own cache (as on its own machine)."""
-    command = [sys.executable, "-m", "core.cli", "study", name, "--storage", url, "--trials", "2",
+def start_worker(url: str, name: str, folder: Path, data_dir, cache: Path, processes: int = 1) -> subprocess.Popen:
+    """`platform study NAME --storage URL --trials 2` in its own process (or a torchrun job of ``processes``),
+    with its own cache (as on its own machine)."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] if processes > 1 else []
+    command = [sys.executable, *launcher, "-m", "core.cli", "study", name, "--storage", url, "--trials", "2",
                "--study-dir", str(folder), *TINY, "--data-dir", str(data_dir)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLATFORM_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLATFORM_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1",
+           "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}  # a torchrun job's gloo on loopback
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_two_workers_complete_one_study_together(postgres_url, tmp_path, data_dir):  # noqa: F811
-    workers = [start_worker(postgres_url, "shared", tmp_path, data_dir, tmp_path / f"cache-{i}") for i in range(2)]
+@pytest.mark.parametrize("processes", [(1, 1), (1, 2)], ids=["two-plain-workers", "a-plain-worker-and-a-torchrun-job"])
+def test_two_workers_complete_one_study_together(postgres_url, tmp_path, data_dir, processes):  # noqa: F811
+    name = f"shared-{'-'.join(map(str, processes))}"
+    workers = [start_worker(postgres_url, name, tmp_path, data_dir, tmp_path / f"cache-{i}", n)
+               for i, n in enumerate(processes)]
     outputs = []
     try:
         for worker in workers:
@@ -45,11 +52,11 @@ def test_two_workers_complete_one_study_together(postgres_url, tmp_path, data_di
                 worker.wait()
     assert [w.returncode for w in workers] == [0, 0], "\n\n".join(out[-3000:] for out in outputs)
 
-    trials = optuna.load_study(study_name="shared", storage=postgres_url).trials
+    trials = optuna.load_study(study_name=name, storage=postgres_url).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     run_dirs = [t.user_attrs["run_dir"] for t in trials]
-    assert sorted(run_dirs) == [str(tmp_path / "shared" / f"trial-{n}") for n in range(4)]
+    assert sorted(run_dirs) == [str(tmp_path / name / f"trial-{n}") for n in range(4)]
     assert all((Path(d) / "metrics.json").exists() for d in run_dirs)
     # each worker ran two of the four trials, and no trial ran in both
     ran = [{int(n) for n in re.findall(r"Trial (\d+) finished", out)} for out in outputs]

@@ -2,19 +2,21 @@
 
 import json
 
+from core import distributed
 from core.hookspecs import hookimpl
 
 NAME = "journal"
 
 
 def write(run, **event):
-    with open(run.output_dir / "journal.jsonl", "a") as handle:
-        handle.write(json.dumps({"step": run.global_step, **event}) + "\n")
+    if distributed.is_main():  # under torchrun every process calls every hook; one writes
+        with open(run.output_dir / "journal.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": run.global_step, **event}) + "\n")
 
 
 @hookimpl
 def platform_on_train_start(run):
-    run.plugin_state[NAME] = {"largest_loss": 0.0}
+    run.plugin_state[NAME] = {"batches": 0, "steps": 0}
     write(run, event="train_start", tasks=list(run.model.tasks))
 
 
@@ -25,14 +27,17 @@ def platform_on_epoch_start(run, epoch):
 
 @hookimpl
 def platform_on_before_backward(run, task, loss, terms):
-    state = run.plugin_state[NAME]
-    state["largest_loss"] = max(state["largest_loss"], terms["loss"])
+    run.plugin_state[NAME]["batches"] += 1  # terms are tensors on the device: read them only when logging
 
 
 @hookimpl
 def platform_on_after_step(run, step, losses):
-    if step % run.config.log_every == 0:
-        write(run, event="step", losses=losses)
+    run.plugin_state[NAME]["steps"] += 1
+
+
+@hookimpl
+def platform_on_log(run, step, losses):
+    write(run, event="log", losses=losses)  # floats: means over every process since the last log point
 
 
 @hookimpl
@@ -42,7 +47,7 @@ def platform_on_evaluate_end(run, split, metrics):
 
 @hookimpl
 def platform_on_epoch_end(run, epoch, metrics):
-    write(run, event="epoch_end", epoch=epoch, largest_loss=run.plugin_state[NAME]["largest_loss"])
+    write(run, event="epoch_end", epoch=epoch, **run.plugin_state[NAME])
 
 
 @hookimpl
