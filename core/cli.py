@@ -1,4 +1,4 @@
-"""The ``platform`` command: run, study, evaluate, predict, encode, plugins.
+"""The ``platform`` command: run, pretrain, study, evaluate, predict, encode, plugins.
 
 Options of ``run``, and of the base configuration of ``study``, come from the fields of
 :class:`core.config.RunConfig`; every registered sampler, regularizer and topology with settings adds
@@ -13,23 +13,26 @@ import sys
 from pathlib import Path
 
 from core import config as cfg
+from core import pretraining
 from core.errors import PlatformError
 from core.plugins import Registries, is_opt_in, make_plugin_manager
 
 COMPONENT_KINDS = ("samplers", "regularizers", "topologies")
 
 
-def add_component_options(parser: argparse.ArgumentParser, registries: Registries) -> None:
-    for kind in COMPONENT_KINDS:
+def add_component_options(parser: argparse.ArgumentParser, registries: Registries,
+                          kinds: tuple[str, ...] = COMPONENT_KINDS) -> None:
+    for kind in kinds:
         for entry in getattr(registries, kind):
             if entry.config is not None:
                 group = parser.add_argument_group(f"{entry.name} ({Registries.KINDS[kind]} from plugin {entry.plugin})", entry.help)
                 cfg.add_options(group, entry.config, prefix=f"{entry.name}-")
 
 
-def component_settings(args: argparse.Namespace, registries: Registries) -> dict[str, dict]:
+def component_settings(args: argparse.Namespace, registries: Registries,
+                       kinds: tuple[str, ...] = COMPONENT_KINDS) -> dict[str, dict]:
     settings = {}
-    for kind in COMPONENT_KINDS:
+    for kind in kinds:
         for entry in getattr(registries, kind):
             if entry.config is not None:
                 given = cfg.options_given(args, entry.config, prefix=f"{entry.name}-")
@@ -68,6 +71,23 @@ def command_run(args: argparse.Namespace, registries: Registries) -> int:
     print(f"run folder: {run.output_dir}", file=sys.stderr)
     best = trainer.train(run)
     print(format_metrics("best dev", best))
+    return 0
+
+
+def command_pretrain(args: argparse.Namespace, registries: Registries) -> int:
+    if args.resume:
+        run = pretraining.prepare(pretraining.PretrainConfig(output_dir=args.resume), resume=True)
+    else:
+        values = cfg.options_given(args, pretraining.PretrainConfig)
+        values["components"] = component_settings(args, registries, kinds=("maskers",))
+        run = pretraining.prepare(cfg.build(pretraining.PretrainConfig, values, source="platform pretrain"))
+    print(f"run folder: {run.output_dir}", file=sys.stderr)
+    metrics = pretraining.train(run)
+    before, after = metrics["before"], metrics["after"]
+    print(f"held-out MLM perplexity: {before['perplexity']:.3f} at step {before['step']}, "
+          f"{after['perplexity']:.3f} at step {after['step']} (masked-token accuracy {before['accuracy']:.4f} -> "
+          f"{after['accuracy']:.4f}); {metrics['train_seconds']:.0f} s of training")
+    print(f"checkpoint: {run.output_dir} (platform run --checkpoint {run.output_dir})")
     return 0
 
 
@@ -187,6 +207,14 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     add_run_config_options(study, registries, "base configuration",
                            "every `platform run` option; the search spaces override what they suggest")
 
+    pretrain = commands.add_parser(
+        "pretrain", help="further pretraining: the masked-language-model objective on task text and text files",
+        description="Continue the masked-language-model objective of --checkpoint on the train text of tasks and/or "
+                    "text files; the run folder becomes a checkpoint (platform run --checkpoint FOLDER).")
+    cfg.add_options(pretrain, pretraining.PretrainConfig)
+    add_component_options(pretrain, registries, kinds=("maskers",))
+    pretrain.add_argument("--resume", metavar="RUN_DIR", help="continue the pretraining run in RUN_DIR")
+
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard for a study on localhost")
     dashboard.add_argument("study", nargs="?", metavar="STUDY", help="a study under --study-dir (or use --storage)")
     dashboard.add_argument("--study-dir", default="runs/studies", help="folder of the studies (default: runs/studies)")
@@ -221,8 +249,9 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     return parser, registries
 
 
-COMMANDS = {"run": command_run, "study": command_study, "dashboard": command_dashboard, "evaluate": command_evaluate,
-            "predict": command_predict, "encode": command_encode, "plugins": command_plugins}
+COMMANDS = {"run": command_run, "pretrain": command_pretrain, "study": command_study, "dashboard": command_dashboard,
+            "evaluate": command_evaluate, "predict": command_predict, "encode": command_encode,
+            "plugins": command_plugins}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,14 @@ def platform_register_topologies(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def platform_register_maskers(register: Callable[..., None]) -> None:
+    """Register MLM maskers for ``platform pretrain``: ``register(name, factory, config=ConfigClass, help=...)``.
+
+    ``factory(config)`` returns an object with ``static`` (bool) and ``select(ids, candidates,
+    word_starts, rate, generator)``, the positions to predict (see ``core.masking``)."""
+
+
+@hookspec
 def platform_register_search_spaces(register: Callable[..., None]) -> None:
     """Register Optuna search spaces: ``register(name, space)`` where ``space(trial, base)`` returns
     a dict of configuration overrides suggested from ``trial``."""

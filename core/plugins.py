@@ -27,6 +27,7 @@ DEFAULT_PLUGINS = (
     "tasks.sts",
     "plugins.core_space",
     "plugins.samplers",
+    "plugins.masking",
     "plugins.heads",
     "plugins.tensorboard",
     "plugins.smart",
@@ -97,6 +98,7 @@ class Registries:
         "samplers": "sampler",
         "regularizers": "regularizer",
         "topologies": "topology",
+        "maskers": "masker",
         "search_spaces": "search space",
     }
 
@@ -112,4 +114,5 @@ class Registries:
     samplers: Registry
     regularizers: Registry
     topologies: Registry
+    maskers: Registry
     search_spaces: Registry

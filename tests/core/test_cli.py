@@ -20,7 +20,7 @@ TINY = ["--checkpoint", "tiny", "--limit", "16", "--batch-size", "8", "--max-len
 def test_bare_command_lists_commands(capsys):
     code, out, _ = run_cli(capsys)
     assert code == 0
-    for command in ("run", "evaluate", "predict", "encode", "plugins"):
+    for command in ("run", "pretrain", "evaluate", "predict", "encode", "plugins"):
         assert command in out
 
 
