@@ -194,7 +194,8 @@ def prepare(config: PretrainConfig, pm: pluggy.PluginManager | None = None, *, r
         raise ConfigError("--resume needs the run folder")
     if resume:
         check_output_dir(Path(config.output_dir), resume=True)
-        config = PretrainConfig.load(Path(config.output_dir) / RUN_CONFIG)
+        # the folder as named now, wherever the run was started (folders get moved)
+        config = attrs.evolve(PretrainConfig.load(Path(config.output_dir) / RUN_CONFIG), output_dir=config.output_dir)
     config = finalize(config)
     output_dir = Path(config.output_dir)
     if not resume:

@@ -111,12 +111,13 @@ def test_killed_run_resumes_to_identical_weights(config, tmp_path):
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)  # the safe loader reads it
     assert state["step"] == 4  # saved every 2 steps; step 5 was lost with the process
 
-    resumed = pretraining.prepare(PretrainConfig(output_dir=str(out)), resume=True)
-    assert resumed.step == 4
+    moved = out.rename(tmp_path / "moved")  # the folder as named now, not where the run began
+    resumed = pretraining.prepare(PretrainConfig(output_dir=str(moved)), resume=True)
+    assert resumed.step == 4 and resumed.output_dir == moved
     metrics = pretraining.train(resumed)
     expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     assert metrics["heldout"] == expected["heldout"]
-    ours = safetensors.torch.load_file(out / "model.safetensors")
+    ours = safetensors.torch.load_file(moved / "model.safetensors")
     theirs = safetensors.torch.load_file(tmp_path / "reference" / "model.safetensors")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
