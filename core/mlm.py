@@ -11,7 +11,11 @@ and as MLMs here, head included.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import safetensors.torch
 import torch
@@ -154,3 +158,19 @@ def load_masked_lm(checkpoint: str | CheckpointSource, *, dropout: float | None 
         for key, tensor in head.items():
             expected[key].copy_(tensor)
     return model, True
+
+
+def save_checkpoint_folder(model: MaskedLM, folder: Path, vocab: Path, lowercase: bool,
+                           overrides: dict[str, Any] | None = None) -> None:
+    """``folder`` as a checkpoint in the layout every other has: ``config.json`` (the encoder's BERT
+    config, ``overrides`` applied), ``model.safetensors``, ``vocab.txt`` and ``tokenizer_config.json``
+    (the casing, which ``core.pretrained`` reads). Each file is written whole or not at all."""
+    config = {**model.config.to_dict(), "architectures": ["BertForMaskedLM"], "model_type": "bert",
+              "hidden_act": "gelu", "position_embedding_type": "absolute", **(overrides or {})}
+    tokenizer_config = {"do_lower_case": lowercase, "tokenizer_class": "BertTokenizer"}
+    for name, data in (("config.json", config), ("tokenizer_config.json", tokenizer_config)):
+        (folder / f"{name}.tmp").write_text(json.dumps(data, indent=2) + "\n")
+    shutil.copyfile(vocab, folder / "vocab.txt.tmp")
+    model.save_weights(folder / "model.safetensors.tmp")
+    for name in ("config.json", "tokenizer_config.json", "vocab.txt", "model.safetensors"):
+        os.replace(folder / f"{name}.tmp", folder / name)

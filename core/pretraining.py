@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,13 +27,13 @@ from tqdm.auto import tqdm
 
 from core import checkpoints
 from core.assembly import component_config, lookup, parameter_groups, warmup_linear_decay
-from core.config import _names, build, field
+from core.config import _names, _positive_or_none, build, field
 from core.corpus import Corpus, load_corpus
 from core.data import resolve_data_dir
 from core.devices import autocast, resolve_device, resolve_precision
 from core.errors import ConfigError
 from core.masking import ReplacementRule, Vocabulary, mask_batch
-from core.mlm import MaskedLM, load_masked_lm
+from core.mlm import MaskedLM, load_masked_lm, save_checkpoint_folder
 from core.optim import AdamW
 from core.plugins import Registries, make_plugin_manager
 from core.pretrained import CheckpointSource, resolve_checkpoint
@@ -46,11 +44,6 @@ log = logging.getLogger("platform")
 
 RUN_CONFIG = "pretrain.json"
 _ORDER = 31  # salt of the per-epoch order of the training sequences
-
-
-def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"--{attribute.name.replace('_', '-')} must be positive, got {value}")
 
 
 def _unique(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
@@ -392,21 +385,10 @@ def write_metrics(run: PretrainRun) -> dict[str, Any]:
 
 
 def write_checkpoint_folder(run: PretrainRun) -> None:
-    """``config.json`` (the encoder's BERT config), ``model.safetensors``, ``vocab.txt`` and
-    ``tokenizer_config.json``: the layout every checkpoint folder has."""
-    out = run.output_dir
-    bert_config = {**run.model.config.to_dict(), "architectures": ["BertForMaskedLM"], "model_type": "bert",
-                   "hidden_act": "gelu", "position_embedding_type": "absolute"}
     # the checkpoint's dropout, not this run's --dropout (a fine-tuning run sets its own)
-    bert_config.update(hidden_dropout_prob=run.source.config.hidden_dropout_prob,
-                       attention_probs_dropout_prob=run.source.config.attention_probs_dropout_prob)
-    _write_atomic(out / "config.json", json.dumps(bert_config, indent=2) + "\n")
-    _write_atomic(out / "tokenizer_config.json", json.dumps(
-        {"do_lower_case": run.tokenizer.lowercase, "tokenizer_class": "BertTokenizer"}, indent=2) + "\n")
-    shutil.copyfile(run.tokenizer.vocab_path, out / "vocab.txt.tmp")
-    os.replace(out / "vocab.txt.tmp", out / "vocab.txt")
-    run.model.save_weights(out / "model.safetensors.tmp")
-    os.replace(out / "model.safetensors.tmp", out / "model.safetensors")
+    dropout = {"hidden_dropout_prob": run.source.config.hidden_dropout_prob,
+               "attention_probs_dropout_prob": run.source.config.attention_probs_dropout_prob}
+    save_checkpoint_folder(run.model, run.output_dir, run.tokenizer.vocab_path, run.tokenizer.lowercase, dropout)
 
 
 def _write_atomic(path: Path, text: str) -> None:
