@@ -1,4 +1,4 @@
-"""The ``platform`` command: run, study, evaluate, predict, encode, plugins.
+"""The ``platform`` command: run, pretrain, study, evaluate, predict, encode, plugins.
 
 Options of ``run``, and of the base configuration of ``study``, come from the fields of
 :class:`core.config.RunConfig`; every registered sampler, regularizer and topology with settings adds
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from core import config as cfg
-from core import distributed, runfolder
+from core import distributed, pretraining, runfolder
 from core.errors import ConfigError, PlatformError
 from core.plugins import Registries, is_opt_in, make_plugin_manager
 from studies.settings import StudySettings
@@ -22,8 +22,9 @@ from studies.settings import StudySettings
 COMPONENTS = ("samplers", "regularizers", "topologies")  # the registries whose entries have settings
 
 
-def add_component_options(parser: argparse.ArgumentParser, registries: Registries) -> None:
-    for sort in COMPONENTS:
+def add_component_options(parser: argparse.ArgumentParser, registries: Registries,
+                          sorts: tuple[str, ...] = COMPONENTS) -> None:
+    for sort in sorts:
         for entry in getattr(registries, sort):
             if entry.config is not None:
                 group = parser.add_argument_group(f"{entry.name} ({Registries.SORTS[sort][0]} from plugin {entry.plugin})",
@@ -31,9 +32,10 @@ def add_component_options(parser: argparse.ArgumentParser, registries: Registrie
                 cfg.add_options(group, entry.config, prefix=f"{entry.name}-")
 
 
-def component_settings(args: argparse.Namespace, registries: Registries) -> dict[str, dict]:
+def component_settings(args: argparse.Namespace, registries: Registries,
+                       sorts: tuple[str, ...] = COMPONENTS) -> dict[str, dict]:
     settings = {}
-    for sort in COMPONENTS:
+    for sort in sorts:
         for entry in getattr(registries, sort):
             if entry.config is not None:
                 given = cfg.options_given(args, entry.config, prefix=f"{entry.name}-")
@@ -92,6 +94,30 @@ def command_run(args: argparse.Namespace, registries: Registries) -> int:
     best = trainer.train(run)
     if distributed.is_main():
         print(format_metrics("best dev", best))
+    return 0
+
+
+def command_pretrain(args: argparse.Namespace, registries: Registries) -> int:
+    if args.resume:
+        given = [*cfg.options_given(args, pretraining.PretrainConfig)]
+        given += [f"{masker}_{setting}" for masker, settings in component_settings(args, registries, ("maskers",)).items()
+                  for setting in settings]
+        if given:
+            options = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise ConfigError(f"--resume {args.resume} continues the pretraining run with the configuration it was "
+                              f"started with; {options} would change it: drop them, or start a new run")
+        run = pretraining.prepare(pretraining.PretrainConfig(output_dir=args.resume), resume=True)
+    else:
+        values = cfg.options_given(args, pretraining.PretrainConfig)
+        values["components"] = component_settings(args, registries, sorts=("maskers",))
+        run = pretraining.prepare(cfg.build(pretraining.PretrainConfig, values, source="platform pretrain"))
+    print(f"run folder: {run.output_dir}", file=sys.stderr)
+    metrics = pretraining.train(run)
+    before, after = metrics["before"], metrics["after"]
+    print(f"held-out MLM perplexity: {before['perplexity']:.3f} at step {before['step']}, "
+          f"{after['perplexity']:.3f} at step {after['step']} (masked-token accuracy {before['accuracy']:.4f} -> "
+          f"{after['accuracy']:.4f}); {metrics['train_seconds']:.0f} s of training")
+    print(f"checkpoint: {run.output_dir} (platform run --checkpoint {run.output_dir})")
     return 0
 
 
@@ -185,6 +211,14 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     add_run_config_options(study, registries, "base configuration",
                            "every `platform run` option; the search spaces override what they suggest")
 
+    pretrain = commands.add_parser(
+        "pretrain", help="further pretraining: the masked-language-model objective on task text and text files",
+        description="Continue the masked-language-model objective of --checkpoint on the train text of tasks and/or "
+                    "text files; the run folder becomes a checkpoint (platform run --checkpoint FOLDER).")
+    cfg.add_options(pretrain, pretraining.PretrainConfig)
+    add_component_options(pretrain, registries, sorts=("maskers",))
+    pretrain.add_argument("--resume", metavar="RUN_DIR", help="continue the pretraining run in RUN_DIR")
+
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard for a study on localhost")
     dashboard.add_argument("study", nargs="?", metavar="STUDY", help="a study under --study-dir (or use --storage)")
     dashboard.add_argument("--study-dir", default="runs/studies", help="folder of the studies (default: runs/studies)")
@@ -217,8 +251,9 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     return parser, registries
 
 
-COMMANDS = {"run": command_run, "study": command_study, "dashboard": command_dashboard, "evaluate": command_evaluate,
-            "predict": command_predict, "encode": command_encode, "plugins": command_plugins}
+COMMANDS = {"run": command_run, "pretrain": command_pretrain, "study": command_study, "dashboard": command_dashboard,
+            "evaluate": command_evaluate, "predict": command_predict, "encode": command_encode,
+            "plugins": command_plugins}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,13 @@ def platform_register_regularizers(register: Register) -> None:
 
 
 @hookspec
+def platform_register_maskers(register: Register) -> None:
+    """Register MLM maskers for ``platform pretrain``: ``register(name, factory, config=SettingsClass,
+    help=...)``, where ``factory(config)`` returns a :class:`core.masking.Masker` (``static`` and
+    ``select(ids, candidates, word_starts, rate, generator)``: the positions to predict)."""
+
+
+@hookspec
 def platform_register_topologies(register: Register) -> None:
     """Register head topologies: ``register(name, factory, config=SettingsClass, help=...)``, where
     ``factory(config, tasks, widths, dropout)`` returns an ``nn.ModuleDict`` with a head per task

@@ -33,6 +33,7 @@ DEFAULT_PLUGINS = (
     "plugins.core_space",
     "plugins.samplers",
     "plugins.independent",
+    "plugins.masking",
     "plugins.tensorboard",
     "plugins.smart",
     "plugins.rlayer",
@@ -106,6 +107,7 @@ class Registries:
         "samplers": ("sampler", None, False),
         "regularizers": ("regularizer", None, False),
         "topologies": ("topology", None, False),
+        "maskers": ("masker", None, False),
         "search_spaces": ("search space", None, False),
     }
 
@@ -125,4 +127,5 @@ class Registries:
     samplers: Registry
     regularizers: Registry
     topologies: Registry
+    maskers: Registry
     search_spaces: Registry

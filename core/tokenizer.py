@@ -181,3 +181,24 @@ class Tokenizer:
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def encode_pieces(self, texts: list[str]) -> list[list[int]]:
+        """WordPiece ids of each text without special tokens and untruncated (for packing texts into
+        sequences of a chosen length: core.corpus)."""
+        _check_texts(texts, "texts")
+        self._tok.no_truncation()
+        return [e.ids for e in self._encode_batch(list(texts), add_special_tokens=False)]
+
+    def vocabulary(self) -> list[str]:
+        """Every token string, in id order ("##" marks word continuations)."""
+        tokens = [""] * self._size
+        for token, index in self._tok.get_vocab(with_added_tokens=True).items():
+            if index < self._size:
+                tokens[index] = token
+        return tokens
+
+    @property
+    def special_ids(self) -> tuple[int, ...]:
+        """Ids of [PAD], [UNK], [CLS], [SEP], [MASK]."""
+        return tuple(self._ids.values())
+

@@ -20,7 +20,7 @@ TINY = ["--checkpoint", "tiny", "--limit", "16", "--batch-size", "8", "--max-len
 def test_bare_command_lists_commands(capsys):
     code, out, _ = run_cli(capsys)
     assert code == 0
-    for command in ("run", "evaluate", "predict", "encode", "plugins"):
+    for command in ("run", "pretrain", "evaluate", "predict", "encode", "plugins"):
         assert command in out
 
 
@@ -29,7 +29,7 @@ def test_bare_command_lists_commands(capsys):
     (["--sampler", "shuffle"],
      "--sampler: unknown sampler 'shuffle'; available: annealed, interleaved, proportional, rrobin, rrobin-pre"),
     (["--plugins", "smrt"], "unknown plugin(s) in --plugins: smrt; available: bam, rlayer, smart (always on: "
-                            "cfimdb, core_space, independent, kinds, metrics, quora, samplers, sst, sts, "
+                            "cfimdb, core_space, independent, kinds, masking, metrics, quora, samplers, sst, sts, "
                             "tagging, tensorboard)"),
     (["--tasks", "sts", "--mode", "pretrain"], "--mode pretrain freezes the encoder, and the heads of sts have no "
                                                "trainable parameters (a cosine head has none); use --mode finetune"),

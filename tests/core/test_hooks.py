@@ -140,6 +140,37 @@ def test_hook_platform_register_topologies():
     assert set(registries_with(Plugin()).topologies.names()) == {"independent", "flat"}
 
 
+def test_hook_platform_register_maskers():
+    """A plugin's masker is looked up by name; the host keeps special tokens out of whatever it chooses."""
+    import torch
+
+    from core.masking import ReplacementRule, Vocabulary, mask_sequence
+    from core.mlm import IGNORED
+
+    class Everything:
+        static = False
+
+        def __init__(self, config):
+            self.config = config
+
+        def select(self, ids, candidates, word_starts, rate, generator):
+            return torch.ones_like(candidates)  # every position, special tokens included
+
+    class Plugin:
+        @hookimpl
+        def platform_register_maskers(self, register):
+            register("everything", Everything, help="predict every token")
+
+    entry = registries_with(Plugin()).maskers["everything"]
+    assert entry.plugin == "fixture" and entry.help == "predict every token"
+    vocab = Vocabulary(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "##c"], (0, 1, 2, 3, 4), 4, 0)
+    ids = torch.tensor([2, 5, 6, 7, 3])
+    inputs, labels = mask_sequence(entry.value(None), ids, vocab, ReplacementRule(rate=0.5, mask=1.0, random=0.0),
+                                   torch.Generator().manual_seed(0))
+    assert labels.tolist() == [IGNORED, 5, 6, 7, IGNORED] and inputs.tolist() == [2, 4, 4, 4, 3]
+    assert {"dynamic", "static", "whole-word", "span"} <= set(registries_with(Plugin()).maskers.names())
+
+
 def test_hook_platform_register_search_spaces():
     def space(trial, base):
         return {"lr": trial.suggest_float("lr", 1e-5, 1e-3, log=True)}

@@ -215,3 +215,17 @@ def test_vocab_without_specials_is_rejected(tmp_path):
     path.write_text("[PAD]\n[UNK]\nhello\n")
     with pytest.raises(ValueError, match=r"\[CLS\]"):
         Tokenizer(path)
+
+
+def test_pieces_are_the_encoding_without_specials_or_truncation(tok, vocab):
+    texts = ["Derrida 's lectures on `` the other ''", "", "word " * 300]
+    pieces = tok.encode_pieces(texts)
+    assert pieces[0] == tok.encode(texts[:1], max_length=64)[0][1:-1]
+    assert pieces[1] == [] and len(pieces[2]) == 300  # untruncated
+    assert tok.encode(texts[2:], max_length=64)[0][1:-1] == pieces[2][:62]
+
+
+def test_vocabulary_is_the_vocab_file_in_id_order(tok, vocab):
+    tokens = tok.vocabulary()
+    assert tokens == vocab.read_text(encoding="utf-8").splitlines()
+    assert [tokens[i] for i in tok.special_ids] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
