@@ -9,7 +9,8 @@ leaves out an id raises :class:`DataError` as one line ``FILE:LINE: what (task N
 physical line numbers, because reading on would shift columns (sentences read as ids) without a word.
 Blank lines are skipped. Labels are parsed by the task (its kind, or its own ``label_parser``); rows
 whose label is missing or unparsable are skipped and counted in one warning per file. A task in another
-format brings its own ``reader``, whose rows get the same id and label checks.
+format brings its own ``reader``, whose rows get the same id and label checks; it is told the split it
+reads, so a task that ships one file can cut a fixed dev split from it.
 """
 
 from __future__ import annotations
@@ -57,14 +58,15 @@ class Rows:
                     None if self.labels is None else [self.labels[i] for i in keep], [self.lines[i] for i in keep])
 
 
-def read_rows(task: Task, path: Path, *, labelled: bool) -> Rows:
+def read_rows(task: Task, path: Path, *, labelled: bool, split: str | None = None) -> Rows:
     """The rows of one task file: ``id``, the text columns, and parsed labels when ``labelled``; rows
     whose label the task cannot parse are skipped (one warning per file). A task with its own
-    ``reader`` reads its own format; its rows are checked here alike."""
+    ``reader`` reads its own format, as ``split`` (default: "dev" when labelled, else "test"); its rows
+    are checked here alike."""
     path, spec = Path(path), task.spec
     wanted = [spec.id_column, *spec.text_columns] + ([spec.label_column] if labelled else [])
     if spec.reader is not None:
-        columns, lines = read_custom(task, path, labelled, wanted)
+        columns, lines = read_custom(task, path, split or ("dev" if labelled else "test"), wanted)
     else:
         columns, lines = read_tsv(spec, path, wanted)
     check_ids(path, spec, lines, columns[spec.id_column])
@@ -87,12 +89,13 @@ def read_tsv(spec: TaskSpec, path: Path, wanted: list[str]) -> tuple[dict[str, l
     return {column: [fields[header.index(column)] for fields in rows] for column in wanted}, lines
 
 
-def read_custom(task: Task, path: Path, labelled: bool, wanted: list[str]) -> tuple[dict[str, list], list[int]]:
-    """Rows from the task's own reader: dicts holding the ``wanted`` columns (and optionally ``line``)."""
+def read_custom(task: Task, path: Path, split: str, wanted: list[str]) -> tuple[dict[str, list], list[int]]:
+    """Rows of ``split`` from the task's own reader: dicts holding the ``wanted`` columns (and optionally
+    ``line``)."""
     spec = task.spec
     if not path.is_file():
         raise file_error(path, None, "file not found", spec.name)
-    rows = list(spec.reader(spec, path, labelled))
+    rows = list(spec.reader(spec, path, split))
     if not rows:
         raise file_error(path, None, "no examples in the file", spec.name)
     for number, row in enumerate(rows, 1):
