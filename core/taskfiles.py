@@ -8,7 +8,8 @@ stray tab, an extra column, a quote that never closes), is not UTF-8, has no dat
 leaves out an id raises :class:`DataError` as one line ``FILE:LINE: what (task NAME)``, with 1-based
 physical line numbers, because reading on would shift columns (sentences read as ids) without a word.
 Blank lines are skipped. Labels are parsed by the task (its kind, or its own ``label_parser``); rows
-whose label is missing or unparsable are skipped and counted in one warning per file. A task in another
+whose label is missing, unparsable, or does not fit the row (a tag count other than the word count) are
+skipped and counted in one warning per file. A task in another
 format brings its own ``reader``, whose rows get the same id and label checks; it is told the split it
 reads, so a task that ships one file can cut a fixed dev split from it.
 """
@@ -174,17 +175,21 @@ def check_ids(path: Path, task: TaskSpec, lines: list[int], ids: list[str]) -> N
 
 
 def parse_labels(path: Path, task: Task, lines: list[int], columns: dict[str, list]) -> list[Any]:
-    """The label of each row as the task parses it, None where it is missing or unparsable (counted in
-    one warning)."""
+    """The label of each row as the task parses it, None where it is missing, unparsable, or does not fit
+    the row's texts as the task's kind sees them (one tag per word), counted in one warning."""
     spec = task.spec
     labels = [task.parse_label(value) for value in columns[spec.label_column]]
+    texts = zip(*(columns[column] for column in spec.text_columns))  # per row, its text fields
+    labels = [None if label is None or not task.kind.label_fits(spec, list(row), label) else label
+              for label, row in zip(labels, texts)]
     skipped = [i for i, label in enumerate(labels) if label is None]
     if len(skipped) == len(labels):
         raise file_error(path, None, f"none of the {len(labels)} rows has a valid {spec.label_column!r} label "
                          f"(first: line {lines[0]}, {spec.label_column} {columns[spec.label_column][0]!r})", spec.name)
     if skipped:
         first = skipped[0]
-        log.warning("%s: skipped %d of %d rows with a missing or unparsable %r label (first: line %d, id %s)",
+        log.warning("%s: skipped %d of %d rows with a missing, unparsable or mismatched %r label (first: line %d, "
+                    "id %s)",
                     path.name, len(skipped), len(labels), spec.label_column, lines[first],
                     columns[spec.id_column][first])
     return labels

@@ -2,13 +2,14 @@
 
 A task of this kind reads one text column holding the words of a sentence (a list, or a string split on
 whitespace) and a label column holding one tag per word (a list, or a whitespace-separated string);
-``spec.labels`` names the tags, in label-id order. Words are split into word pieces: the first piece of
-each word carries the word's tag and the others are ignored (label -100), as in BERT's NER recipe. The
-head reads every token state; the loss is the cross-entropy over first pieces; predictions are one tag
-per word, placed by word index (words without a piece, cut off by ``--max-length`` or left empty by
-normalisation like a lone emoji variation selector, are predicted ``O``); the metrics are entity-level
-precision, recall and F1 (seqeval, CoNLL rules). SMART's divergence is the symmetric KL of the tag
-distributions at the first pieces. BAM cannot distil it (teacher outputs differ in length per example).
+``spec.labels`` names the tags, in label-id order; a row whose tags are not all in it, or are not one
+per word, is skipped. Words are split into word pieces: the first piece of each word carries the word's
+tag and the others are ignored (label -100), as in BERT's NER recipe. The head reads every token state;
+the loss is the cross-entropy over first pieces; predictions are one tag per word, placed by word index
+(words without a piece, cut off by ``--max-length`` or left empty by normalisation like a lone emoji
+variation selector, are predicted ``O``); the metrics are entity-level precision, recall and F1
+(seqeval, CoNLL rules). SMART's divergence is the symmetric KL of the tag distributions at the first
+pieces. BAM cannot distil it (teacher outputs differ in length per example).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class TokenTagging(TaskKind):
         if not tags or any(tag not in spec.labels for tag in tags):
             return None
         return [spec.labels.index(tag) for tag in tags]
+
+    def label_fits(self, spec, texts, label):
+        return len(label) == len(words_of(texts[0]))  # one tag per word
 
     def encode(self, spec, texts, tokenizer, max_length):
         words = [words_of(value) for value in texts[0]]

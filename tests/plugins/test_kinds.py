@@ -397,3 +397,17 @@ def test_labels_follow_the_parser_and_are_never_cached(synthetic_dir, tokenizer)
     some_good = load(lambda value: float(value) or None)  # a parser may skip rows: here those scored 0
     assert some_good.labels.tolist() == [value for value in first.labels.tolist() if value > 0]
     assert 0 < len(some_good) < len(first)
+
+
+def test_a_tag_list_that_does_not_fit_its_words_skips_the_row(tmp_path, tokenizer, caplog):
+    spec = attrs.evolve(SPECS["chunks"], files={"train": "tags.csv", "dev": "tags.csv"})
+    (tmp_path / "tags.csv").write_text("id\ttokens\ttags\n"
+                                       "a\tanna lives here\tB-name O O\n"
+                                       "b\tanna lives here\tB-name O\n"  # a tag short
+                                       "c\tparis\tB-place O\n"  # a tag too many
+                                       "d\tlee\tB-person\n")  # not a tag of the task
+    with caplog.at_level("WARNING", logger="platform"):
+        data = load_split(bind_tasks(spec)["chunks"], "train", data_dir=tmp_path, tokenizer=tokenizer, max_length=16)
+    assert data.ids == ["a"] and data.labels == [[3, 0, 0]]
+    assert "skipped 3 of 4 rows with a missing, unparsable or mismatched 'tags' label (first: line 3, id b)" in caplog.text
+    assert make_batch(data, [0], tokenizer.pad).labels[0, 1:4].tolist() == [3, 0, 0]
