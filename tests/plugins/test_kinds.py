@@ -409,5 +409,6 @@ def test_a_tag_list_that_does_not_fit_its_words_skips_the_row(tmp_path, tokenize
     with caplog.at_level("WARNING", logger="platform"):
         data = load_split(bind_tasks(spec)["chunks"], "train", data_dir=tmp_path, tokenizer=tokenizer, max_length=16)
     assert data.ids == ["a"] and data.labels == [[3, 0, 0]]
-    assert "skipped 3 of 4 rows with a missing, unparsable or mismatched 'tags' label (first: line 3, id b)" in caplog.text
+    assert ("skipped 3 of 4 rows with a missing, unparsable or mismatched 'tags' label (first: line 3, id b)"
+            in caplog.text)
     assert make_batch(data, [0], tokenizer.pad).labels[0, 1:4].tolist() == [3, 0, 0]
