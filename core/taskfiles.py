@@ -9,9 +9,9 @@ leaves out an id raises :class:`DataError` as one line ``FILE:LINE: what (task N
 physical line numbers, because reading on would shift columns (sentences read as ids) without a word.
 Blank lines are skipped. Labels are parsed by the task (its kind, or its own ``label_parser``); rows
 whose label is missing, unparsable, or does not fit the row (a tag count other than the word count) are
-skipped and counted in one warning per file. A task in another
-format brings its own ``reader``, whose rows get the same id and label checks; it is told the split it
-reads, so a task that ships one file can cut a fixed dev split from it.
+skipped and counted in one warning per file. A task in another format brings its own ``reader``, whose
+rows get the same id and label checks; it is told the split it reads, so a task that ships one file can
+cut a fixed dev split from it.
 """
 
 from __future__ import annotations
@@ -188,8 +188,7 @@ def parse_labels(path: Path, task: Task, lines: list[int], columns: dict[str, li
                          f"(first: line {lines[0]}, {spec.label_column} {columns[spec.label_column][0]!r})", spec.name)
     if skipped:
         first = skipped[0]
-        log.warning("%s: skipped %d of %d rows with a missing, unparsable or mismatched %r label (first: line %d, "
-                    "id %s)",
-                    path.name, len(skipped), len(labels), spec.label_column, lines[first],
-                    columns[spec.id_column][first])
+        log.warning("%s: skipped %d of %d rows with a missing, unparsable or mismatched %r label "
+                    "(first: line %d, id %s)", path.name, len(skipped), len(labels), spec.label_column,
+                    lines[first], columns[spec.id_column][first])
     return labels
