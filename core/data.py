@@ -121,7 +121,7 @@ def load_split(task: Task, split: str, *, data_dir: Path, tokenizer, max_length:
     if split not in spec.files:
         raise DataError(f"task {spec.name!r} has no {split!r} file (it has: {', '.join(spec.files)})")
     path = Path(data_dir) / spec.files[split]
-    rows = read_rows(task, path, labelled=split != "test")
+    rows = read_rows(task, path, labelled=split != "test", split=split)
     rows = rows.select(sample(len(rows), limit))
     encoded = encode_cached(task, split, path, rows.ids, rows.texts, tokenizer, max_length)
     extras = {name: values for name, values in encoded.items() if name not in ("sequences", "token_types")}

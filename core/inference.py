@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import attrs
+import pluggy
 
 from core import assembly, checkpoints, runfolder
 from core.config import RunConfig, check_folder
@@ -16,8 +17,10 @@ from core.evaluation import evaluate, predict_split, write_predictions
 log = logging.getLogger("platform")
 
 
-def load_run(path: Path, data_dir: str | None = None):
-    """(config, model, tokenizer) of a run folder or checkpoint file; the model is in eval mode."""
+def load_run(path: Path, data_dir: str | None = None, pm: pluggy.PluginManager | None = None):
+    """(config, model, tokenizer) of a run folder or checkpoint file; the model is in eval mode. ``pm``:
+    the plugin manager to rebuild it with (default: the run's plugins among those installed), as
+    ``trainer.prepare`` takes one."""
     state = checkpoints.load(path)
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     recorded = runfolder.best_epoch_recorded(folder)
@@ -29,7 +32,7 @@ def load_run(path: Path, data_dir: str | None = None):
     config = RunConfig.from_dict(state["config"], source=str(path))
     if data_dir:
         config = attrs.evolve(config, data_dir=data_dir)
-    pm = assembly.plugin_manager(config)
+    pm = pm or assembly.plugin_manager(config)
     registries = assembly.Registries(pm)
     tasks = assembly.select_tasks(config, registries)
     model = assembly.build_model(config, tasks, assembly.select_topology(config, registries, pm))
@@ -38,8 +41,8 @@ def load_run(path: Path, data_dir: str | None = None):
 
 
 def evaluate_checkpoint(path: Path, *, file: Path | None = None, task: str | None = None,
-                        data_dir: str | None = None) -> dict[str, float]:
-    config, model, tokenizer = load_run(path, data_dir)
+                        data_dir: str | None = None, pm: pluggy.PluginManager | None = None) -> dict[str, float]:
+    config, model, tokenizer = load_run(path, data_dir, pm)
     if file is None:
         data = assembly.load_data(config, model.tasks, tokenizer, "dev")
     else:
@@ -54,10 +57,11 @@ def evaluate_checkpoint(path: Path, *, file: Path | None = None, task: str | Non
     return metrics
 
 
-def predict_checkpoint(path: Path, *, out: Path | None = None, data_dir: str | None = None) -> list[Path]:
+def predict_checkpoint(path: Path, *, out: Path | None = None, data_dir: str | None = None,
+                       pm: pluggy.PluginManager | None = None) -> list[Path]:
     if out is not None:
         check_folder(out, "--out")
-    config, model, tokenizer = load_run(path, data_dir)
+    config, model, tokenizer = load_run(path, data_dir, pm)
     out = Path(out) if out else (Path(path) if Path(path).is_dir() else Path(path).parent) / "predictions"
     written = []
     resolve_data_dir(config.data_dir)  # fail early, naming where it looked

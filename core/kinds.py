@@ -4,7 +4,8 @@ A kind plugin registers instances of :class:`TaskKind` subclasses (``platform_re
 a task names its kind, and the run binds them (``core.tasks.bind``). The host never asks which kind a
 task is: it calls the methods below, in this order of a task's life:
 
-- data: :meth:`check` the spec, :meth:`parse_label` each row, :meth:`encode` the texts to token ids,
+- data: :meth:`check` the spec, :meth:`parse_label` each row and check it :meth:`label_fits` the row's
+  texts, :meth:`encode` the texts to token ids,
   :meth:`stack_labels` of a split, :meth:`collate` a batch;
 - model: :attr:`head_input` says what the head is called with, :meth:`features` makes it from the
   encoder output, :meth:`outputs` and :meth:`build_head` make the default head;
@@ -60,6 +61,11 @@ class TaskKind:
     def parse_label(self, spec: "TaskSpec", value: Any) -> Any:
         """A row's label from the value of its label column, or None to skip the row."""
         raise NotImplementedError
+
+    def label_fits(self, spec: "TaskSpec", texts: list[Any], label: Any) -> bool:
+        """Whether a parsed label fits the text fields of its row (token tagging: one tag per word); a
+        row whose label does not is skipped like one whose label does not parse."""
+        return True
 
     def encode(self, spec: "TaskSpec", texts: list[list[Any]], tokenizer: "Tokenizer",
                max_length: int) -> dict[str, list]:

@@ -8,8 +8,10 @@ stray tab, an extra column, a quote that never closes), is not UTF-8, has no dat
 leaves out an id raises :class:`DataError` as one line ``FILE:LINE: what (task NAME)``, with 1-based
 physical line numbers, because reading on would shift columns (sentences read as ids) without a word.
 Blank lines are skipped. Labels are parsed by the task (its kind, or its own ``label_parser``); rows
-whose label is missing or unparsable are skipped and counted in one warning per file. A task in another
-format brings its own ``reader``, whose rows get the same id and label checks.
+whose label is missing, unparsable, or does not fit the row (a tag count other than the word count) are
+skipped and counted in one warning per file. A task in another format brings its own ``reader``, whose
+rows get the same id and label checks; it is told the split it reads, so a task that ships one file can
+cut a fixed dev split from it.
 """
 
 from __future__ import annotations
@@ -57,14 +59,15 @@ class Rows:
                     None if self.labels is None else [self.labels[i] for i in keep], [self.lines[i] for i in keep])
 
 
-def read_rows(task: Task, path: Path, *, labelled: bool) -> Rows:
+def read_rows(task: Task, path: Path, *, labelled: bool, split: str | None = None) -> Rows:
     """The rows of one task file: ``id``, the text columns, and parsed labels when ``labelled``; rows
     whose label the task cannot parse are skipped (one warning per file). A task with its own
-    ``reader`` reads its own format; its rows are checked here alike."""
+    ``reader`` reads its own format, as ``split`` (default: "dev" when labelled, else "test"); its rows
+    are checked here alike."""
     path, spec = Path(path), task.spec
     wanted = [spec.id_column, *spec.text_columns] + ([spec.label_column] if labelled else [])
     if spec.reader is not None:
-        columns, lines = read_custom(task, path, labelled, wanted)
+        columns, lines = read_custom(task, path, split or ("dev" if labelled else "test"), wanted)
     else:
         columns, lines = read_tsv(spec, path, wanted)
     check_ids(path, spec, lines, columns[spec.id_column])
@@ -87,12 +90,13 @@ def read_tsv(spec: TaskSpec, path: Path, wanted: list[str]) -> tuple[dict[str, l
     return {column: [fields[header.index(column)] for fields in rows] for column in wanted}, lines
 
 
-def read_custom(task: Task, path: Path, labelled: bool, wanted: list[str]) -> tuple[dict[str, list], list[int]]:
-    """Rows from the task's own reader: dicts holding the ``wanted`` columns (and optionally ``line``)."""
+def read_custom(task: Task, path: Path, split: str, wanted: list[str]) -> tuple[dict[str, list], list[int]]:
+    """Rows of ``split`` from the task's own reader: dicts holding the ``wanted`` columns (and optionally
+    ``line``)."""
     spec = task.spec
     if not path.is_file():
         raise file_error(path, None, "file not found", spec.name)
-    rows = list(spec.reader(spec, path, labelled))
+    rows = list(spec.reader(spec, path, split))
     if not rows:
         raise file_error(path, None, "no examples in the file", spec.name)
     for number, row in enumerate(rows, 1):
@@ -171,17 +175,20 @@ def check_ids(path: Path, task: TaskSpec, lines: list[int], ids: list[str]) -> N
 
 
 def parse_labels(path: Path, task: Task, lines: list[int], columns: dict[str, list]) -> list[Any]:
-    """The label of each row as the task parses it, None where it is missing or unparsable (counted in
-    one warning)."""
+    """The label of each row as the task parses it, None where it is missing, unparsable, or does not fit
+    the row's texts as the task's kind sees them (one tag per word), counted in one warning."""
     spec = task.spec
     labels = [task.parse_label(value) for value in columns[spec.label_column]]
+    texts = zip(*(columns[column] for column in spec.text_columns))  # per row, its text fields
+    labels = [None if label is None or not task.kind.label_fits(spec, list(row), label) else label
+              for label, row in zip(labels, texts)]
     skipped = [i for i, label in enumerate(labels) if label is None]
     if len(skipped) == len(labels):
         raise file_error(path, None, f"none of the {len(labels)} rows has a valid {spec.label_column!r} label "
                          f"(first: line {lines[0]}, {spec.label_column} {columns[spec.label_column][0]!r})", spec.name)
     if skipped:
         first = skipped[0]
-        log.warning("%s: skipped %d of %d rows with a missing or unparsable %r label (first: line %d, id %s)",
-                    path.name, len(skipped), len(labels), spec.label_column, lines[first],
-                    columns[spec.id_column][first])
+        log.warning("%s: skipped %d of %d rows with a missing, unparsable or mismatched %r label "
+                    "(first: line %d, id %s)", path.name, len(skipped), len(labels), spec.label_column,
+                    lines[first], columns[spec.id_column][first])
     return labels

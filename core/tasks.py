@@ -75,9 +75,11 @@ class TaskSpec:
         default=None, metadata={"help": "value of the label column -> label, or None to skip the row (default: the kind's)"})
     head: Callable[["TaskSpec", "Widths", float], "nn.Module"] | None = attrs.field(
         default=None, metadata={"help": "head(spec, widths, dropout) -> module, instead of the kind's default head"})
-    reader: Callable[["TaskSpec", Path, bool], Any] | None = attrs.field(
-        default=None, metadata={"help": "reader(spec, path, labelled) -> rows (a datasets.Dataset or a list of dicts "
-                                        "with the id, text and label columns), for files that are not tab-separated"})
+    reader: Callable[["TaskSpec", Path, str], Any] | None = attrs.field(
+        default=None, metadata={"help": "reader(spec, path, split) -> rows (a datasets.Dataset or a list of dicts "
+                                        "with the id, text and label columns, and optionally 'line'), for files that "
+                                        "are not tab-separated; split is 'train', 'dev' or 'test' (unlabelled), so one "
+                                        "file may serve several splits"})
 
 
 @attrs.frozen

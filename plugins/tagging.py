@@ -2,12 +2,14 @@
 
 A task of this kind reads one text column holding the words of a sentence (a list, or a string split on
 whitespace) and a label column holding one tag per word (a list, or a whitespace-separated string);
-``spec.labels`` names the tags, in label-id order. Words are split into word pieces: the first piece of
-each word carries the word's tag and the others are ignored (label -100), as in BERT's NER recipe. The
-head reads every token state; the loss is the cross-entropy over first pieces; predictions are one tag
-per word (words cut off by ``--max-length`` are predicted ``O``); the metrics are entity-level
-precision, recall and F1 (seqeval, CoNLL rules). SMART's divergence is the symmetric KL of the tag
-distributions at the first pieces. BAM cannot distil it (teacher outputs differ in length per example).
+``spec.labels`` names the tags, in label-id order; a row whose tags are not all in it, or are not one
+per word, is skipped. Words are split into word pieces: the first piece of each word carries the word's
+tag and the others are ignored (label -100), as in BERT's NER recipe. The head reads every token state;
+the loss is the cross-entropy over first pieces; predictions are one tag per word, placed by word index
+(words without a piece, cut off by ``--max-length`` or left empty by normalisation like a lone emoji
+variation selector, are predicted ``O``); the metrics are entity-level precision, recall and F1
+(seqeval, CoNLL rules). SMART's divergence is the symmetric KL of the tag distributions at the first
+pieces. BAM cannot distil it (teacher outputs differ in length per example).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class TokenTagging(TaskKind):
             return None
         return [spec.labels.index(tag) for tag in tags]
 
+    def label_fits(self, spec, texts, label):
+        return len(label) == len(words_of(texts[0]))  # one tag per word
+
     def encode(self, spec, texts, tokenizer, max_length):
         words = [words_of(value) for value in texts[0]]
         ids, word_ids = tokenizer.encode_words(words, max_length)
@@ -73,14 +78,14 @@ class TokenTagging(TaskKind):
 
     def collate(self, spec, data, indices, width):
         labels = torch.full((len(indices), width), IGNORE, dtype=torch.long) if data.labels is not None else None
-        first = torch.zeros(len(indices), width, dtype=torch.bool)
+        word_at = torch.full((len(indices), width), -1, dtype=torch.long)  # at a word's first piece: its index
         for row, i in enumerate(indices):
             for position, word in first_pieces(data.extras["word_ids"][i]):
-                first[row, position] = True
+                word_at[row, position] = word
                 if labels is not None:
                     labels[row, position] = data.labels[i][word]
         words = torch.tensor([data.extras["words"][i] for i in indices], dtype=torch.long)
-        return labels, {"first_pieces": first, "words": words}
+        return labels, {"word_at": word_at, "words": words}
 
     def features(self, output, batch, pooled):
         return (output.last_hidden_state,)
@@ -93,12 +98,15 @@ class TokenTagging(TaskKind):
 
     def predict(self, spec, output, batch):
         tags = output.argmax(dim=-1).cpu()  # (B, T)
-        first, words = batch.extras["first_pieces"].cpu(), batch.extras["words"].tolist()
+        word_at, words = batch.extras["word_at"].cpu(), batch.extras["words"].tolist()
         outside = OUTSIDE if OUTSIDE in spec.labels else spec.labels[0]
         predictions = []
         for row, count in enumerate(words):
-            found = [spec.labels[t] for t in tags[row][first[row]].tolist()]
-            predictions.append(found + [outside] * (count - len(found)))  # words cut off by --max-length
+            found = [outside] * count  # words without a piece stay outside
+            first = word_at[row] >= 0
+            for word, tag in zip(word_at[row][first].tolist(), tags[row][first].tolist()):
+                found[word] = spec.labels[tag]
+            predictions.append(found)
         return predictions
 
     def gold(self, spec, labels):
