@@ -91,7 +91,9 @@ def command_run(args: argparse.Namespace, registries: Registries) -> int:
         print(f"run folder: {run.output_dir}", file=sys.stderr)
     best = trainer.train(run)
     if distributed.is_main():
-        print(format_metrics("best dev", best))
+        print(format_metrics(f"best {run.selection_split}", best))
+        if run.dev:
+            print(format_metrics(f"dev of the model chosen on {run.selection_split}", run.dev))
     return 0
 
 
@@ -113,8 +115,9 @@ def command_dashboard(args: argparse.Namespace, registries: Registries) -> int:
 def command_evaluate(args: argparse.Namespace, registries: Registries) -> int:
     from core import inference
 
-    metrics = inference.evaluate_checkpoint(args.checkpoint, file=args.file, task=args.task, data_dir=args.data_dir)
-    print(format_metrics("dev" if not args.file else str(args.file), metrics))
+    metrics = inference.evaluate_checkpoint(args.checkpoint, file=args.file, task=args.task, data_dir=args.data_dir,
+                                            split=args.split)
+    print(format_metrics(args.split if not args.file else str(args.file), metrics))
     return 0
 
 
@@ -196,6 +199,9 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     evaluate.add_argument("checkpoint", type=Path, help="a run folder or its best.pt")
     evaluate.add_argument("--file", type=Path, help="a labelled file in the task's format (default: the dev files)")
     evaluate.add_argument("--task", help="the task of --file (needed when the run has several)")
+    evaluate.add_argument("--split", choices=("dev", "validation"), default="dev",
+                          help="dev, or validation: the rows the run held out of its train files with "
+                               "--validation-split (default: dev)")
     evaluate.add_argument("--data-dir", help="folder of the task files")
 
     predict = commands.add_parser("predict", help="write dev and test predictions of a trained run")

@@ -122,6 +122,11 @@ class RunConfig:
     seed: int = field(11711, "random seed (model init, sampling, dropout)")
     max_length: int = field(128, "maximum tokens per sentence, [CLS] and [SEP] included", validator=v.ge(4))
     limit: int | None = field(None, "use at most N examples per task and split (quick runs, tests)", validator=positive_or_none)
+    validation_split: float = field(0.0, "fraction of each task's train file held out as the run's validation set "
+                                         "(the same rows whatever --seed): every epoch is evaluated on it, best.pt "
+                                         "and a study's objective are chosen on it, and dev is evaluated once, on the "
+                                         "chosen model, at the end (0: off; epochs are evaluated and chosen on dev)",
+                                    validator=[v.ge(0.0), v.lt(1.0)])
     data_dir: str | None = field(None, "folder of the task files (default: $PLATFORM_DATA_DIR, then ../shared/data/cs224n)")
     output_dir: str | None = field(None, "run folder (default runs/<time>-<tasks>)")
     save_every: int = field(200, "steps between resume checkpoints (last.pt) within an epoch", validator=v.ge(1))
