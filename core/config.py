@@ -116,6 +116,9 @@ class RunConfig:
                                     "train at --lr, each layer below at this factor times the layer above, the "
                                     "embeddings at it times the lowest layer (1: one rate for all)",
                                validator=_check_layer_decay)
+    head_lr_multiplier: float = field(1.0, "the task heads (a topology's shared layers included) train at --lr times "
+                                           "this: freshly initialised heads may need a larger rate than the "
+                                           "pretrained encoder (1: the rate of the top layer)", validator=positive)
     warmup: float = field(0.0, "fraction of training steps of linear warm-up before linear decay (0: constant rate)",
                           validator=[v.ge(0.0), v.le(1.0)])
     dropout: float = field(0.1, "dropout in the encoder and the heads", validator=[v.ge(0.0), v.lt(1.0)])
