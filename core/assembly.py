@@ -11,7 +11,7 @@ import pluggy
 import torch
 
 from core.config import RunConfig, build
-from core.data import SplitData, load_split, resolve_data_dir
+from core.data import VALIDATION, SplitData, load_split, resolve_data_dir
 from core.devices import resolve_device, resolve_precision
 from core.errors import ConfigError
 from core.heads import Widths
@@ -139,10 +139,13 @@ def load_tokenizer(config: RunConfig) -> Tokenizer:
 
 
 def load_data(config: RunConfig, tasks: dict[str, Task], tokenizer: Tokenizer, split: str) -> dict[str, SplitData]:
+    """``split`` of every task that has it; ``validation`` is held out of the train files
+    (``--validation-split``), which ``train`` then leaves out."""
     data_dir = resolve_data_dir(config.data_dir)
+    file_split = "train" if split == VALIDATION else split
     return {name: load_split(task, split, data_dir=data_dir, tokenizer=tokenizer, max_length=config.max_length,
-                             limit=config.limit)
-            for name, task in tasks.items() if split in task.spec.files}
+                             limit=config.limit, validation_split=config.validation_split)
+            for name, task in tasks.items() if file_split in task.spec.files}
 
 
 def build_model(config: RunConfig, tasks: dict[str, Task], topology: Entry) -> MultitaskModel:

@@ -93,7 +93,9 @@ def command_run(args: argparse.Namespace, registries: Registries) -> int:
         print(f"run folder: {run.output_dir}", file=sys.stderr)
     best = trainer.train(run)
     if distributed.is_main():
-        print(format_metrics("best dev", best))
+        print(format_metrics(f"best {run.selection_split}", best))
+        if run.dev:
+            print(format_metrics(f"dev of the model chosen on {run.selection_split}", run.dev))
     return 0
 
 
@@ -139,8 +141,9 @@ def command_dashboard(args: argparse.Namespace, registries: Registries) -> int:
 def command_evaluate(args: argparse.Namespace, registries: Registries) -> int:
     from core import inference
 
-    metrics = inference.evaluate_checkpoint(args.checkpoint, file=args.file, task=args.task, data_dir=args.data_dir)
-    print(format_metrics("dev" if not args.file else str(args.file), metrics))
+    metrics = inference.evaluate_checkpoint(args.checkpoint, file=args.file, task=args.task, data_dir=args.data_dir,
+                                            split=args.split)
+    print(format_metrics(args.split if not args.file else str(args.file), metrics))
     return 0
 
 
@@ -159,6 +162,47 @@ def command_encode(args: argparse.Namespace, registries: Registries) -> int:
                                           data_dir=args.data_dir, batch_size=args.batch_size, limit=args.limit)
     print(f"{args.checkpoint} zero-shot cosine Pearson on {args.task} {args.split} ({args.pooling} pooling): {pearson:.4f}")
     return 0
+
+
+def command_report(args: argparse.Namespace, registries: Registries) -> int:
+    from core import plots, report
+
+    folders = [Path(path) for path in args.inputs if Path(path).is_dir()]
+    if (args.command_line or args.name) and len(folders) != 1:
+        raise ConfigError("--command and --name describe one run: give one run folder with them")
+    if args.curves and not args.plot:
+        raise ConfigError("--curves NAME draws into the --plot folder: give --plot DIR too")
+    rows = []
+    for path in map(Path, args.inputs):
+        if path.is_dir():
+            row = report.summarize(path, name=args.name, label=args.label, command=args.command_line, note=args.note)
+            if args.json_dir:
+                print(report.write(row, args.json_dir))
+            rows.append(row)
+        else:
+            rows.extend(report.load_rows([path]))
+    if args.plot:
+        targets = parse_targets(args.targets or "")
+        tasks = list(cfg.names(args.tasks)) if args.tasks else None
+        print(plots.save(plots.scores_figure(rows, tasks, targets), args.plot / "scores.png"))
+        if args.curves:
+            chosen = [row for row in rows if row["name"] == args.curves]
+            if not chosen:
+                raise ConfigError(f"--curves {args.curves}: no such row; the rows are "
+                                  f"{', '.join(row['name'] for row in rows)}")
+            print(plots.save(plots.curves_figure(chosen[0]), args.plot / f"curves-{args.curves}.png"))
+    return 0
+
+
+def parse_targets(text: str) -> dict[str, float]:
+    expected = "TASK=SCORE, e.g. sst=0.53,sts=0.88"
+    targets = {}
+    for task, value in cfg.parse_assignments(text, "--targets", expected).items():
+        try:
+            targets[task] = float(value)
+        except ValueError:
+            raise ConfigError(f"--targets: bad entry {task}={value}; expected {expected}") from None
+    return targets
 
 
 def command_plugins(args: argparse.Namespace, registries: Registries) -> int:
@@ -230,6 +274,9 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     evaluate.add_argument("checkpoint", type=Path, help="a run folder or its best.pt")
     evaluate.add_argument("--file", type=Path, help="a labelled file in the task's format (default: the dev files)")
     evaluate.add_argument("--task", help="the task of --file (needed when the run has several)")
+    evaluate.add_argument("--split", choices=("dev", "validation"), default="dev",
+                          help="dev, or validation: the rows the run held out of its train files with "
+                               "--validation-split (default: dev)")
     evaluate.add_argument("--data-dir", help="folder of the task files")
 
     predict = commands.add_parser("predict", help="write dev and test predictions of a trained run")
@@ -246,13 +293,32 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     encode.add_argument("--limit", type=int, default=None, help="at most N pairs")
     encode.add_argument("--data-dir", help="folder of the task files")
 
+    report = commands.add_parser(
+        "report", help="sum runs up as small result files (JSON) and plot scores and learning curves",
+        description="Read run folders and result files (earlier --json-dir output); write a result file per run "
+                    "folder (--json-dir) and plots (--plot): DIR/scores.png, dev scores per configuration, and "
+                    "DIR/curves-NAME.png, the learning curves of one row (--curves NAME).")
+    report.add_argument("inputs", nargs="+", metavar="RUN_OR_JSON", help="run folders and result files")
+    report.add_argument("--json-dir", type=Path, metavar="DIR", help="write DIR/NAME.json for every run folder given")
+    report.add_argument("--name", help="the row's name (default: the run folder's name; one run folder only)")
+    report.add_argument("--label", help="the row's label in plots (default: its name); rows of one label are the "
+                                        "seeds of one configuration, drawn as mean and sd")
+    report.add_argument("--command", dest="command_line", metavar="CMD",
+                        help="the command that trained the run, recorded in its row (one run folder only)")
+    report.add_argument("--note", help="free text recorded in the rows of the run folders given (threads, load, ...)")
+    report.add_argument("--plot", type=Path, metavar="DIR",
+                        help="write DIR/scores.png (needs matplotlib: the plots extra)")
+    report.add_argument("--curves", metavar="NAME", help="also write DIR/curves-NAME.png for the row NAME")
+    report.add_argument("--tasks", help="tasks to plot, in order (default: every task the rows report)")
+    report.add_argument("--targets", metavar="TASK=SCORE,...", help="dashed target lines on scores.png")
+
     commands.add_parser("plugins", help="list every plugin, what it registers, and its hooks")
 
     return parser, registries
 
 
 COMMANDS = {"run": command_run, "pretrain": command_pretrain, "study": command_study, "dashboard": command_dashboard,
-            "evaluate": command_evaluate, "predict": command_predict, "encode": command_encode,
+            "evaluate": command_evaluate, "predict": command_predict, "encode": command_encode, "report": command_report,
             "plugins": command_plugins}
 
 

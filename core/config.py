@@ -116,12 +116,20 @@ class RunConfig:
                                     "train at --lr, each layer below at this factor times the layer above, the "
                                     "embeddings at it times the lowest layer (1: one rate for all)",
                                validator=_check_layer_decay)
+    head_lr_multiplier: float = field(1.0, "the task heads (a topology's shared layers included) train at --lr times "
+                                           "this: freshly initialised heads may need a larger rate than the "
+                                           "pretrained encoder (1: the rate of the top layer)", validator=positive)
     warmup: float = field(0.0, "fraction of training steps of linear warm-up before linear decay (0: constant rate)",
                           validator=[v.ge(0.0), v.le(1.0)])
     dropout: float = field(0.1, "dropout in the encoder and the heads", validator=[v.ge(0.0), v.lt(1.0)])
     seed: int = field(11711, "random seed (model init, sampling, dropout)")
     max_length: int = field(128, "maximum tokens per sentence, [CLS] and [SEP] included", validator=v.ge(4))
     limit: int | None = field(None, "use at most N examples per task and split (quick runs, tests)", validator=positive_or_none)
+    validation_split: float = field(0.0, "fraction of each task's train file held out as the run's validation set "
+                                         "(the same rows whatever --seed): every epoch is evaluated on it, best.pt "
+                                         "and a study's objective are chosen on it, and dev is evaluated once, on the "
+                                         "chosen model, at the end (0: off; epochs are evaluated and chosen on dev)",
+                                    validator=[v.ge(0.0), v.lt(1.0)])
     data_dir: str | None = field(None, "folder of the task files (default: $PLATFORM_DATA_DIR, then ../shared/data/cs224n)")
     output_dir: str | None = field(None, "run folder (default runs/<time>-<tasks>)")
     save_every: int = field(200, "steps between resume checkpoints (last.pt) within an epoch", validator=v.ge(1))

@@ -24,6 +24,8 @@ DATA_ENV = "PLATFORM_DATA_DIR"
 CACHE_ENV = "PLATFORM_CACHE_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LIMIT_SEED = 0  # --limit samples the same rows in every run
+VALIDATION_SEED = 13  # --validation-split holds out the same rows in every run, whatever --seed
+VALIDATION = "validation"  # the split held out of the train file by --validation-split
 DEFAULT_DATA_DIRS = (PROJECT_ROOT.parent / "shared" / "data" / "cs224n", Path.cwd().parent / "shared" / "data" / "cs224n")
 
 
@@ -114,15 +116,44 @@ def sample(size: int, limit: int | None) -> list[int]:
     return sorted(random.Random(LIMIT_SEED).sample(range(size), limit))
 
 
+def held_out(size: int, fraction: float) -> list[int]:
+    """``--validation-split``: the rows of a train file of ``size`` rows held out as the validation set,
+    in file order. A fixed seed (not ``--seed``), so every run of a comparison, a study's every trial and
+    a BAM teacher hold out the same rows; at least one row is held out and at least one is kept."""
+    count = min(size - 1, max(1, round(fraction * size)))
+    return sorted(random.Random(VALIDATION_SEED).sample(range(size), count))
+
+
+def split_rows(task: Task, split: str, size: int, limit: int | None, validation_split: float,
+               path: Path) -> list[int]:
+    """The rows of a file of ``size`` rows that ``split`` reads: with ``validation_split``, the
+    ``validation`` split is the held-out part of the train file and ``train`` the rest; then ``--limit``
+    samples each (so a limited run validates on a subset of the same held-out rows)."""
+    if split == VALIDATION and not validation_split > 0:
+        raise DataError(f"task {task.name!r}: no validation split without --validation-split (a fraction of the "
+                        "train file to hold out, e.g. 0.1)")
+    rows = list(range(size))
+    if validation_split > 0 and split in ("train", VALIDATION):
+        if size < 2:
+            raise DataError(f"{path}: --validation-split {validation_split} needs at least 2 training rows of task "
+                            f"{task.name!r} (one to hold out, one to train on), the file has {size}")
+        held = held_out(size, validation_split)
+        rows = held if split == VALIDATION else sorted(set(rows) - set(held))
+    return [rows[i] for i in sample(len(rows), limit)]
+
+
 def load_split(task: Task, split: str, *, data_dir: Path, tokenizer, max_length: int,
-               limit: int | None = None) -> SplitData:
-    """Read, check, sample and tokenize one split; token ids are cached on disk."""
+               limit: int | None = None, validation_split: float = 0.0) -> SplitData:
+    """Read, check, sample and tokenize one split (``train``, ``dev``, ``test``, or ``validation``: the
+    rows of the train file that ``validation_split`` holds out, see :func:`split_rows`); token ids are
+    cached on disk."""
     spec = task.spec
-    if split not in spec.files:
+    file_split = "train" if split == VALIDATION else split
+    if file_split not in spec.files:
         raise DataError(f"task {spec.name!r} has no {split!r} file (it has: {', '.join(spec.files)})")
-    path = Path(data_dir) / spec.files[split]
-    rows = read_rows(task, path, labelled=split != "test", split=split)
-    rows = rows.select(sample(len(rows), limit))
+    path = Path(data_dir) / spec.files[file_split]
+    rows = read_rows(task, path, labelled=split != "test", split=file_split)
+    rows = rows.select(split_rows(task, split, len(rows), limit, validation_split, path))
     encoded = encode_cached(task, split, path, rows.ids, rows.texts, tokenizer, max_length)
     extras = {name: values for name, values in encoded.items() if name not in ("sequences", "token_types")}
     labels = None if rows.labels is None else task.kind.stack_labels(spec, rows.labels)

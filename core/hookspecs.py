@@ -124,16 +124,19 @@ def platform_on_log(run: RunContext, step: int, losses: dict[str, float]) -> Non
 
 @hookspec
 def platform_on_evaluate_end(run: RunContext, split: str, metrics: dict[str, float]) -> None:
-    """Called after an evaluation of ``split`` with its metrics (per task and ``mean``)."""
+    """Called after an evaluation of ``split`` with its metrics (per task and ``mean``): the selection
+    split every epoch (``dev``, or ``validation``), and with ``--validation-split`` ``dev`` once at the end."""
 
 
 @hookspec
 def platform_on_epoch_end(run: RunContext, epoch: int, metrics: dict[str, float]) -> None:
-    """Called at the end of every epoch with that epoch's dev metrics, after ``run.best`` took them
+    """Called at the end of every epoch with that epoch's metrics on the selection split
+    (``run.selection_split``: dev, or validation with ``--validation-split``), after ``run.best`` took them
     in if they are the best so far, and before the epoch's checkpoints are written (so state a plugin
     changes here is saved with the epoch)."""
 
 
 @hookspec
 def platform_on_train_end(run: RunContext, metrics: dict[str, float]) -> None:
-    """Called once after the last epoch with the best dev metrics."""
+    """Called once after the last epoch with the best metrics of the selection split (with
+    ``--validation-split``, ``run.dev`` then holds the chosen model's dev metrics)."""

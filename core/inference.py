@@ -10,7 +10,7 @@ import pluggy
 
 from core import assembly, checkpoints, runfolder
 from core.config import RunConfig, check_folder
-from core.data import load_split, resolve_data_dir
+from core.data import VALIDATION, load_split, resolve_data_dir
 from core.errors import ConfigError
 from core.evaluation import evaluate, predict_split, write_predictions
 
@@ -41,10 +41,18 @@ def load_run(path: Path, data_dir: str | None = None, pm: pluggy.PluginManager |
 
 
 def evaluate_checkpoint(path: Path, *, file: Path | None = None, task: str | None = None,
-                        data_dir: str | None = None, pm: pluggy.PluginManager | None = None) -> dict[str, float]:
+                        data_dir: str | None = None, split: str = "dev",
+                        pm: pluggy.PluginManager | None = None) -> dict[str, float]:
+    """Metrics of a run's best model on ``split`` (``dev``, or ``validation``: the rows it held out of
+    its train files), or on a labelled ``file`` of ``task``."""
+    if file is not None and split != "dev":
+        raise ConfigError(f"--split {split} and --file {file} both say what to evaluate: give one of them")
     config, model, tokenizer = load_run(path, data_dir, pm)
+    if split == VALIDATION and not config.validation_split:
+        raise ConfigError(f"--split validation: the run in {path} held out no validation rows (it was trained "
+                          "without --validation-split); use --split dev")
     if file is None:
-        data = assembly.load_data(config, model.tasks, tokenizer, "dev")
+        data = assembly.load_data(config, model.tasks, tokenizer, split)
     else:
         if task is None and len(model.tasks) > 1:
             raise ConfigError(f"--task is needed with --file: the run has tasks {', '.join(model.tasks)}")

@@ -162,7 +162,8 @@ class AdamW(Optimizer):
 def build_optimizer(config: RunConfig, model: MultitaskModel, total_steps: int):
     """AdamW over the trainable parameters (see :func:`parameter_groups`), and a linear warm-up then
     linear decay schedule (constant when ``--warmup 0``) that scales every group's own rate."""
-    optimizer = AdamW(parameter_groups(model, config.lr, config.layer_decay, config.weight_decay),
+    optimizer = AdamW(parameter_groups(model, config.lr, config.layer_decay, config.weight_decay,
+                                       config.head_lr_multiplier),
                       lr=config.lr, weight_decay=config.weight_decay)
     warmup_steps = int(config.warmup * total_steps)
 
@@ -180,32 +181,39 @@ def warmup_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
-def parameter_groups(model: MultitaskModel, lr: float, layer_decay: float, weight_decay: float) -> list[dict]:
+def parameter_groups(model: MultitaskModel, lr: float, layer_decay: float, weight_decay: float,
+                     head_lr_multiplier: float = 1.0) -> list[dict]:
     """Optimizer groups of the trainable parameters, top of the network first.
 
     Layer-wise rate decay: the heads, the pooler and the top encoder layer train at ``lr``, each
     layer below at ``layer_decay`` times the layer above, the embeddings at ``layer_decay`` times the
-    lowest layer. Weight decay applies to weight matrices and embedding tables (>= 2-D) only, never
-    to biases or LayerNorm weights. Frozen parameters (``--mode pretrain``) are left out.
+    lowest layer. With ``head_lr_multiplier`` other than 1 the heads (every parameter of
+    ``model.heads``, shared ones included) form groups of their own at ``lr`` times it, after the
+    others. Weight decay applies to weight matrices and embedding tables (>= 2-D) only, never to
+    biases or LayerNorm weights. Frozen parameters (``--mode pretrain``) are left out.
     """
     num_layers = len(model.encoder.encoder.layer)
     depth = {id(p): num_layers for p in model.encoder.embeddings.parameters()}
     for index, layer in enumerate(model.encoder.encoder.layer):
         depth.update({id(p): num_layers - 1 - index for p in layer.parameters()})  # the top layer is 0
-    groups: dict[tuple[int, bool], dict] = {}
+    apart = {id(p) for p in model.heads.parameters()} if head_lr_multiplier != 1.0 else set()
+    groups: dict[tuple[bool, int, bool], dict] = {}
     for p in model.parameters():  # a parameter shared between heads comes once
         if not p.requires_grad:
             continue
-        d, decayed = depth.get(id(p), 0), p.ndim >= 2
-        group = groups.setdefault((d, decayed), {"params": [], "lr": lr * layer_decay ** d,
-                                                 "weight_decay": weight_decay if decayed else 0.0,
-                                                 "name": _group_name(d, num_layers, decayed)})
+        head, d, decayed = id(p) in apart, depth.get(id(p), 0), p.ndim >= 2
+        rate = lr * head_lr_multiplier if head else lr * layer_decay ** d
+        group = groups.setdefault((head, d, decayed), {"params": [], "lr": rate,
+                                                       "weight_decay": weight_decay if decayed else 0.0,
+                                                       "name": _group_name(d, num_layers, decayed, head, bool(apart))})
         group["params"].append(p)
-    return [groups[key] for key in sorted(groups, key=lambda key: (key[0], not key[1]))]
+    return [groups[key] for key in sorted(groups, key=lambda key: (key[0], key[1], not key[2]))]
 
 
-def _group_name(depth: int, num_layers: int, decayed: bool) -> str:
+def _group_name(depth: int, num_layers: int, decayed: bool, head: bool, heads_apart: bool) -> str:
     where = "embeddings" if depth == num_layers else f"layer {num_layers - 1 - depth}"
-    if depth == 0:
-        where = f"heads, pooler, layer {num_layers - 1}"
+    if head:
+        where = "heads"
+    elif depth == 0:
+        where = f"{'' if heads_apart else 'heads, '}pooler, layer {num_layers - 1}"
     return f"{where} ({'weight decay' if decayed else 'no weight decay'})"

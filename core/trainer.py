@@ -1,8 +1,12 @@
 """The multitask training loop: plan steps with a sampler, update, evaluate, checkpoint, resume.
 
 Loop hooks (``platform_on_…``) fire in the order documented in ``core/hookspecs.py``. A run folder
-holds ``config.json``, ``metrics.json``, ``last.pt`` (resume), ``best.pt`` (best dev mean),
-``predictions/`` and TensorBoard events under ``tensorboard/``.
+holds ``config.json``, ``metrics.json``, ``last.pt`` (resume), ``best.pt`` (best mean on the selection
+split), ``predictions/`` and TensorBoard events under ``tensorboard/``.
+
+The selection split is dev, or, with ``--validation-split``, the rows held out of the train files: then
+every epoch is evaluated on them, ``best.pt`` is chosen on them, and dev is evaluated once, on the
+chosen model, after the last epoch (``metrics.json``: ``"selected_on"`` and ``"dev"``).
 
 Under torchrun (see ``core.distributed``) every process runs this same loop on its shard of every task
 batch; only the main process reads and writes the run folder, and what it reads reaches the others.
@@ -27,7 +31,7 @@ from tqdm.auto import tqdm
 from core import assembly, checkpoints, distributed, runfolder
 from core.bucketing import bucket_plan, split_by_tokens
 from core.config import RunConfig
-from core.data import SplitData, make_batch
+from core.data import VALIDATION, SplitData, make_batch
 from core.devices import resolve_device
 from core.evaluation import evaluate, predict_split, write_predictions
 from core.memory import peak_rss_mb
@@ -60,12 +64,14 @@ class RunContext:
     regularizers: dict[str, Regularizer]
     steps_per_epoch: int  # counted once from the first epoch's plan: every epoch has as many
     examples_per_epoch: int
+    validation_data: dict[str, SplitData] = attrs.Factory(dict)  # held out of train (--validation-split), or none
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
     examples_seen: int = 0
-    history: list[dict[str, Any]] = attrs.Factory(list)
-    best: dict[str, float] = attrs.Factory(dict)
+    history: list[dict[str, Any]] = attrs.Factory(list)  # per epoch: the selection split's metrics
+    best: dict[str, float] = attrs.Factory(dict)  # the selection split's best epoch
+    dev: dict[str, float] = attrs.Factory(dict)  # with --validation-split: dev metrics of the best model, at the end
     plugin_state: dict[str, Any] = attrs.Factory(dict)  # scratch space of plugins, by plugin name
     ddp: Any = None  # the model in DistributedDataParallel under torchrun (core.distributed.wrap), else None
     # per task since the last log point: this process's summed losses (on the device); every process's examples
@@ -87,6 +93,15 @@ class RunContext:
             self._writer = (SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.global_step or None)
                             if distributed.is_main() else distributed.NullWriter())
         return self._writer
+
+    @property
+    def selection_split(self) -> str:
+        """The split epochs are evaluated and ``best.pt`` chosen on: ``validation`` or ``dev``."""
+        return VALIDATION if self.validation_data else "dev"
+
+    @property
+    def selection_data(self) -> dict[str, SplitData]:
+        return self.validation_data or self.dev_data
 
     @property
     def progress(self) -> float:
@@ -126,6 +141,7 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
     with distributed.local_main_first():  # one process per node fills the tokenization cache
         train_data = assembly.load_data(config, tasks, tokenizer, "train")
         dev_data = assembly.load_data(config, tasks, tokenizer, "dev")
+        validation_data = assembly.load_data(config, tasks, tokenizer, VALIDATION) if config.validation_split else {}
     sizes = {name: len(data) for name, data in train_data.items()}
     sampler = sampler_entry.value(assembly.component_config(config, sampler_entry), sizes,
                                   config.batch_size, config.seed, config.epochs)
@@ -139,7 +155,8 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
                     for entry in assembly.select_regularizers(registries, pm)}
     run = RunContext(config, pm, output_dir, model, tokenizer, train_data, dev_data, sampler, optimizer,
                      scheduler, regularizers, steps_per_epoch=len(first),
-                     examples_per_epoch=sum(len(indices) for step in first for _, indices in step), ddp=ddp)
+                     examples_per_epoch=sum(len(indices) for step in first for _, indices in step),
+                     validation_data=validation_data, ddp=ddp)
     if distributed.is_main():
         output_dir.mkdir(parents=True, exist_ok=True)
     if has_last:
@@ -279,9 +296,10 @@ def logged_losses(run: RunContext) -> dict[str, float]:
     return losses
 
 
-def evaluate_dev(run: RunContext) -> tuple[dict[str, float], dict]:
-    metrics, predictions = evaluate(run.model, run.dev_data, run.tokenizer.pad, run.config.eval_batch_size)
-    run.pm.hook.platform_on_evaluate_end(run=run, split="dev", metrics=metrics)
+def evaluate_selection(run: RunContext) -> tuple[dict[str, float], dict]:
+    """Metrics and predictions of the model in hand on the selection split (validation, else dev)."""
+    metrics, predictions = evaluate(run.model, run.selection_data, run.tokenizer.pad, run.config.eval_batch_size)
+    run.pm.hook.platform_on_evaluate_end(run=run, split=run.selection_split, metrics=metrics)
     return metrics, predictions
 
 
@@ -293,17 +311,18 @@ def write_split_predictions(run: RunContext, split: str, data: dict[str, SplitDa
 
 
 def end_epoch(run: RunContext, started: float) -> None:
-    """Evaluate on dev, then save in an order that a process killed between two files cannot leave
-    contradicting itself for long: ``last.pt`` (which records the best epoch), then, for a new best, its
-    dev predictions and ``best.pt``, then ``metrics.json``. A resume finds ``best.pt`` behind ``last.pt``
-    at most, and writes it again with its predictions (:func:`save_best_if_behind`); ``platform
-    evaluate`` says so when ``metrics.json`` is behind ``best.pt``."""
+    """Evaluate on the selection split, then save in an order that a process killed between two files
+    cannot leave contradicting itself for long: ``last.pt`` (which records the best epoch), then, for a
+    new best, its predictions of the selection split and ``best.pt``, then ``metrics.json``. A resume
+    finds ``best.pt`` behind ``last.pt`` at most, and writes it again with its predictions
+    (:func:`save_best_if_behind`); ``platform evaluate`` says so when ``metrics.json`` is behind
+    ``best.pt``."""
     trained = time.time()
-    metrics, predictions = evaluate_dev(run)
+    metrics, predictions = evaluate_selection(run)
     record = {"epoch": run.epoch, "step": run.global_step, "train_seconds": round(trained - started, 1),
               "eval_seconds": round(time.time() - trained, 1), "peak_rss_mb": round(peak_rss_mb()), **metrics}
     run.history.append(record)
-    log.info("epoch %d dev: %s", run.epoch, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    log.info("epoch %d %s: %s", run.epoch, run.selection_split, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     improved = not run.best or metrics["mean"] > run.best["mean"]
     if improved:
         run.best = {"epoch": run.epoch, **metrics}
@@ -317,13 +336,14 @@ def end_epoch(run: RunContext, started: float) -> None:
 
 
 def save_best(run: RunContext, predictions: dict) -> None:
-    """The dev predictions of the model in hand (the best one), then ``best.pt`` from it: a ``best.pt``
-    that records the best epoch comes with that epoch's predictions. Written by the main process."""
+    """The selection split's predictions of the model in hand (the best one), then ``best.pt`` from it:
+    a ``best.pt`` that records the best epoch comes with that epoch's predictions. Written by the main
+    process."""
     if not distributed.is_main():
         return
-    write_split_predictions(run, "dev", run.dev_data, predictions)
+    write_split_predictions(run, run.selection_split, run.selection_data, predictions)
     checkpoints.save(run.output_dir / "best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
-                                                   "metrics": run.best})
+                                                   "metrics": run.best, "selected_on": run.selection_split})
 
 
 def save_best_if_behind(run: RunContext) -> None:
@@ -332,7 +352,7 @@ def save_best_if_behind(run: RunContext) -> None:
     predictions) from it, so the folder agrees with itself again."""
     if not distributed.on_main(best_is_behind, run):
         return
-    _, predictions = evaluate(run.model, run.dev_data, run.tokenizer.pad, run.config.eval_batch_size)
+    _, predictions = evaluate(run.model, run.selection_data, run.tokenizer.pad, run.config.eval_batch_size)
     save_best(run, predictions)
 
 
@@ -357,14 +377,29 @@ def write_metrics(run: RunContext) -> None:
         return
     path = run.output_dir / "metrics.json"
     tmp = path.with_name("metrics.json.tmp")
-    tmp.write_text(json.dumps({"best": run.best, "history": run.history, "examples_seen": run.examples_seen}, indent=2) + "\n")
+    record = {"selected_on": run.selection_split, "best": run.best, "history": run.history,
+              "examples_seen": run.examples_seen, **({"dev": run.dev} if run.dev else {})}
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
 
 
-def write_test_predictions(run: RunContext) -> None:
-    """Test-file predictions of the best model (dev ones were written when it was found)."""
+def finish(run: RunContext) -> None:
+    """After the last epoch, with the best model: with ``--validation-split``, its one dev evaluation
+    (``run.dev``, hook ``platform_on_evaluate_end`` with split ``dev``) and dev predictions; then its
+    test predictions. Without it, dev predictions were written when the best model was found."""
     if run.best.get("epoch") != run.epoch - 1:  # the model in hand is not the best one
         run.model.load_state_dict(distributed.on_main(checkpoints.load, run.output_dir / "best.pt")["model"])
+    if run.validation_data:
+        run.dev, predictions = evaluate(run.model, run.dev_data, run.tokenizer.pad, run.config.eval_batch_size)
+        run.pm.hook.platform_on_evaluate_end(run=run, split="dev", metrics=run.dev)
+        log.info("dev, once, of the model chosen on validation (epoch %d): %s", run.best["epoch"],
+                 ", ".join(f"{k} {v:.4f}" for k, v in run.dev.items()))
+        write_split_predictions(run, "dev", run.dev_data, predictions)
+    write_test_predictions(run)
+
+
+def write_test_predictions(run: RunContext) -> None:
+    """Test-file predictions of the best model, which :func:`finish` put in hand."""
     with distributed.local_main_first():
         test = assembly.load_data(run.config, run.model.tasks, run.tokenizer, "test")
     write_split_predictions(run, "test", test, {name: predict_split(run.model, data, run.tokenizer.pad,
@@ -379,7 +414,9 @@ def epoch_plan(run: RunContext, epoch: int) -> list:
 
 
 def train(run: RunContext) -> dict[str, float]:
-    """Train to the configured number of epochs from wherever ``run`` stands; returns best dev metrics."""
+    """Train to the configured number of epochs from wherever ``run`` stands; returns the best metrics
+    of the selection split (dev, or validation with ``--validation-split``; then ``run.dev`` holds the
+    chosen model's dev metrics)."""
     config, pm = run.config, run.pm
     run.model.train()
     for regularizer in run.regularizers.values():
@@ -410,7 +447,7 @@ def train(run: RunContext) -> dict[str, float]:
             end_epoch(run, started)
     finally:
         bar.close()
-    write_test_predictions(run)
+    finish(run)
     pm.hook.platform_on_train_end(run=run, metrics=run.best)
     write_metrics(run)
     run.close()

@@ -122,6 +122,10 @@ def teacher_outputs(task: str, folder: str, run) -> torch.Tensor:
         config, model, tokenizer = load_run(path)
     finally:
         checkpoints.set_rng_state(rng)
+    if config.validation_split != run.config.validation_split:
+        log.warning("bam: teacher %s held out --validation-split %s of its train file, this run %s: the teacher "
+                    "trained on rows this run validates on, or the other way round; train the teachers with the "
+                    "run's --validation-split", folder, config.validation_split, run.config.validation_split)
     if task not in model.tasks:
         raise BamError(f"bam: teacher {folder} of task {task!r} was trained on {', '.join(model.tasks)}, "
                        f"not on {task!r}; give a run trained on {task!r} (`platform run --tasks {task}`)")
@@ -134,7 +138,8 @@ def teacher_outputs(task: str, folder: str, run) -> torch.Tensor:
     if (tokenizer.vocab_sha, config.max_length) != (run.tokenizer.vocab_sha, run.config.max_length):
         # Another vocabulary, casing or length: the teacher reads the same rows through its own tokenizer.
         data = load_split(mine, "train", data_dir=resolve_data_dir(run.config.data_dir), tokenizer=tokenizer,
-                          max_length=config.max_length, limit=run.config.limit)
+                          max_length=config.max_length, limit=run.config.limit,
+                          validation_split=run.config.validation_split)
         if data.ids != student.ids:
             raise BamError(f"bam: teacher {folder} reads other {task!r} training examples than this run "
                            f"({len(data)} rows vs {len(student)}); both must read the same data file")

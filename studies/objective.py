@@ -128,7 +128,9 @@ class PruningPlugin:
 @attrs.frozen
 class TrialRunner:
     """The function Optuna calls for each trial: configure, train in ``<folder>/trial-<number>``,
-    record ``run_dir`` and the dev ``metrics`` as user attributes, return the objective value(s).
+    record ``run_dir``, the best ``metrics`` of the selection split and its name (``selected_on``:
+    ``dev``, or ``validation`` with ``--validation-split``, when the chosen model's ``dev_metrics`` are
+    recorded too) as user attributes, return the objective value(s), which come from the selection split.
 
     ``plugin_manager(config)`` builds the manager of a run, exactly as ``platform run`` does."""
 
@@ -167,6 +169,9 @@ class TrialRunner:
         finally:
             if run.best and trial is not None:
                 trial.set_user_attr("metrics", dict(run.best))
+                trial.set_user_attr("selected_on", run.selection_split)
+                if run.dev:
+                    trial.set_user_attr("dev_metrics", dict(run.dev))
             run.close()
 
 

@@ -231,7 +231,8 @@ def trial_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 
 class HParamsWriter:
-    """After each finished trial, its parameters and best dev metrics as TensorBoard HParams under
+    """After each finished trial, its parameters and best metrics (of its selection split: ``dev/…`` or
+    ``validation/…``, and the chosen model's ``dev/…`` with ``--validation-split``) as TensorBoard HParams under
     ``<folder>/trial-<number>``, so ``tensorboard --logdir <folder>`` compares trials."""
 
     def __init__(self, folder: Path):
@@ -245,7 +246,9 @@ class HParamsWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.folder))
-        scores = {f"dev/{name}": float(value) for name, value in metrics.items() if name != "epoch"}
+        split = trial.user_attrs.get("selected_on", "dev")
+        scores = {f"{split}/{name}": float(value) for name, value in metrics.items() if name != "epoch"}
+        scores.update({f"dev/{name}": float(value) for name, value in trial.user_attrs.get("dev_metrics", {}).items()})
         if trial.values and len(trial.values) == 1:  # pareto trials have their per-task scores already
             scores["objective"] = float(trial.values[0])
         hparams = {name: value if isinstance(value, (int, float, str, bool)) else str(value)

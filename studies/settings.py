@@ -41,7 +41,8 @@ class StudySettings:
                                          "ratio_sst=32; repeatable; skipped when the study already has a trial with "
                                          "the same values", converter=tuple,
                                      metadata={"metavar": "NAME=VALUE,...", "repeatable": True})
-    objective: str = field("mean", "mean: the mean dev score; weighted:sst=1,sts=2: a weighted mean of task scores; "
+    objective: str = field("mean", "mean: the mean score (on dev, or on the held-out rows with --validation-split); "
+                                   "weighted:sst=1,sts=2: a weighted mean of task scores; "
                                    "pareto: one objective per task (multi-objective, no pruning); all maximized",
                            metadata={"metavar": "SPEC"})
     pruner: str = field("median", "stop unpromising trials after an epoch: median (below the median of earlier "

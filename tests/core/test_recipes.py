@@ -9,7 +9,7 @@ import torch
 
 from core import assembly, trainer
 from core.assembly import ConfigError, build_model
-from core.config import RunConfig
+from core.config import RunConfig, build
 from core.data import Batch
 from core.optim import build_optimizer, warmup_linear_decay
 from core.plugins import Registries
@@ -115,6 +115,37 @@ def test_pretrain_mode_with_layer_decay_trains_only_the_heads(tiny_config):
     before = relation.inner.weight.detach().clone()
     trainer.train(run)
     assert not torch.equal(before, relation.inner.weight)
+
+
+def test_heads_train_at_their_multiple_of_the_rate_the_encoder_as_before():
+    config = config_of(layer_decay=0.5, warmup=0.5, head_lr_multiplier=20.0, plugins=("rlayer",))
+    model = model_of(config)
+    optimizer, scheduler = build_optimizer(config, model, total_steps=4)
+    relation = model.heads["sts"].relation
+    heads = {model.heads["sst"].out.weight: LR * 20, model.heads["sst"].out.bias: LR * 20,
+             relation.inner.weight: LR * 20, model.heads["sts"].out.weight: LR * 20}  # the shared layer too
+    encoder = {model.encoder.pooler.dense.weight: LR, model.encoder.encoder.layer[1].output.dense.weight: LR,
+               model.encoder.encoder.layer[0].output.dense.weight: LR * 0.5,
+               model.encoder.embeddings.word_embeddings.weight: LR * 0.25}
+    for step in range(3):
+        factor = warmup_linear_decay(step, 2, 4)
+        for parameter, lr in {**heads, **encoder}.items():
+            assert rate_of(optimizer, parameter)[0] == pytest.approx(lr * factor)
+        optimizer.step()
+        scheduler.step()
+    names = [g["name"] for g in optimizer.param_groups]
+    assert names[-2:] == ["heads (weight decay)", "heads (no weight decay)"] and names[0] == "pooler, layer 1 (weight decay)"
+    grouped = [p for g in optimizer.param_groups for p in g["params"]]
+    assert len(grouped) == len({id(p) for p in grouped}) == sum(1 for p in model.parameters())
+
+
+def test_a_multiplier_of_one_keeps_the_groups_of_before():
+    model = model_of(config_of())
+    optimizer, _ = build_optimizer(config_of(head_lr_multiplier=1.0), model, total_steps=10)
+    assert [g["name"] for g in optimizer.param_groups][:2] == ["heads, pooler, layer 1 (weight decay)",
+                                                               "heads, pooler, layer 1 (no weight decay)"]
+    with pytest.raises(ValueError, match="--head-lr-multiplier must be positive, got 0"):
+        build(RunConfig, {"head_lr_multiplier": 0.0})
 
 
 def test_layer_decay_is_validated():

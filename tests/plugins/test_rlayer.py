@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from core import trainer
-from core.heads import PairClassifier, SentenceClassifier, Widths
+from core.heads import CosineRegressor, PairClassifier, SentenceClassifier, Widths
 from core.inference import load_run
+from core.optim import AdamW
 from core.registry import Registry
 from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
 from plugins import rlayer
@@ -48,6 +49,70 @@ def test_scaled_hadamard_sums_to_the_cosine_similarity():
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("width", [16, 384])
+def test_features_scaled_by_the_width_are_unit_sized_and_their_mean_is_the_cosine(width):
+    u, v = pair(batch=256, width=width, seed=2)
+    hidden, none, norm = (RelationalLayer(width, scale=scale).product(u, v) for scale in ("hidden", "none", "layernorm"))
+    torch.testing.assert_close(hidden.mean(dim=-1), F.cosine_similarity(u, v, dim=-1), rtol=0, atol=1e-5)
+    assert 0.5 < hidden.std().item() < 2.0  # unit-sized whatever the width
+    assert none.abs().mean().item() < 1.0 / width  # each feature about 1/H: what the first layer saw before
+    torch.testing.assert_close(norm.mean(dim=-1), torch.zeros(256), rtol=0, atol=1e-5)  # LayerNorm drops the cosine
+
+
+def test_residual_heads_start_as_the_default_heads():
+    heads = relational_heads(RLayerConfig(), TASKS, WIDTHS, dropout=0.0)
+    u, v = pair(batch=6)
+    assert isinstance(heads["sts"].default, CosineRegressor) and isinstance(heads["quora"].default, PairClassifier)
+    torch.testing.assert_close(heads["sts"](u, v), F.cosine_similarity(u, v, dim=-1).unsqueeze(-1))
+    torch.testing.assert_close(heads["quora"](u, v), heads["quora"].default(u, v))
+    assert heads["nli"](u, v).shape == (6, 3) and not heads["quora"].out.weight.any()
+    plain = relational_heads(RLayerConfig(residual=False), TASKS, WIDTHS, dropout=0.0)
+    assert plain["sts"].default is None and plain["quora"].out.weight.any()
+
+
+def train_on_cosine_pairs(config: RLayerConfig, steps: int = 300, lr: float = 1e-4) -> tuple[list[float], torch.Tensor,
+                                                                                               torch.Tensor]:
+    """A pair-classification head on synthetic embeddings whose label is cos(u, v) > 0.6, trained with
+    our AdamW: (losses per step, held-out predictions, held-out labels)."""
+    width = 64
+    torch.manual_seed(0)
+    head = relational_heads(config, TASKS[1:2], Widths(width, width), dropout=0.0)["quora"]
+    optimizer = AdamW(head.parameters(), lr=lr)
+
+    def batch(n: int, generator: torch.Generator):
+        u, noise = torch.randn(n, width, generator=generator), torch.randn(n, width, generator=generator)
+        v = (mix := torch.rand(n, 1, generator=generator)) * u + (1 - mix) * noise
+        return u, v, (F.cosine_similarity(u, v) > 0.6).float()
+
+    generator, losses = torch.Generator().manual_seed(1), []
+    for _ in range(steps):
+        u, v, labels = batch(32, generator)
+        loss = F.binary_cross_entropy_with_logits(head(u, v).view(-1), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    u, v, labels = batch(2000, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return losses, (head(u, v).view(-1) > 0).float(), labels
+
+
+def test_unscaled_features_leave_the_logit_at_its_bias_scaled_ones_learn():
+    """What made rlayer predict Quora's majority class: the unscaled product barely moves the logit."""
+    losses, predicted, labels = train_on_cosine_pairs(RLayerConfig(scale="none", residual=False))
+    assert predicted.unique().numel() == 1  # one class for every pair
+    majority = max(labels.mean().item(), 1 - labels.mean().item())
+    losses, predicted, labels = train_on_cosine_pairs(RLayerConfig(scale="hidden", residual=False))
+    assert sum(losses[-20:]) < 0.8 * sum(losses[:20])  # the loss falls
+    assert 0.1 < predicted.mean().item() < 0.9 and (predicted == labels).float().mean().item() > majority + 0.15
+
+
+def test_the_residual_head_learns_from_the_default_heads_start():
+    losses, predicted, labels = train_on_cosine_pairs(RLayerConfig())
+    assert sum(losses[-20:]) < 0.8 * sum(losses[:20])
+    assert (predicted == labels).float().mean().item() > 0.75
+
+
 def test_pair_tasks_share_one_relational_layer_other_tasks_get_default_heads():
     heads = relational_heads(RLayerConfig(), TASKS, WIDTHS, dropout=0.0)
     relation = heads["quora"].relation
@@ -81,7 +146,7 @@ def test_selected_tasks_share_the_others_keep_default_heads():
 
 
 def test_gradients_of_both_tasks_reach_the_shared_layer():
-    heads = relational_heads(RLayerConfig(), TASKS[1:3], WIDTHS, 0.0)  # quora, sts
+    heads = relational_heads(RLayerConfig(residual=False), TASKS[1:3], WIDTHS, 0.0)  # quora, sts
     u, v = pair()
     relation = heads["quora"].relation
 
@@ -117,11 +182,13 @@ def test_unknown_or_single_sentence_task_is_refused_by_name(tasks, message):
         relational_heads(RLayerConfig(tasks=tasks), TASKS, WIDTHS, 0.0)
 
 
-def test_bad_width_is_refused():
+def test_bad_width_or_scale_is_refused():
     from core.config import build
 
     with pytest.raises(ValueError, match="--rlayer-width must be positive, got 0"):
         build(RLayerConfig, {"width": 0}, prefix="rlayer-")
+    with pytest.raises(ValueError, match="--rlayer-scale must be in"):
+        build(RLayerConfig, {"scale": "sqrt"}, prefix="rlayer-")
 
 
 def test_tiny_run_trains_and_reloads_the_same_model(tiny_config):

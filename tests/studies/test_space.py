@@ -28,7 +28,9 @@ def test_show_space_lists_the_core_space_and_the_interleaved_ratios(capsys):
     code, out, _ = show_space(capsys, *BASE, "--sampler", "interleaved")
     assert code == 0
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(lines) == {"lr", "warmup", "dropout", "pooling", "layer_decay", "ratio_sst", "ratio_sts"}
+    assert set(lines) == {"lr", "warmup", "dropout", "pooling", "layer_decay", "head_lr_multiplier", "ratio_sst",
+                          "ratio_sts"}
+    assert "float (log)" in lines["head_lr_multiplier"] and "1 .. 100" in lines["head_lr_multiplier"]
     assert "float (log)" in lines["lr"] and "1e-05 .. 0.001" in lines["lr"] and "plugin core_space" in lines["lr"]
     assert "cls, mean" in lines["pooling"]
     assert "int (log)" in lines["ratio_sst"] and "1 .. 64" in lines["ratio_sst"]
@@ -38,6 +40,7 @@ def test_show_space_lists_the_core_space_and_the_interleaved_ratios(capsys):
 def test_sampler_space_follows_the_base_sampler(capsys):
     _, out, _ = show_space(capsys, *BASE, "--sampler", "rrobin", "--mode", "pretrain")
     assert "ratio_" not in out and "alpha_floor" not in out and "layer_decay" not in out
+    assert "head_lr_multiplier" not in out
     assert "0.0001 .. 0.01" in out  # pretrain: the heads alone train, at higher rates
     _, out, _ = show_space(capsys, *BASE, "--sampler", "annealed")
     assert "alpha_floor" in out and "ratio_" not in out
@@ -75,7 +78,7 @@ def write(tmp_path, text):
 
 @pytest.mark.parametrize("text,message", [
     ("[params.lrr]\nlow = 1e-5\n", "unknown parameter(s) lrr; the active search spaces suggest: dropout, "
-                                  "layer_decay, lr, pooling, warmup"),
+                                  "head_lr_multiplier, layer_decay, lr, pooling, warmup"),
     ("[params.lr]\nlow = 1e-3\nhigh = 1e-5\n", "[params.lr]: inverted range: low 0.001 > high 1e-05"),
     ("[params.dropout]\nhigh = -0.1\n", "[params.dropout]: inverted range: low 0.0 > high -0.1"),
     ("[params.pooling]\nchoices = []\n", "[params.pooling]: empty choices"),

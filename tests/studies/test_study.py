@@ -117,6 +117,16 @@ def test_pareto_objective_makes_a_multi_objective_study(capsys, tmp_path, data_d
     assert "Pareto-optimal trials: 0" in out
 
 
+def test_a_study_with_a_validation_split_reports_and_selects_on_it(tmp_path, data_dir):
+    settings = StudySettings(name="held", trials=1, study_dir=str(tmp_path), pruner="none")
+    trial = run_study(tiny_base(data_dir, validation_split=0.25), settings).trials[0]
+    metrics = json.loads((Path(trial.user_attrs["run_dir"]) / "metrics.json").read_text())
+    assert metrics["selected_on"] == trial.user_attrs["selected_on"] == "validation"
+    assert [trial.intermediate_values[epoch] for epoch in (1, 2)] == [h["mean"] for h in metrics["history"]]
+    assert trial.value == metrics["best"]["mean"] and trial.user_attrs["metrics"] == metrics["best"]
+    assert trial.user_attrs["dev_metrics"] == metrics["dev"] != metrics["best"]
+
+
 def test_a_pruned_trial_stops_and_says_why(tmp_path, data_dir):
     settings = StudySettings(name="pruned", trials=1, study_dir=str(tmp_path))
     study = run_study(tiny_base(data_dir), settings, pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # always prunes
