@@ -2,7 +2,8 @@
 
 Loop hooks (``platform_on_…``) fire in the order documented in ``core/hookspecs.py``. A run folder
 holds ``config.json``, ``metrics.json``, ``last.pt`` (resume), ``best.pt`` (best mean on the selection
-split), ``predictions/`` and TensorBoard events under ``tensorboard/``.
+split), ``predictions/`` and TensorBoard events under ``tensorboard/``; :mod:`core.runfiles` writes
+and reads them.
 
 The selection split is dev, or, with ``--validation-split``, the rows held out of the train files: then
 every epoch is evaluated on them, ``best.pt`` is chosen on them, and dev is evaluated once, on the
@@ -17,7 +18,6 @@ inside a step.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -28,12 +28,12 @@ import pluggy
 import torch
 from tqdm.auto import tqdm
 
-from core import assembly, checkpoints, distributed, runfolder
+from core import assembly, checkpoints, distributed, runfiles, runfolder
 from core.bucketing import bucket_plan, split_by_tokens
 from core.config import RunConfig
 from core.data import VALIDATION, SplitData, make_batch
 from core.devices import resolve_device
-from core.evaluation import evaluate, predict_split, write_predictions
+from core.evaluation import evaluate
 from core.memory import peak_rss_mb
 from core.multitask import MultitaskModel
 from core.optim import build_optimizer
@@ -160,48 +160,11 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
     if distributed.is_main():
         output_dir.mkdir(parents=True, exist_ok=True)
     if has_last:
-        restore(run, distributed.on_main(checkpoints.load, output_dir / "last.pt"))
-        save_best_if_behind(run)
+        runfiles.restore(run, distributed.on_main(checkpoints.load, output_dir / "last.pt"))
+        runfiles.save_best_if_behind(run)
     if distributed.is_main():
         config.save(output_dir / "config.json")
     return run
-
-
-def state_of(run: RunContext) -> dict[str, Any]:
-    """Everything a resume needs. Under torchrun every process must call it (it gathers each one's
-    random generators into ``rng_per_process``; ``rng`` is the main process's)."""
-    rngs = distributed.all_gather_objects(checkpoints.rng_state())
-    return {
-        "config": run.config.to_dict(), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(), "sampler": run.sampler.state_dict(),
-        "regularizers": {name: r.state_dict() for name, r in run.regularizers.items()},
-        "rng": rngs[0], **({"rng_per_process": rngs} if len(rngs) > 1 else {}), "epoch": run.epoch,
-        "step_in_epoch": run.step_in_epoch, "global_step": run.global_step, "examples_seen": run.examples_seen,
-        "history": run.history, "best": run.best,
-    }
-
-
-def save_last(run: RunContext) -> None:
-    """``last.pt``, written by the main process (every process takes part in :func:`state_of`)."""
-    state = state_of(run)
-    if distributed.is_main():
-        checkpoints.save(run.output_dir / "last.pt", state)
-
-
-def restore(run: RunContext, state: dict[str, Any]) -> None:
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    run.sampler.load_state_dict(state["sampler"])
-    for name, regularizer in run.regularizers.items():
-        regularizer.load_state_dict(state["regularizers"].get(name, {}))
-    me, per_process = distributed.world(), state.get("rng_per_process", [state["rng"]])
-    checkpoints.set_rng_state(per_process[me.rank] if len(per_process) == me.size else state["rng"])
-    if len(per_process) != me.size:  # another number of processes: fresh streams, the same batches
-        distributed.seed(run.config.seed + state["global_step"])
-    for key in ("epoch", "step_in_epoch", "global_step", "examples_seen", "history", "best"):
-        setattr(run, key, state[key])
-    log.info("resumed %s at epoch %d, step %d", run.output_dir, run.epoch, run.step_in_epoch)
 
 
 def chunk_loss(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -303,20 +266,9 @@ def evaluate_selection(run: RunContext) -> tuple[dict[str, float], dict]:
     return metrics, predictions
 
 
-def write_split_predictions(run: RunContext, split: str, data: dict[str, SplitData], predictions: dict) -> None:
-    if not distributed.is_main():
-        return
-    for name, split_data in data.items():
-        write_predictions(run.output_dir / "predictions" / f"{name}-{split}-output.csv", split_data, predictions[name])
-
-
 def end_epoch(run: RunContext, started: float) -> None:
-    """Evaluate on the selection split, then save in an order that a process killed between two files
-    cannot leave contradicting itself for long: ``last.pt`` (which records the best epoch), then, for a
-    new best, its predictions of the selection split and ``best.pt``, then ``metrics.json``. A resume
-    finds ``best.pt`` behind ``last.pt`` at most, and writes it again with its predictions
-    (:func:`save_best_if_behind`); ``platform evaluate`` says so when ``metrics.json`` is behind
-    ``best.pt``."""
+    """Evaluate on the selection split, then write the run's files in the order :mod:`core.runfiles`
+    explains: ``last.pt``, then for a new best its predictions and ``best.pt``, then ``metrics.json``."""
     trained = time.time()
     metrics, predictions = evaluate_selection(run)
     record = {"epoch": run.epoch, "step": run.global_step, "train_seconds": round(trained - started, 1),
@@ -329,58 +281,10 @@ def end_epoch(run: RunContext, started: float) -> None:
     run.pm.hook.platform_on_epoch_end(run=run, epoch=run.epoch, metrics=metrics)
     run.epoch += 1
     run.step_in_epoch = 0
-    save_last(run)
+    runfiles.save_last(run)
     if improved:
-        save_best(run, predictions)
-    write_metrics(run)
-
-
-def save_best(run: RunContext, predictions: dict) -> None:
-    """The selection split's predictions of the model in hand (the best one), then ``best.pt`` from it:
-    a ``best.pt`` that records the best epoch comes with that epoch's predictions. Written by the main
-    process."""
-    if not distributed.is_main():
-        return
-    write_split_predictions(run, run.selection_split, run.selection_data, predictions)
-    checkpoints.save(run.output_dir / "best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
-                                                   "metrics": run.best, "selected_on": run.selection_split})
-
-
-def save_best_if_behind(run: RunContext) -> None:
-    """After a restore: when the process died after ``last.pt`` recorded a new best epoch but before
-    ``best.pt`` was written, the restored model is that best one; write ``best.pt`` (and its dev
-    predictions) from it, so the folder agrees with itself again."""
-    if not distributed.on_main(best_is_behind, run):
-        return
-    _, predictions = evaluate(run.model, run.selection_data, run.tokenizer.pad, run.config.eval_batch_size)
-    save_best(run, predictions)
-
-
-def best_is_behind(run: RunContext) -> bool:
-    """Whether ``best.pt`` holds an older epoch than the best one ``last.pt`` records (see
-    :func:`save_best_if_behind`); a folder changed by hand is refused."""
-    best_file = run.output_dir / "best.pt"
-    saved_epoch = checkpoints.load(best_file)["metrics"].get("epoch") if best_file.exists() else None
-    if not run.best or saved_epoch == run.best["epoch"]:
-        return False
-    if run.best["epoch"] != run.epoch - 1 or run.step_in_epoch != 0:
-        raise checkpoints.CheckpointFileError(
-            f"{best_file} holds epoch {saved_epoch}, but {run.output_dir / 'last.pt'} records epoch {run.best['epoch']} "
-            "as best and no longer holds that model; the folder was changed by hand")
-    log.warning("%s was behind last.pt (epoch %s instead of %d): writing it again", best_file, saved_epoch,
-                run.best["epoch"])
-    return True
-
-
-def write_metrics(run: RunContext) -> None:
-    if not distributed.is_main():
-        return
-    path = run.output_dir / "metrics.json"
-    tmp = path.with_name("metrics.json.tmp")
-    record = {"selected_on": run.selection_split, "best": run.best, "history": run.history,
-              "examples_seen": run.examples_seen, **({"dev": run.dev} if run.dev else {})}
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+        runfiles.save_best(run, predictions)
+    runfiles.write_metrics(run)
 
 
 def finish(run: RunContext) -> None:
@@ -394,17 +298,8 @@ def finish(run: RunContext) -> None:
         run.pm.hook.platform_on_evaluate_end(run=run, split="dev", metrics=run.dev)
         log.info("dev, once, of the model chosen on validation (epoch %d): %s", run.best["epoch"],
                  ", ".join(f"{k} {v:.4f}" for k, v in run.dev.items()))
-        write_split_predictions(run, "dev", run.dev_data, predictions)
-    write_test_predictions(run)
-
-
-def write_test_predictions(run: RunContext) -> None:
-    """Test-file predictions of the best model, which :func:`finish` put in hand."""
-    with distributed.local_main_first():
-        test = assembly.load_data(run.config, run.model.tasks, run.tokenizer, "test")
-    write_split_predictions(run, "test", test, {name: predict_split(run.model, data, run.tokenizer.pad,
-                                                                    run.config.eval_batch_size)
-                                                for name, data in test.items()})
+        runfiles.write_split_predictions(run, "dev", run.dev_data, predictions)
+    runfiles.write_test_predictions(run)
 
 
 def epoch_plan(run: RunContext, epoch: int) -> list:
@@ -443,12 +338,12 @@ def train(run: RunContext) -> dict[str, float]:
                     bar.set_postfix(epoch=f"{run.epoch + 1}/{config.epochs}",
                                     **{k: f"{v:.3f}" for k, v in logged.items()}, refresh=False)
                 if run.step_in_epoch % config.save_every == 0 and run.step_in_epoch < run.steps_per_epoch:
-                    save_last(run)
+                    runfiles.save_last(run)
             end_epoch(run, started)
     finally:
         bar.close()
     finish(run)
     pm.hook.platform_on_train_end(run=run, metrics=run.best)
-    write_metrics(run)
+    runfiles.write_metrics(run)
     run.close()
     return run.best

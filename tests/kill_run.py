@@ -4,7 +4,7 @@ Usage:
     python tests/kill_run.py CONFIG_JSON step N          # right after global step N
     python tests/kill_run.py CONFIG_JSON save FILE K      # as the K-th save of FILE (last.pt, best.pt) starts
     python tests/kill_run.py CONFIG_JSON partial FILE K   # halfway through writing the K-th save of FILE
-    python tests/kill_run.py CONFIG_JSON call NAME K      # as the K-th call of core.trainer.NAME starts
+    python tests/kill_run.py CONFIG_JSON call NAME K      # as the K-th call of core.runfiles.NAME starts
 """
 
 import io
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from core import checkpoints, trainer
+from core import checkpoints, runfiles, trainer
 from core.assembly import plugin_manager
 from core.config import RunConfig
 from core.hookspecs import hookimpl
@@ -57,7 +57,7 @@ def kill_in_save(name: str, count: int, partial: bool) -> None:
 
 
 def kill_in_call(name: str, count: int) -> None:
-    real, calls = getattr(trainer, name), []
+    real, calls = getattr(runfiles, name), []
 
     def call(*args, **kwargs):
         calls.append(name)
@@ -65,7 +65,7 @@ def kill_in_call(name: str, count: int) -> None:
             die()
         return real(*args, **kwargs)
 
-    setattr(trainer, name, call)
+    setattr(runfiles, name, call)
 
 
 def main(config_file: str, mode: str, *where: str) -> None:
