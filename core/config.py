@@ -70,6 +70,27 @@ def parse_assignments(text: str, option: str, expected: str, key: str = "task",
     return pairs
 
 
+def _check_loss_weights(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    parse_loss_weights(value, instance.tasks)
+
+
+def parse_loss_weights(text: str, tasks: tuple[str, ...]) -> dict[str, float]:
+    """``--loss-weights "sts=20,quora=2"`` -> ``{"sts": 20.0, "quora": 2.0}``: tasks of the run, weights > 0."""
+    expected = "TASK=WEIGHT with WEIGHT > 0, e.g. sts=20"
+    weights = {}
+    for task, value in parse_assignments(text, "--loss-weights", expected, error=ValueError).items():
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = 0.0
+        if not weight > 0:
+            raise ValueError(f"--loss-weights: bad entry {task}={value}; expected {expected}")
+        if task not in tasks:
+            raise ValueError(f"--loss-weights: task {task!r} is not among the run's tasks ({', '.join(tasks)})")
+        weights[task] = weight
+    return weights
+
+
 def field(default: Any, help: str, metadata: dict[str, Any] | None = None, **kwargs: Any) -> Any:
     """A settings field with its help text. ``metadata`` shapes its option (:func:`add_options`):
     ``metavar``, ``choices``, ``default`` (the text shown), ``flag`` (a switch), ``repeatable``,
@@ -116,6 +137,11 @@ class RunConfig:
                                     "train at --lr, each layer below at this factor times the layer above, the "
                                     "embeddings at it times the lowest layer (1: one rate for all)",
                                validator=_check_layer_decay)
+    loss_weights: str = field("", "TASK=WEIGHT,...: each task batch's loss times its task's weight before the "
+                                  "update (1 for tasks not named); logged losses stay unweighted. The tasks' losses "
+                                  "differ in scale (STS's squared error on [0, 1] is ~30x smaller than SST's "
+                                  "cross-entropy), and AdamW's moments are shared by every task's updates",
+                              validator=_check_loss_weights, metadata={"metavar": "TASK=WEIGHT,..."})
     head_lr_multiplier: float = field(1.0, "the task heads (a topology's shared layers included) train at --lr times "
                                            "this: freshly initialised heads may need a larger rate than the "
                                            "pretrained encoder (1: the rate of the top layer)", validator=positive)
@@ -142,6 +168,11 @@ class RunConfig:
                                    "with bf16, CPUs with AMX or AVX512-BF16), else fp32. A run saves the resolved "
                                    "value", validator=v.in_(("auto", "fp32", "bf16")))
     components: dict[str, dict[str, Any]] = attrs.field(factory=dict, metadata={"help": "", "cli": False})
+
+    @property
+    def task_loss_weights(self) -> dict[str, float]:
+        """``--loss-weights`` parsed: a weight per task of the run (1 where not given)."""
+        return {task: 1.0 for task in self.tasks} | parse_loss_weights(self.loss_weights, self.tasks)
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

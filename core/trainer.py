@@ -75,6 +75,7 @@ class RunContext:
     plugin_state: dict[str, Any] = attrs.Factory(dict)  # scratch space of plugins, by plugin name
     ddp: Any = None  # the model in DistributedDataParallel under torchrun (core.distributed.wrap), else None
     # per task since the last log point: this process's summed losses (on the device); every process's examples
+    loss_weights: dict[str, float] = attrs.Factory(dict)  # --loss-weights, per task of the run
     loss_sums: dict[str, torch.Tensor] = attrs.Factory(dict)
     loss_counts: dict[str, int] = attrs.Factory(dict)
     _writer: Any = None
@@ -156,7 +157,7 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
     run = RunContext(config, pm, output_dir, model, tokenizer, train_data, dev_data, sampler, optimizer,
                      scheduler, regularizers, steps_per_epoch=len(first),
                      examples_per_epoch=sum(len(indices) for step in first for _, indices in step),
-                     validation_data=validation_data, ddp=ddp)
+                     validation_data=validation_data, loss_weights=config.task_loss_weights, ddp=ddp)
     if distributed.is_main():
         output_dir.mkdir(parents=True, exist_ok=True)
     if has_last:
@@ -175,7 +176,8 @@ def chunk_loss(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Te
     batch = make_batch(run.train_data[task], indices, run.tokenizer.pad).to(run.model.device)
     output = (run.ddp or run.model)(batch)
     total = run.model.tasks[task].loss(output, batch)
-    terms = {"loss": total.detach()}
+    terms = {"loss": total.detach()}  # logged unweighted, comparable across --loss-weights
+    total = total * run.loss_weights[task]
     for regularizer in run.regularizers.values():
         total = total * regularizer.task_loss_weight(batch, run.progress)
 

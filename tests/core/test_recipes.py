@@ -218,3 +218,35 @@ def test_pooling_deeper_than_the_encoder_names_its_layer_count():
     with pytest.raises(ConfigError, match=r"--pooling: pooling 'cls-concat-3' needs the last 3 layers, but the "
                                           r"encoder has 2; choose K between 1 and 2"):
         model_of(config_of(pooling="cls-concat-3"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Task loss weights
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_tasks_loss_weight_scales_its_gradient_and_not_its_logged_loss(tiny_config, tmp_path):
+    config = attrs.evolve(tiny_config, tasks=("sst", "sts"), dropout=0.0)
+    runs = [trainer.prepare(attrs.evolve(config, loss_weights=weights, output_dir=str(tmp_path / name)))
+            for name, weights in (("plain", ""), ("weighted", "sts=3"))]
+    assert runs[1].loss_weights == {"sst": 1.0, "sts": 3.0}
+    parts, grads = [], []
+    for run in runs:
+        parts.append(trainer.task_step(run, "sts", list(range(8)))["loss"])
+        grads.append(run.model.encoder.encoder.layer[0].output.dense.weight.grad.clone())
+        run.optimizer.zero_grad(set_to_none=True)
+        trainer.task_step(run, "sst", list(range(8)))
+        grads.append(run.model.encoder.encoder.layer[0].output.dense.weight.grad.clone())
+    torch.testing.assert_close(parts[1], parts[0])  # logged unweighted
+    torch.testing.assert_close(grads[2], 3 * grads[0])  # sts: three times the gradient
+    torch.testing.assert_close(grads[3], grads[1])  # sst: as before
+
+
+@pytest.mark.parametrize("text,message", [
+    ("sts=0", "--loss-weights: bad entry sts=0; expected TASK=WEIGHT with WEIGHT > 0, e.g. sts=20"),
+    ("quora=2", r"--loss-weights: task 'quora' is not among the run's tasks \(sst, sts\)"),
+    ("sts", "--loss-weights: bad entry 'sts'; expected TASK=WEIGHT"),
+])
+def test_bad_loss_weights_are_refused_naming_the_option(text, message):
+    with pytest.raises(ConfigError, match=message):
+        build(RunConfig, {"tasks": ("sst", "sts"), "loss_weights": text})
