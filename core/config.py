@@ -139,7 +139,7 @@ class RunConfig:
                                validator=_check_layer_decay)
     loss_weights: str = field("", "TASK=WEIGHT,...: each task batch's loss times its task's weight before the "
                                   "update (1 for tasks not named); logged losses stay unweighted. The tasks' losses "
-                                  "differ in scale (STS's squared error on [0, 1] is ~30x smaller than SST's "
+                                  "differ in scale (STS's squared error on [0, 1] is 30-40x smaller than SST's "
                                   "cross-entropy), and AdamW's moments are shared by every task's updates",
                               validator=_check_loss_weights, metadata={"metavar": "TASK=WEIGHT,..."})
     head_lr_multiplier: float = field(1.0, "the task heads (a topology's shared layers included) train at --lr times "

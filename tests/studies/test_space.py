@@ -29,7 +29,7 @@ def test_show_space_lists_the_core_space_and_the_interleaved_ratios(capsys):
     assert code == 0
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert set(lines) == {"lr", "warmup", "dropout", "pooling", "layer_decay", "head_lr_multiplier", "ratio_sst",
-                          "ratio_sts"}
+                          "ratio_sts", "loss_weight_sts"}  # the first task keeps loss weight 1
     assert "float (log)" in lines["head_lr_multiplier"] and "1 .. 100" in lines["head_lr_multiplier"]
     assert "float (log)" in lines["lr"] and "1e-05 .. 0.001" in lines["lr"] and "plugin core_space" in lines["lr"]
     assert "cls, mean" in lines["pooling"]
@@ -78,7 +78,7 @@ def write(tmp_path, text):
 
 @pytest.mark.parametrize("text,message", [
     ("[params.lrr]\nlow = 1e-5\n", "unknown parameter(s) lrr; the active search spaces suggest: dropout, "
-                                  "head_lr_multiplier, layer_decay, lr, pooling, warmup"),
+                                  "head_lr_multiplier, layer_decay, loss_weight_sts, lr, pooling, warmup"),
     ("[params.lr]\nlow = 1e-3\nhigh = 1e-5\n", "[params.lr]: inverted range: low 0.001 > high 1e-05"),
     ("[params.dropout]\nhigh = -0.1\n", "[params.dropout]: inverted range: low 0.0 > high -0.1"),
     ("[params.pooling]\nchoices = []\n", "[params.pooling]: empty choices"),
@@ -111,16 +111,33 @@ def test_two_spaces_suggesting_one_parameter_are_refused():
         dry_run(base, list(Registries(pm).search_spaces), {})
 
 
+def test_loss_weights_are_searched_for_every_task_but_the_first_and_only_when_multitask(capsys, tmp_path):
+    _, out, _ = show_space(capsys, "--tasks", "sst", "--checkpoint", "tiny", "--sampler", "rrobin")
+    assert "loss_weight" not in out
+    base = RunConfig(tasks=("sst", "quora", "sts"), checkpoint="tiny", sampler="rrobin")
+    rules = load_space_file(write(tmp_path, "[params.loss_weight_quora]\nvalue = 2.5\n"))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(4):
+        trial = study.ask()
+        config = trial_config(base, spaces_of(base), SpaceTrial(trial, rules), "out")
+        weights = config.task_loss_weights
+        assert weights["sst"] == 1.0 and weights["quora"] == 2.5 and "loss_weight_sst" not in trial.params
+        assert 0.1 <= trial.params["loss_weight_sts"] <= 50
+        assert weights["sts"] == pytest.approx(trial.params["loss_weight_sts"], rel=1e-5)  # written with 6 digits
+        study.tell(trial, 0.0)
+
+
 def test_smart_contributes_its_space_when_enabled(capsys):
     _, out, _ = show_space(capsys, *BASE, "--sampler", "rrobin")
     assert "smart_weight" not in out
-    code, out, _ = show_space(capsys, *BASE, "--sampler", "interleaved", "--plugins", "smart", "--space-file",
-                              EXAMPLE.with_name("smart_and_ratios.toml"))
+    code, out, _ = show_space(capsys, "--tasks", "sst,quora,sts", "--checkpoint", "tiny", "--sampler", "interleaved",
+                              "--plugins", "smart", "--space-file", EXAMPLE.with_name("smart_and_ratios.toml"))
     assert code == 0
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert {"smart_weight", "smart_epsilon", "smart_step_size", "smart_bregman_weight"} <= set(lines)
     assert "plugin smart" in lines["smart_weight"] and "0.5 .. 20" in lines["smart_weight"]
     assert "fixed" in lines["smart_epsilon"] and "ratio_sst" in lines
+    assert "fixed" in lines["loss_weight_sts"] and "fixed" in lines["loss_weight_quora"]
 
 
 def test_smart_space_sets_the_regularizer_settings():
