@@ -270,8 +270,10 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
 
-    evaluate = commands.add_parser("evaluate", help="dev metrics of a trained run (or of any file of the same format)")
-    evaluate.add_argument("checkpoint", type=Path, help="a run folder or its best.pt")
+    evaluate = commands.add_parser("evaluate", help="dev metrics of a trained run (or of any file of the same format); "
+                                                    "of several runs' mean outputs (an ensemble)")
+    evaluate.add_argument("checkpoint", type=Path, nargs="+", metavar="RUN",
+                          help="a run folder or its best.pt; several: an ensemble, their head outputs averaged")
     evaluate.add_argument("--file", type=Path, help="a labelled file in the task's format (default: the dev files)")
     evaluate.add_argument("--task", help="the task of --file (needed when the run has several)")
     evaluate.add_argument("--split", choices=("dev", "validation"), default="dev",
@@ -279,9 +281,11 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
                                "--validation-split (default: dev)")
     evaluate.add_argument("--data-dir", help="folder of the task files")
 
-    predict = commands.add_parser("predict", help="write dev and test predictions of a trained run")
-    predict.add_argument("checkpoint", type=Path, help="a run folder or its best.pt")
-    predict.add_argument("--out", type=Path, help="folder for the prediction files (default: RUN/predictions)")
+    predict = commands.add_parser("predict", help="write dev and test predictions of a trained run (or an ensemble)")
+    predict.add_argument("checkpoint", type=Path, nargs="+", metavar="RUN",
+                         help="a run folder or its best.pt; several: an ensemble, their head outputs averaged")
+    predict.add_argument("--out", type=Path, help="folder for the prediction files (default: RUN/predictions; needed "
+                                                  "with several runs)")
     predict.add_argument("--data-dir", help="folder of the task files")
 
     encode = commands.add_parser("encode", help="zero-shot cosine similarity of a pretrained encoder on a pair task")

@@ -1,4 +1,4 @@
-"""Using a trained run: rebuild its model from ``best.pt`` and evaluate or predict."""
+"""Using trained runs: rebuild a model from ``best.pt`` (or several, as an ensemble) and evaluate or predict."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pluggy
 from core import assembly, checkpoints, runfolder
 from core.config import RunConfig, check_folder
 from core.data import VALIDATION, load_split, resolve_data_dir
+from core.ensemble import Ensemble, check_members
 from core.errors import ConfigError
 from core.evaluation import evaluate, predict_split, write_predictions
 
@@ -40,16 +41,36 @@ def load_run(path: Path, data_dir: str | None = None, pm: pluggy.PluginManager |
     return config, model.eval(), assembly.load_tokenizer(config)
 
 
-def evaluate_checkpoint(path: Path, *, file: Path | None = None, task: str | None = None,
+def load_models(paths: list[Path], data_dir: str | None = None, split: str = "dev",
+                pm: pluggy.PluginManager | None = None):
+    """(config, model, tokenizer) of one run, or of several as an :class:`~core.ensemble.Ensemble` (with the
+    first run's config and tokenizer, which the others share)."""
+    if len({path.resolve() for path in paths}) != len(paths):
+        raise ConfigError(f"a run is given twice among {', '.join(map(str, paths))}")
+    loaded = [load_run(path, data_dir, pm) for path in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    check_members([config for config, _, _ in loaded], paths, split)
+    config, _, tokenizer = loaded[0]
+    return config, Ensemble([model for _, model, _ in loaded]).eval(), tokenizer
+
+
+def as_paths(path: Path | str | list) -> list[Path]:
+    return [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+
+
+def evaluate_checkpoint(path: Path | list[Path], *, file: Path | None = None, task: str | None = None,
                         data_dir: str | None = None, split: str = "dev",
                         pm: pluggy.PluginManager | None = None) -> dict[str, float]:
     """Metrics of a run's best model on ``split`` (``dev``, or ``validation``: the rows it held out of
-    its train files), or on a labelled ``file`` of ``task``."""
+    its train files), or on a labelled ``file`` of ``task``; of several runs' mean output when ``path`` is a
+    list (an ensemble)."""
     if file is not None and split != "dev":
         raise ConfigError(f"--split {split} and --file {file} both say what to evaluate: give one of them")
-    config, model, tokenizer = load_run(path, data_dir, pm)
+    paths = as_paths(path)
+    config, model, tokenizer = load_models(paths, data_dir, split, pm)
     if split == VALIDATION and not config.validation_split:
-        raise ConfigError(f"--split validation: the run in {path} held out no validation rows (it was trained "
+        raise ConfigError(f"--split validation: the run in {paths[0]} held out no validation rows (it was trained "
                           "without --validation-split); use --split dev")
     if file is None:
         data = assembly.load_data(config, model.tasks, tokenizer, split)
@@ -65,12 +86,18 @@ def evaluate_checkpoint(path: Path, *, file: Path | None = None, task: str | Non
     return metrics
 
 
-def predict_checkpoint(path: Path, *, out: Path | None = None, data_dir: str | None = None,
+def predict_checkpoint(path: Path | list[Path], *, out: Path | None = None, data_dir: str | None = None,
                        pm: pluggy.PluginManager | None = None) -> list[Path]:
+    """Dev and test prediction files of a run (default: RUN/predictions), or of several runs' mean output
+    (an ensemble, into ``out``: they belong to none of the runs)."""
+    paths = as_paths(path)
     if out is not None:
         check_folder(out, "--out")
-    config, model, tokenizer = load_run(path, data_dir, pm)
-    out = Path(out) if out else (Path(path) if Path(path).is_dir() else Path(path).parent) / "predictions"
+    elif len(paths) > 1:
+        raise ConfigError("--out is needed with several runs: an ensemble's predictions belong to none of their folders")
+    config, model, tokenizer = load_models(paths, data_dir, pm=pm)
+    first = paths[0]
+    out = Path(out) if out else (first if first.is_dir() else first.parent) / "predictions"
     written = []
     resolve_data_dir(config.data_dir)  # fail early, naming where it looked
     # Every file is read (and checked) before anything is written: a broken test file leaves no dev files.
