@@ -22,8 +22,9 @@ from core.errors import ConfigError
 FORMAT = "platform-result/1"
 # The settings a results table shows; the whole configuration stays in the run's config.json.
 CONFIG_KEYS = ("tasks", "plugins", "checkpoint", "mode", "sampler", "update", "topology", "pooling", "epochs",
-               "batch_size", "lr", "weight_decay", "layer_decay", "head_lr_multiplier", "warmup", "dropout", "seed",
-               "max_length", "limit", "validation_split", "threads", "device", "precision", "components")
+               "batch_size", "lr", "weight_decay", "layer_decay", "head_lr_multiplier", "loss_weights", "warmup",
+               "dropout", "seed", "max_length", "limit", "validation_split", "threads", "device", "precision",
+               "components")
 
 
 def summarize(run_dir: Path, *, name: str | None = None, label: str | None = None, command: str | None = None,
