@@ -181,6 +181,8 @@ def command_report(args: argparse.Namespace, registries: Registries) -> int:
             rows.append(row)
         else:
             rows.extend(report.load_rows([path]))
+    if args.table:
+        print(report.markdown_table(rows, list(cfg.names(args.tasks)) if args.tasks else None))
     if args.plot:
         targets = parse_targets(args.targets or "")
         tasks = list(cfg.names(args.tasks)) if args.tasks else None
@@ -310,6 +312,8 @@ def build_parser(pm=None) -> tuple[argparse.ArgumentParser, Registries]:
     report.add_argument("--command", dest="command_line", metavar="CMD",
                         help="the command that trained the run, recorded in its row (one run folder only)")
     report.add_argument("--note", help="free text recorded in the rows of the run folders given (threads, load, ...)")
+    report.add_argument("--table", action="store_true",
+                        help="print a Markdown table: a line per label (seeds as mean ± sd), dev scores, epochs")
     report.add_argument("--plot", type=Path, metavar="DIR",
                         help="write DIR/scores.png (needs matplotlib: the plots extra)")
     report.add_argument("--curves", metavar="NAME", help="also write DIR/curves-NAME.png for the row NAME")

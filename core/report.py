@@ -145,3 +145,32 @@ def grouped(rows: list[dict[str, Any]], task: str) -> dict[str, tuple[float, flo
         sd = math.sqrt(sum((s - mean) ** 2 for s in scores) / (len(scores) - 1)) if len(scores) > 1 else 0.0
         out[label] = (mean, sd, len(scores))
     return out
+
+
+def markdown_table(rows: list[dict[str, Any]], tasks: list[str] | None = None) -> str:
+    """A Markdown table with a line per label (rows of one label are seeds: dev as mean ± sd over them),
+    in order of first appearance: the dev score of every task and their mean, the chosen epoch of the
+    epochs trained, the split that chose it, training seconds per epoch, and the rows' names."""
+    tasks = tasks or row_tasks(rows)
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_label.setdefault(row["label"], []).append(row)
+    scores = {task: grouped(rows, task) for task in [*tasks, "mean"]}
+    lines = [f"| configuration | seeds | {' | '.join(tasks)} | mean | epoch chosen | chosen on | train s / epoch | rows |",
+             "|" + "---|" * (len(tasks) + 7)]
+    for label, members in by_label.items():
+        cells = [_mean_sd(*scores[task][label]) for task in [*tasks, "mean"]]
+        epochs = sorted({f"{row['best']['epoch'] + 1} of {len(row['history'])}" for row in members})
+        chosen_on = sorted({row["selected_on"] for row in members})
+        seconds = [epoch["train_seconds"] for row in members for epoch in row["history"] if "train_seconds" in epoch]
+        per_epoch = f"{sum(seconds) / len(seconds):.0f}" if seconds else "–"
+        names = ", ".join(f"[{row['name']}](results/{row['name']}.json)" for row in members)
+        lines.append(f"| {label} | {len(members)} | {' | '.join(cells)} | {', '.join(epochs)} | {', '.join(chosen_on)} "
+                     f"| {per_epoch} | {names} |")
+    return "\n".join(lines)
+
+
+def _mean_sd(mean: float, sd: float, n: int) -> str:
+    if n == 0 or math.isnan(mean):
+        return "–"
+    return f"{mean:.4f} ± {sd:.4f}" if n > 1 else f"{mean:.4f}"

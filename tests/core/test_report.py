@@ -118,3 +118,18 @@ def test_command_and_name_describe_one_run_folder(runs, capsys):
     assert main(["report", str(runs[1]), str(runs[2]), "--command", "x", "--json-dir", "unused"]) == 2
     assert "--command and --name describe one run: give one run folder with them" in capsys.readouterr().err
     assert not Path("unused").exists()
+
+
+def test_the_table_has_a_line_per_label_with_seeds_as_mean_and_sd(runs, capsys):
+    rows = [report.summarize(runs[0], label="validated"), *(report.summarize(run, label="seeds") for run in runs[1:])]
+    assert main(["report", str(runs[0]), "--label", "validated", "--table", "--tasks", "sts,sst"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("| configuration | seeds | sts | sst | mean |")
+    lines = report.markdown_table(rows).splitlines()
+    assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == lines[2].count("|")
+    validated, seeds = (line.split(" | ") for line in lines[2:])
+    assert validated[:3] == ["| validated", "1", f"{rows[0]['dev']['sst']:.4f}"]
+    assert validated[6:8] == [f"{rows[0]['best']['epoch'] + 1} of 2", "validation"]
+    sst = [row["dev"]["sst"] for row in rows[1:]]
+    mean, sd = sum(sst) / 2, abs(sst[0] - sst[1]) / 2 ** 0.5
+    assert seeds[:3] == ["| seeds", "2", f"{mean:.4f} ± {sd:.4f}"] and seeds[7] == "dev"
+    assert "[seed-1](results/seed-1.json), [seed-2](results/seed-2.json)" in seeds[-1]
