@@ -143,7 +143,9 @@ def command_evaluate(args: argparse.Namespace, registries: Registries) -> int:
 
     metrics = inference.evaluate_checkpoint(args.checkpoint, file=args.file, task=args.task, data_dir=args.data_dir,
                                             split=args.split)
-    print(format_metrics(args.split if not args.file else str(args.file), metrics))
+    title = args.split if not args.file else str(args.file)
+    print(format_metrics(title if len(args.checkpoint) == 1 else f"{title} (ensemble of {len(args.checkpoint)} runs)",
+                         metrics))
     return 0
 
 

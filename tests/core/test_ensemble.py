@@ -53,6 +53,14 @@ def test_an_ensemble_of_identical_runs_scores_as_one_and_of_different_runs_from_
                                                                        evaluate_checkpoint(b)["sts"])
 
 
+def test_the_command_prints_the_ensembles_metrics(runs, capsys):
+    _, (a, _, b) = runs
+    assert main(["evaluate", str(a), str(b)]) == 0
+    sts = evaluate_checkpoint([a, b])["sts"]
+    out = capsys.readouterr().out
+    assert out.startswith("dev (ensemble of 2 runs): sst ") and f"sts {sts:.4f}" in out
+
+
 def test_predict_writes_an_ensembles_files_into_out_only(runs, tmp_path, capsys):
     _, (a, _, b) = runs
     before = sorted(p.name for p in (a / "predictions").iterdir())
