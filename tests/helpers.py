@@ -32,3 +32,17 @@ def bind_tasks(*specs):
 
     registries = Registries(make_plugin_manager(enabled=None))
     return {spec.name: bind(spec, registries.task_kinds, registries.metrics) for spec in specs}
+
+
+def counting_tokenizer(tokenizer):
+    """A tokenizer like ``tokenizer`` whose ``calls`` counts its ``encode`` calls: whether a load tokenized
+    or the token cache answered."""
+
+    class CountingTokenizer(type(tokenizer)):
+        calls = 0
+
+        def encode(self, texts, max_length):
+            self.calls += 1
+            return super().encode(texts, max_length)
+
+    return CountingTokenizer(tokenizer.vocab_path, lowercase=True)

@@ -27,7 +27,7 @@ from core.tasks import (
     TaskSpec,
 )
 from plugins.kinds import squared_error, symmetric_kl_bernoulli, symmetric_kl_logits
-from tests.helpers import bind_tasks
+from tests.helpers import bind_tasks, counting_tokenizer
 
 LN3 = math.log(3.0)
 FILES = {"train": "t", "dev": "d"}
@@ -313,14 +313,7 @@ def test_float_labels_stay_float(name, synthetic_dir, tokenizer):
 
 
 def test_labels_follow_the_parser_and_are_never_cached(synthetic_dir, tokenizer):
-    class CountingTokenizer(type(tokenizer)):
-        calls = 0
-
-        def encode(self, texts, max_length):
-            CountingTokenizer.calls += 1
-            return super().encode(texts, max_length)
-
-    counting = CountingTokenizer(tokenizer.vocab_path, lowercase=True)
+    counting = counting_tokenizer(tokenizer)
     spec = SPECS["rate"]
 
     def load(parser):
@@ -328,9 +321,9 @@ def test_labels_follow_the_parser_and_are_never_cached(synthetic_dir, tokenizer)
         return load_split(task, "dev", data_dir=synthetic_dir, tokenizer=counting, max_length=33)
 
     first = load(None)
-    calls = CountingTokenizer.calls
+    calls = counting.calls
     halved = load(lambda value: float(value) / 2)
-    assert CountingTokenizer.calls == calls > 0, "the second load must reuse the token cache"
+    assert counting.calls == calls > 0, "the second load must reuse the token cache"
     assert halved.sequences == first.sequences
     assert halved.labels.tolist() == [value / 2 for value in first.labels.tolist()]  # but not its labels
     some_good = load(lambda value: float(value) or None)  # a parser may skip rows: here those scored 0

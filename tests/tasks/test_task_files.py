@@ -12,7 +12,7 @@ from core.data import load_split, resolve_data_dir
 from core.taskfiles import DataError, read_rows
 from core.tasks import PAIR_CLASSIFICATION, TaskSpec
 from tasks import cfimdb, quora, sst, sts
-from tests.helpers import bind_tasks
+from tests.helpers import bind_tasks, counting_tokenizer
 
 SST, CFIMDB, QUORA, STS = bind_tasks(sst.SST, cfimdb.CFIMDB, quora.QUORA, sts.STS).values()
 
@@ -101,22 +101,15 @@ def test_third_party_file_format(tmp_path, tokenizer):
 
 
 def test_tokenization_is_cached(data_dir, tokenizer):
-    class CountingTokenizer(type(tokenizer)):
-        calls = 0
-
-        def encode(self, texts, max_length):
-            CountingTokenizer.calls += 1
-            return super().encode(texts, max_length)
-
-    counting = CountingTokenizer(tokenizer.vocab_path, lowercase=True)
+    counting = counting_tokenizer(tokenizer)
     first = load_split(STS, "dev", data_dir=data_dir, tokenizer=counting, max_length=40, limit=50)
-    calls = CountingTokenizer.calls
+    calls = counting.calls
     assert calls > 0
     second = load_split(STS, "dev", data_dir=data_dir, tokenizer=counting, max_length=40, limit=50)
-    assert CountingTokenizer.calls == calls, "second load tokenized again"
+    assert counting.calls == calls, "second load tokenized again"
     assert first.sequences == second.sequences and first.ids == second.ids
     load_split(STS, "dev", data_dir=data_dir, tokenizer=counting, max_length=41, limit=50)
-    assert CountingTokenizer.calls > calls, "a different max_length must not reuse the cache"
+    assert counting.calls > calls, "a different max_length must not reuse the cache"
 
 
 def test_data_dir_resolution_order(tmp_path, monkeypatch):
