@@ -1,4 +1,5 @@
-"""Helpers shared by tests: bind task specs as a run does, crash a run for real in a subprocess."""
+"""Helpers shared by tests: bind task specs as a run does, crash a run for real in a subprocess, install a
+plugin package outside the repository and run the platform beside it."""
 
 import os
 import signal
@@ -46,3 +47,19 @@ def counting_tokenizer(tokenizer):
             return super().encode(texts, max_length)
 
     return CountingTokenizer(tokenizer.vocab_path, lowercase=True)
+
+
+def pip_install_outside(package: Path, target: Path, distribution: str) -> Path:
+    """``pip install --target target package`` (no dependencies), as a user installs a plugin outside the
+    repository; checks that ``distribution``'s metadata landed there."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(package)], check=True, capture_output=True, timeout=300)
+    assert list(target.glob(f"{distribution}-*.dist-info"))
+    return target
+
+
+def platform_beside(args: list[str], site: Path, **env: str) -> subprocess.CompletedProcess:
+    """The ``platform`` command in a subprocess that sees the packages installed in ``site``."""
+    pythonpath = os.pathsep.join([str(site), str(Path(__file__).parents[1])])
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": pythonpath, **env})

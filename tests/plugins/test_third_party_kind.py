@@ -2,14 +2,13 @@
 entry-point group, listed by `platform plugins`, and trained by a tiny run."""
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
+
+from tests.helpers import pip_install_outside, platform_beside
 
 MODULE = '''
 """Sentence regression trained on absolute error: a third-party task kind, and SST read as a 0-4 score."""
@@ -75,16 +74,7 @@ def installed(tmp_path_factory):
     (package / "platform_l1kind.py").write_text(textwrap.dedent(MODULE).lstrip())
     (package / "pyproject.toml").write_text(PYPROJECT.lstrip())
     target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(package)], check=True, capture_output=True, timeout=300)
-    assert list(target.glob("platform_l1kind-*.dist-info"))
-    return target
-
-
-def platform(args, site):
-    pythonpath = os.pathsep.join([str(site), str(Path.cwd())])
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": pythonpath})
+    return pip_install_outside(package, target, "platform_l1kind")
 
 
 def test_its_loss_is_the_absolute_error(installed):
@@ -100,7 +90,7 @@ def test_its_loss_is_the_absolute_error(installed):
 
 
 def test_plugins_command_lists_the_kind(installed):
-    result = platform(["plugins"], installed)
+    result = platform_beside(["plugins"], installed)
     assert result.returncode == 0, result.stderr
     listing = result.stdout.split("l1kind  [always on]  platform_l1kind\n")[1].split("\n")
     assert listing[:2] == ["    task kind single-regression-l1: one sentence -> a score, trained on absolute error",
@@ -109,9 +99,10 @@ def test_plugins_command_lists_the_kind(installed):
 
 def test_a_task_of_the_kind_trains(installed, tmp_path, data_dir):
     out = tmp_path / "run"
-    result = platform(["run", "--tasks", "sst-score,sts", "--checkpoint", "tiny", "--limit", "32", "--batch-size", "8",
-                       "--max-length", "32", "--epochs", "1", "--sampler", "rrobin", "--threads", "1",
-                       "--data-dir", str(data_dir), "--output-dir", str(out)], installed)
+    result = platform_beside([
+        "run", "--tasks", "sst-score,sts", "--checkpoint", "tiny", "--limit", "32", "--batch-size", "8",
+        "--max-length", "32", "--epochs", "1", "--sampler", "rrobin", "--threads", "1",
+        "--data-dir", str(data_dir), "--output-dir", str(out)], installed)
     assert result.returncode == 0, result.stderr[-3000:]
     best = json.loads((out / "metrics.json").read_text())["best"]
     assert best["sst-score"] == best["sst-score/spearman"] and -1.0 <= best["sst-score/pearson"] <= 1.0

@@ -1,12 +1,12 @@
 """The example task plugin, installed from outside the repository as a user would, then run."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import bind_tasks, pip_install_outside, platform_beside
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "platform-sst2"
 
@@ -14,35 +14,27 @@ EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "platform-sst2"
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True, timeout=300)
-    assert list(target.glob("platform_sst2-*.dist-info"))
-    return target
-
-
-def platform(args, site, **env):
-    pythonpath = os.pathsep.join([str(site), str(Path.cwd())])
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": pythonpath, **env})
+    return pip_install_outside(EXAMPLE, target, "platform_sst2")
 
 
 def test_plugins_command_lists_the_entry_point(installed):
-    result = platform(["plugins"], installed)
+    result = platform_beside(["plugins"], installed)
     assert result.returncode == 0, result.stderr
     assert "sst2  [always on]  platform_sst2" in result.stdout
     assert "task sst2: SST folded to binary" in result.stdout or "task sst2:" in result.stdout
 
 
 def test_allowlist_can_leave_it_out(installed):
-    result = platform(["plugins"], installed, PLATFORM_LOAD_PLUGINS="something-else")
+    result = platform_beside(["plugins"], installed, PLATFORM_LOAD_PLUGINS="something-else")
     assert result.returncode == 0 and "sst2" not in result.stdout
 
 
 def test_third_party_task_trains_beside_builtin_ones(installed, tmp_path, data_dir):
     out = tmp_path / "run"
-    result = platform(["run", "--tasks", "sst2,sts", "--checkpoint", "tiny", "--limit", "32", "--batch-size", "8",
-                       "--max-length", "32", "--epochs", "1", "--sampler", "rrobin", "--threads", "1",
-                       "--data-dir", str(data_dir), "--output-dir", str(out)], installed)
+    result = platform_beside([
+        "run", "--tasks", "sst2,sts", "--checkpoint", "tiny", "--limit", "32", "--batch-size", "8",
+        "--max-length", "32", "--epochs", "1", "--sampler", "rrobin", "--threads", "1",
+        "--data-dir", str(data_dir), "--output-dir", str(out)], installed)
     assert result.returncode == 0, result.stderr[-3000:]
     best = json.loads((out / "metrics.json").read_text())["best"]
     assert 0.0 <= best["sst2"] <= 1.0 and "sts" in best
@@ -61,7 +53,6 @@ def test_its_label_parser_folds_the_labels(installed, data_dir):
     finally:
         sys.path.remove(str(installed))
     from core.taskfiles import read_rows
-    from tests.helpers import bind_tasks
 
     rows = read_rows(bind_tasks(SST2)["sst2"], data_dir / "ids-sst-dev.csv", labelled=True)
     with open(data_dir / "ids-sst-dev.csv", newline="") as handle:

