@@ -9,9 +9,9 @@ import timeit
 
 import torch
 
-from core.memory import peak_rss_mb
-from core.model import BertModel as PlatformBert
-from core.pretrained import resolve_checkpoint
+from core.base.memory import peak_rss_mb
+from core.encoder.bert import BertModel as PlatformBert
+from core.encoder.loading import resolve_checkpoint
 
 MATMULS = {"2048x384@384x1536": (2048, 384, 1536), "1024x1024@1024x1024": (1024, 1024, 1024)}
 GPU_MATMULS = {"16384x384@384x1536": (16384, 384, 1536), "8192x8192@8192x8192": (8192, 8192, 8192)}

@@ -36,13 +36,17 @@ from clock import (
 )
 from torch import nn
 
-from core import assembly, trainer
-from core.config import DEFAULT_LR, RunConfig
-from core.data import make_batch, resolve_data_dir
-from core.devices import DeviceError, autocast, resolve_device, resolve_precision
-from core.evaluation import predict_split
-from core.pretrained import resolve_checkpoint
-from core.taskfiles import read_rows
+from core.base.devices import DeviceError, autocast, resolve_device, resolve_precision
+from core.build import run as assembly
+from core.build import run as run_
+from core.data.folders import resolve_data_dir
+from core.encoder.loading import resolve_checkpoint
+from core.runs.config import DEFAULT_LR, RunConfig
+from core.tasks.files import read_rows
+from core.tasks.splits import make_batch
+from core.train import context
+from core.train import loop as loop_
+from core.train.evaluation import predict_split
 
 EVAL_TASK = "sst"
 LABELS = {"platform": "(a) platform, bucketed", "platform-fp32": "(a) platform, bucketed, fp32",
@@ -59,10 +63,10 @@ MULTITASK = "multi/platform-multitask"  # sst + quora + sts, as `platform run` t
 # --------------------------------------------------------------------------------------------------
 
 
-def prepare(args, task: str, tmp: str, **changes) -> trainer.RunContext:
+def prepare(args, task: str, tmp: str, **changes) -> context.RunContext:
     """A one-task platform run; its train split is a pool of at least one full bucketing window."""
     pool = max(args.steps, RunConfig().length_window) * args.batch_size
-    return trainer.prepare(RunConfig(tasks=(task,), checkpoint=args.checkpoint, batch_size=args.batch_size,
+    return run_.prepare(RunConfig(tasks=(task,), checkpoint=args.checkpoint, batch_size=args.batch_size,
                                      eval_batch_size=args.eval_batch_size, limit=pool, data_dir=args.data_dir,
                                      output_dir=str(Path(tmp) / "run"), log_every=10**9,  # no logging
                                      device=str(args.device), **changes))
@@ -70,12 +74,12 @@ def prepare(args, task: str, tmp: str, **changes) -> trainer.RunContext:
 
 def platform_train(args, task: str, tmp: str, **changes) -> dict:
     run = prepare(args, task, tmp, **changes)
-    plan, data = trainer.epoch_plan(run, 0), run.train_data[task]
+    plan, data = loop_.epoch_plan(run, 0), run.train_data[task]
     run.model.train()
 
     def one_step(i):
         step = plan[i % len(plan)]
-        trainer.train_step(run, step)
+        loop_.train_step(run, step)
         run.global_step += 1
         return plan_counts(data, step[0][1])
 
@@ -86,14 +90,14 @@ def platform_multitask(args, task: str, tmp: str) -> dict:
     """The main job's training step (`platform run`'s defaults: sst, quora and sts on their whole train
     splits, interleaved batches in proportion to the task sizes, one update per task batch) over the
     first ``--steps`` steps of its plan; ``examples_per_step`` is the effective batch."""
-    run = trainer.prepare(RunConfig(checkpoint=args.checkpoint, batch_size=args.batch_size, data_dir=args.data_dir,
+    run = run_.prepare(RunConfig(checkpoint=args.checkpoint, batch_size=args.batch_size, data_dir=args.data_dir,
                                     output_dir=str(Path(tmp) / "run"), log_every=10**9, device=str(args.device)))
-    plan = trainer.epoch_plan(run, 0)
+    plan = loop_.epoch_plan(run, 0)
     run.model.train()
 
     def one_step(i):
         step = plan[i % len(plan)]
-        trainer.train_step(run, step)
+        loop_.train_step(run, step)
         run.global_step += 1
         return [sum(n) for n in zip(*(plan_counts(run.train_data[task], indices) for task, indices in step))]
 
@@ -102,7 +106,7 @@ def platform_multitask(args, task: str, tmp: str) -> dict:
             "batch_sizes": {task: len(indices) for task, indices in plan[0]}}
 
 
-def dev_split(run: trainer.RunContext):
+def dev_split(run: context.RunContext):
     return assembly.load_data(attrs.evolve(run.config, limit=None), run.model.tasks, run.tokenizer, "dev")[EVAL_TASK]
 
 
@@ -191,7 +195,7 @@ def hf_loader(args, data, shuffle: bool, batch_size: int) -> torch.utils.data.Da
 
 def hf_train(args, task: str, tmp: str, platform_batches: bool) -> dict:
     run = prepare(args, task, tmp)
-    plan, data, pad = trainer.epoch_plan(run, 0), run.train_data[task], run.tokenizer.pad
+    plan, data, pad = loop_.epoch_plan(run, 0), run.train_data[task], run.tokenizer.pad
     del run  # the platform's model goes before transformers' loads: the peak RSS counts one model
     gc.collect()
     model, spec = hf_model(args, data.task).train(), data.task.spec

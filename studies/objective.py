@@ -17,11 +17,14 @@ from typing import Any, Callable
 import attrs
 import optuna
 
-from core import distributed, trainer
-from core.config import RunConfig, parse_assignments
-from core.errors import ConfigError
-from core.hookspecs import hookimpl
-from core.registry import Entry
+from core.base import distributed
+from core.base.errors import ConfigError
+from core.base.settings import parse_assignments
+from core.build import run as run_
+from core.plugin.hookspecs import hookimpl
+from core.plugin.registry import Entry
+from core.runs.config import RunConfig
+from core.train import loop as loop_
 from studies.settings import PRUNERS
 from studies.space import Rule, SpaceTrial, trial_config
 
@@ -163,9 +166,9 @@ class TrialRunner:
         pm = self.plugin_manager(config)
         if not self.objective.multi:  # Optuna does not prune multi-objective studies
             pm.register(PruningPlugin(trial, self.objective), name="optuna-pruning")
-        run = trainer.prepare(config, pm)
+        run = run_.prepare(config, pm)
         try:
-            return trainer.train(run)
+            return loop_.train(run)
         finally:
             if run.best and trial is not None:
                 trial.set_user_attr("metrics", dict(run.best))

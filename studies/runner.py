@@ -22,11 +22,12 @@ from typing import Any, Iterable, TextIO
 
 import optuna
 
-from core import assembly, distributed
-from core.config import RunConfig, differences
-from core.devices import resolve_device
-from core.errors import PlatformError
-from core.plugins import Registries
+from core.base import distributed
+from core.base.devices import resolve_device
+from core.base.errors import PlatformError
+from core.build import run as assembly
+from core.plugin.manager import Registries
+from core.runs.config import RunConfig, differences
 from studies.objective import Objective, TrialRunner, follow, make_pruner, parse_objective
 from studies.settings import StudySettings
 from studies.space import dry_run, format_space, load_space_file, parse_enqueued

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
-from core.config import field, positive_or_none
+from core.base.settings import field, positive_or_none
 
 PRUNERS = ("median", "hyperband", "none")
 

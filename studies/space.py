@@ -17,9 +17,10 @@ from typing import Any, Iterable
 import attrs
 import tomllib
 
-from core.config import RunConfig, parse_assignments
-from core.errors import PlatformError
-from core.registry import Entry
+from core.base.errors import PlatformError
+from core.base.settings import parse_assignments
+from core.plugin.registry import Entry
+from core.runs.config import RunConfig
 from studies.table import aligned
 
 RANGE_KEYS = ("low", "high", "log", "step")

@@ -1,11 +1,10 @@
 """CFIMDB: binary sentiment of (long) movie reviews."""
 
-from core.hookspecs import hookimpl
-from core.tasks import SINGLE_CLASSIFICATION, TaskSpec
+from core.api import TaskSpec, hookimpl
 
 CFIMDB = TaskSpec(
     name="cfimdb",
-    kind=SINGLE_CLASSIFICATION,
+    kind="single-classification",
     files={"train": "ids-cfimdb-train.csv", "dev": "ids-cfimdb-dev.csv", "test": "ids-cfimdb-test-student.csv"},
     text_columns=("sentence",),
     label_column="sentiment",

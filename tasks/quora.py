@@ -1,11 +1,10 @@
 """Quora Question Pairs: are two questions paraphrases? One logit, binary cross-entropy."""
 
-from core.hookspecs import hookimpl
-from core.tasks import PAIR_CLASSIFICATION, TaskSpec
+from core.api import TaskSpec, hookimpl
 
 QUORA = TaskSpec(
     name="quora",
-    kind=PAIR_CLASSIFICATION,
+    kind="pair-classification",
     files={"train": "quora-train.csv", "dev": "quora-dev.csv"},
     text_columns=("sentence1", "sentence2"),
     label_column="is_duplicate",

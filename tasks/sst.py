@@ -1,11 +1,10 @@
 """Stanford Sentiment Treebank: five-way sentence sentiment (0 very negative … 4 very positive)."""
 
-from core.hookspecs import hookimpl
-from core.tasks import SINGLE_CLASSIFICATION, TaskSpec
+from core.api import TaskSpec, hookimpl
 
 SST = TaskSpec(
     name="sst",
-    kind=SINGLE_CLASSIFICATION,
+    kind="single-classification",
     files={"train": "ids-sst-train.csv", "dev": "ids-sst-dev.csv", "test": "ids-sst-test-student.csv"},
     text_columns=("sentence",),
     label_column="sentiment",

@@ -1,11 +1,10 @@
 """SemEval STS benchmark: semantic similarity of two sentences on a 0-5 scale."""
 
-from core.hookspecs import hookimpl
-from core.tasks import PAIR_REGRESSION, TaskSpec
+from core.api import TaskSpec, hookimpl
 
 STS = TaskSpec(
     name="sts",
-    kind=PAIR_REGRESSION,
+    kind="pair-regression",
     files={"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test-student.csv"},
     text_columns=("sentence1", "sentence2"),
     label_column="similarity",

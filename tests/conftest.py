@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from core.data import resolve_data_dir
-from core.taskfiles import DataError
+from core.data.folders import resolve_data_dir
+from core.data.tables import DataError
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -52,7 +52,7 @@ def tiny_config(tmp_path, data_dir):
     """A quick multitask run: tiny random-init encoder, 24 examples per task and split, on the CPU in
     float32 (tests compare runs exactly and feed batches by hand; tests/core/test_devices.py covers bf16,
     tests/core/test_cuda.py the GPU)."""
-    from core.config import RunConfig
+    from core.runs.config import RunConfig
 
     return RunConfig(tasks=("sst", "cfimdb", "quora", "sts"), checkpoint="tiny", limit=24, batch_size=8,
                      eval_batch_size=16, max_length=32, epochs=2, lr=1e-3, sampler="rrobin", save_every=2,

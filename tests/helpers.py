@@ -28,8 +28,8 @@ def kill_run_at_step(config, step: int, tmp_path: Path) -> subprocess.CompletedP
 
 def bind_tasks(*specs):
     """Task specs bound to the registered kinds and metrics of a fresh plugin manager, by name."""
-    from core.plugins import Registries, make_plugin_manager
-    from core.tasks import bind
+    from core.plugin.manager import Registries, make_plugin_manager
+    from core.tasks.task import bind
 
     registries = Registries(make_plugin_manager(enabled=None))
     return {spec.name: bind(spec, registries.task_kinds, registries.metrics) for spec in specs}

@@ -7,11 +7,13 @@ import os
 import signal
 import sys
 
-from core import pretraining
+from core.build import pretrain
+from core.pretrain import config as config_
+from core.pretrain import loop as loop_
 
 
 def kill_during(config_file: str, step: int) -> None:
-    train_step = pretraining.train_step
+    train_step = loop_.train_step
 
     def killing(run, batch):
         result = train_step(run, batch)
@@ -19,9 +21,9 @@ def kill_during(config_file: str, step: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return result
 
-    pretraining.train_step = killing
-    run = pretraining.prepare(pretraining.PretrainConfig.load(config_file))
-    pretraining.train(run)
+    loop_.train_step = killing
+    run = pretrain.prepare(config_.PretrainConfig.load(config_file))
+    loop_.train(run)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import torch
 
-from core import checkpoints, runfiles, trainer
-from core.assembly import plugin_manager
-from core.config import RunConfig
-from core.hookspecs import hookimpl
+from core.base import files as checkpoints
+from core.build.run import plugin_manager, prepare
+from core.plugin.hookspecs import hookimpl
+from core.runs.config import RunConfig
+from core.train import checkpointing as runfiles
+from core.train.loop import train
 
 
 def die() -> None:
@@ -77,7 +79,7 @@ def main(config_file: str, mode: str, *where: str) -> None:
         kill_in_call(where[0], int(where[1]))
     else:
         kill_in_save(where[0], int(where[1]), partial=mode == "partial")
-    trainer.train(trainer.prepare(config, pm))
+    train(prepare(config, pm))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import sys
 
 import optuna
 
-from core import distributed
-from core.config import RunConfig
+from core.base import distributed
+from core.runs.config import RunConfig
 from studies.runner import StudySettings, run_study
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 import attrs
 import pytest
 
-from core import trainer
-from core.assembly import check_components
-from core.cli import main
-from core.config import RunConfig
-from core.errors import ConfigError
-from core.plugins import Registries, make_plugin_manager
+from core.base.errors import ConfigError
+from core.build.run import check_components, prepare
+from core.cli.main import main
+from core.plugin.manager import Registries, make_plugin_manager
+from core.runs.config import RunConfig
 
 TINY = ["--tasks", "sst", "--checkpoint", "tiny", "--limit", "8", "--max-length", "24", "--threads", "1"]
 
@@ -56,7 +55,7 @@ def test_settings_of_a_component_not_in_the_run_are_refused_by_name(capsys, tmp_
 def test_the_same_settings_are_taken_when_their_component_is_enabled(tiny_config):
     config = attrs.evolve(tiny_config, tasks=("sst",), plugins=("smart",), sampler="interleaved", epochs=1,
                           components={"smart": {"weight": 2.0}, "interleaved": {"ratios": "sst=4"}})
-    run = trainer.prepare(config)
+    run = prepare(config)
     assert run.regularizers["smart"].config.weight == 2.0
     assert [len(indices) for task, indices in run.sampler.plan(0)[0]] == [4]  # not --batch-size 8
     run.close()
@@ -86,7 +85,7 @@ def test_a_saved_configuration_with_settings_of_a_disabled_plugin_is_refused_on_
 
 def test_the_python_api_refuses_too(tiny_config):
     with pytest.raises(ConfigError, match="^--interleaved-ratios is a setting of sampler 'interleaved'"):
-        trainer.prepare(attrs.evolve(tiny_config, components={"interleaved": {"ratios": "sst=8"}}))
+        prepare(attrs.evolve(tiny_config, components={"interleaved": {"ratios": "sst=8"}}))
 
 
 def test_settings_of_a_component_nobody_registers_are_refused(tiny_config):

@@ -1,6 +1,6 @@
 import random
 
-from core.bucketing import bucket_plan, split_by_tokens
+from core.train.bucketing import bucket_plan, split_by_tokens
 
 
 def random_plan(seed=0):

@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-from core import checkpoints
-from core.cli import main
-from core.config import RunConfig
+from core.base import files as checkpoints
+from core.cli.main import main
+from core.runs.config import RunConfig
 
 
 class Payload:

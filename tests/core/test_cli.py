@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from core.cli import main
+from core.cli.main import main
 
 
 def run_cli(capsys, *args):
@@ -29,8 +29,8 @@ def test_bare_command_lists_commands(capsys):
     (["--sampler", "shuffle"],
      "--sampler: unknown sampler 'shuffle'; available: annealed, interleaved, proportional, rrobin, rrobin-pre"),
     (["--plugins", "smrt"], "unknown plugin(s) in --plugins: smrt; available: bam, rlayer, smart (always on: "
-                            "cfimdb, core_space, independent, kinds, masking, metrics, quora, samplers, sst, sts, "
-                            "tagging, tensorboard)"),
+                            "cfimdb, independent, kinds, maskers, metrics, quora, samplers, search_space, sst, sts, "
+                            "tagging, telemetry)"),
     (["--tasks", "sts", "--mode", "pretrain"], "--mode pretrain freezes the encoder, and the heads of sts have no "
                                                "trainable parameters (a cosine head has none); use --mode finetune"),
     (["--checkpoint", "no-such-model!"],

@@ -2,12 +2,12 @@
 
 import pytest
 
-from core.corpus import load_corpus, pack, read_texts, split_heldout
-from core.data import DataError
-from core.errors import ConfigError
-from core.pretrained import resolve_checkpoint
-from core.tasks import PAIR_CLASSIFICATION, TaskSpec
-from core.tokenizer import Tokenizer
+from core.base.errors import ConfigError
+from core.data.tables import DataError
+from core.data.tokenizer import Tokenizer
+from core.encoder.loading import resolve_checkpoint
+from core.pretrain.corpus import load_corpus, pack, read_texts, split_heldout
+from core.tasks.spec import TaskSpec
 from tasks.quora import QUORA
 from tasks.sst import SST
 from tests.helpers import bind_tasks
@@ -54,7 +54,7 @@ def test_a_task_contributes_its_train_split_only(tmp_path):
     (tmp_path / "train.csv").write_text("id\tsentence1\tsentence2\tis_duplicate\n"
                                         "a\tfirst question\tsecond question\t1\nb\tthird one\t\t\n")
     (tmp_path / "dev.csv").write_text("id\tsentence1\tsentence2\tis_duplicate\nc\tdevonly words\tmore dev\t0\n")
-    task = TaskSpec(name="pairs", kind=PAIR_CLASSIFICATION, files={"train": "train.csv", "dev": "dev.csv"},
+    task = TaskSpec(name="pairs", kind="pair-classification", files={"train": "train.csv", "dev": "dev.csv"},
                     text_columns=("sentence1", "sentence2"), label_column="is_duplicate")
     # both sentences of a row, in order; an unlabelled row still has text; an empty cell gives an empty text
     assert read_texts("pairs", bind_tasks(task), tmp_path, None) == ["first question", "second question",

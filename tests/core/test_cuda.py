@@ -5,8 +5,10 @@ import attrs
 import pytest
 import torch
 
-from core import checkpoints, trainer
-from core.optim import AdamW
+from core.base import files as checkpoints
+from core.build.run import prepare
+from core.train.loop import train, train_step
+from core.train.optim import AdamW
 from tests.helpers import kill_run_at_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -18,7 +20,7 @@ def cuda_config(tiny_config):
 
 
 def test_auto_picks_the_gpu_and_bf16_where_it_has_bf16(tiny_config):
-    run = trainer.prepare(attrs.evolve(tiny_config, device="auto", precision="auto", epochs=1))
+    run = prepare(attrs.evolve(tiny_config, device="auto", precision="auto", epochs=1))
     assert run.model.device.type == "cuda"
     assert run.model.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
 
@@ -26,11 +28,11 @@ def test_auto_picks_the_gpu_and_bf16_where_it_has_bf16(tiny_config):
 def test_a_bf16_forward_on_the_gpu_multiplies_in_bf16_and_returns_float32(cuda_config):
     if cuda_config.precision != "bf16":
         pytest.skip("this GPU has no bf16")
-    run = trainer.prepare(cuda_config)
+    run = prepare(cuda_config)
     dtypes = []
     query = run.model.encoder.encoder.layer[0].attention.self.query
     handle = query.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
-    losses = trainer.train_step(run, run.sampler.plan(0)[0])
+    losses = train_step(run, run.sampler.plan(0)[0])
     handle.remove()
     assert set(dtypes) == {torch.bfloat16}
     assert all(p.dtype == torch.float32 and p.device.type == "cuda" for p in run.model.parameters())
@@ -55,7 +57,7 @@ def test_fused_adamw_on_the_gpu_matches_the_foreach_reference_on_the_cpu():
 
 
 def test_a_whole_run_on_the_gpu(cuda_config):
-    best = trainer.train(trainer.prepare(attrs.evolve(cuda_config, epochs=1)))
+    best = train(prepare(attrs.evolve(cuda_config, epochs=1)))
     assert 0.0 <= best["sst"] <= 1.0 and -1.0 <= best["sts"] <= 1.0
 
 
@@ -63,11 +65,11 @@ def test_a_killed_gpu_run_resumes_with_its_cuda_generator(cuda_config, tmp_path)
     """Dropout draws from the CUDA generator: a resume restores it exactly. The final metrics match the
     uninterrupted run's up to the GPU's own non-determinism (atomic adds in the embedding backward)."""
     assert cuda_config.dropout > 0
-    reference = trainer.train(trainer.prepare(attrs.evolve(cuda_config, output_dir=str(tmp_path / "reference"))))
+    reference = train(prepare(attrs.evolve(cuda_config, output_dir=str(tmp_path / "reference"))))
     killed = attrs.evolve(cuda_config, output_dir=str(tmp_path / "killed"), save_every=1)
     kill_run_at_step(killed, 5, tmp_path)  # the second epoch's second step
     saved = checkpoints.load(tmp_path / "killed" / "last.pt")["rng"]
-    resumed = trainer.prepare(killed, resume=True)
+    resumed = prepare(killed, resume=True)
     assert "cuda" in saved and torch.equal(torch.cuda.get_rng_state_all()[0], saved["cuda"][0])
-    final = trainer.train(resumed)
+    final = train(resumed)
     assert final["epoch"] == reference["epoch"] and final == pytest.approx(reference, abs=0.05)

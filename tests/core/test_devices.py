@@ -7,9 +7,10 @@ import attrs
 import pytest
 import torch
 
-from core import trainer
-from core.cli import main
-from core.devices import DeviceError, resolve_device, resolve_precision
+from core.base.devices import DeviceError, resolve_device, resolve_precision
+from core.build.run import prepare
+from core.cli.main import main
+from core.train.loop import train, train_step
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -30,7 +31,7 @@ def linear_output_dtypes(run) -> set[torch.dtype]:
     query = run.model.encoder.encoder.layer[0].attention.self.query
     handle = query.register_forward_hook(lambda module, args, output: dtypes.add(output.dtype))
     try:
-        losses = trainer.train_step(run, run.sampler.plan(0)[0])
+        losses = train_step(run, run.sampler.plan(0)[0])
         assert all(torch.isfinite(torch.as_tensor(loss)) for loss in losses.values())
     finally:
         handle.remove()
@@ -72,19 +73,19 @@ def test_precision_auto_on_a_cpu_is_bf16_where_it_has_amx_or_avx512_bf16():
 
 
 def test_a_bf16_run_multiplies_in_bf16_and_keeps_float32_weights_and_outputs(tiny_config):
-    run = trainer.prepare(attrs.evolve(tiny_config, precision="bf16", epochs=1))
+    run = prepare(attrs.evolve(tiny_config, precision="bf16", epochs=1))
     assert json.loads((Path(tiny_config.output_dir) / "config.json").read_text())["precision"] == "bf16"
     query = run.model.encoder.encoder.layer[0].attention.self.query
     before = query.weight.detach().clone()
     assert linear_output_dtypes(run) == {torch.bfloat16}  # the matrix multiplies ran in bf16
     assert all(p.dtype == torch.float32 for p in run.model.parameters()) and not torch.equal(before, query.weight)
-    best = trainer.train(run)
+    best = train(run)
     assert 0.0 <= best["sst"] <= 1.0 and -1.0 <= best["sts"] <= 1.0
 
 
 @pytest.mark.parametrize("precision", ["auto", "fp32"])
 def test_the_saved_precision_is_the_one_the_forward_computes_in(tiny_config, precision):
-    run = trainer.prepare(attrs.evolve(tiny_config, precision=precision, epochs=1))
+    run = prepare(attrs.evolve(tiny_config, precision=precision, epochs=1))
     saved = json.loads((Path(tiny_config.output_dir) / "config.json").read_text())["precision"]
     assert saved in ("fp32", "bf16") and saved == run.model.precision
     assert saved == "fp32" or precision == "auto"

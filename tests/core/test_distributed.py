@@ -15,9 +15,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from core import distributed, trainer
-from core.cli import build_parser, run_config_from
-from core.errors import ConfigError
+from core.base import distributed
+from core.base.errors import ConfigError
+from core.build.run import prepare
+from core.cli.main import build_parser, run_config_from
+from core.train.loop import epoch_plan, logged_losses, train, train_step
 
 ROOT = Path(__file__).parents[2]
 # gloo talks over the loopback interface, wherever this machine's hostname points
@@ -177,7 +179,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, data_di
     logged losses (means over both processes) agree, and only the main process wrote."""
     extra = ["--tasks", "sst,quora,sts", "--batch-size", "8", "--interleaved-ratios", "sst=8,quora=1,sts=3",
              "--dropout", "0", "--max-batch-tokens", "40"]
-    trainer.train(trainer.prepare(config_of(run_options(data_dir, tmp_path / "one", *extra))))
+    train(prepare(config_of(run_options(data_dir, tmp_path / "one", *extra))))
     platform_run_on_two(*run_options(data_dir, tmp_path / "two", *extra))
     assert_same_training(tmp_path / "one", tmp_path / "two", tolerance=1e-5)
     names = {folder: sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if "tensorboard" not in p.parts)
@@ -194,7 +196,7 @@ def test_two_gpus_train_as_one_with_nccl(tmp_path, data_dir):
     """The same comparison on two GPUs: nccl, each process on the GPU of its LOCAL_RANK. GPU kernels
     add their own non-determinism (atomic adds in the embedding backward): a looser tolerance."""
     extra = ["--tasks", "sst,quora,sts", "--batch-size", "8", "--dropout", "0"]
-    trainer.train(trainer.prepare(config_of(run_options(data_dir, tmp_path / "one", *extra, device="cuda"))))
+    train(prepare(config_of(run_options(data_dir, tmp_path / "one", *extra, device="cuda"))))
     platform_run_on_two(*run_options(data_dir, tmp_path / "two", *extra, device="cuda"))
     assert_same_training(tmp_path / "one", tmp_path / "two", tolerance=1e-4)
 
@@ -204,10 +206,10 @@ def test_bam_under_ddp_distils_as_one_process_with_summed_updates(tmp_path, data
     """Teacher outputs are predicted by both processes (every other batch) and gathered: the student
     trains as it does in one process; the main process wrote the cache."""
     teacher = tmp_path / "teacher"
-    trainer.train(trainer.prepare(config_of(run_options(data_dir, teacher, "--tasks", "sst", "--epochs", "1"))))
+    train(prepare(config_of(run_options(data_dir, teacher, "--tasks", "sst", "--epochs", "1"))))
     extra = ["--tasks", "sst,sts", "--plugins", "bam", "--bam-teachers", f"sst={teacher}", "--dropout", "0",
              "--update", "summed", "--sampler", "rrobin", "--batch-size", "6"]
-    trainer.train(trainer.prepare(config_of(run_options(data_dir, tmp_path / "one", *extra))))
+    train(prepare(config_of(run_options(data_dir, tmp_path / "one", *extra))))
     platform_run_on_two(*run_options(data_dir, tmp_path / "two", *extra))
     assert_same_training(tmp_path / "one", tmp_path / "two", tolerance=1e-5)
     caches = [torch.load(folder / "bam" / "sst-teacher.pt", weights_only=True) for folder in (tmp_path / "one",
@@ -255,9 +257,9 @@ def test_one_process_resumes_a_two_process_run(tmp_path, data_dir, tiny_config):
     config.save(tmp_path / "run.json")
     died = torchrun(str(ROOT / "tests" / "kill_run.py"), str(tmp_path / "run.json"), "step", "4")
     assert died.returncode != 0, died.stderr[-4000:]
-    run = trainer.prepare(config, resume=True)
+    run = prepare(config, resume=True)
     assert (run.epoch, run.step_in_epoch) == (1, 0)
-    best = trainer.train(run)
+    best = train(run)
     assert best["epoch"] in (0, 1)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["examples_seen"] == 96
 
@@ -272,9 +274,9 @@ def test_a_training_step_reads_no_value_back_from_the_device(tiny_config, monkey
     for every queued kernel. A step between log points reads no computed (floating-point) value; here
     on the CPU, with those readers made to fail, a step of every task (with SMART's ascent and teacher)
     runs through. (Token ids and lengths are integer tensors built on the host: reading them is free.)"""
-    run = trainer.prepare(attrs.evolve(tiny_config, plugins=("smart",), log_every=1000))
-    plan = trainer.epoch_plan(run, 0)
-    trainer.train_step(run, plan[0])  # builds what is built once (optimizer state)
+    run = prepare(attrs.evolve(tiny_config, plugins=("smart",), log_every=1000))
+    plan = epoch_plan(run, 0)
+    train_step(run, plan[0])  # builds what is built once (optimizer state)
 
     def refusing(name):
         original = getattr(torch.Tensor, name)
@@ -287,8 +289,8 @@ def test_a_training_step_reads_no_value_back_from_the_device(tiny_config, monkey
 
     for name in ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy"):
         monkeypatch.setattr(torch.Tensor, name, refusing(name))
-    losses = trainer.train_step(run, plan[1])
+    losses = train_step(run, plan[1])
     monkeypatch.undo()
     assert set(losses) == set(tiny_config.tasks) and all(loss.dim() == 0 for loss in losses.values())
-    logged = trainer.logged_losses(run)
+    logged = logged_losses(run)
     assert set(logged) == set(tiny_config.tasks) and all(isinstance(v, float) for v in logged.values())

@@ -7,25 +7,27 @@ import attrs
 import pytest
 import torch
 
-from core import trainer
-from core.assembly import load_data, plugin_manager
-from core.cli import main
-from core.ensemble import Ensemble
-from core.errors import ConfigError
-from core.evaluation import head_outputs
-from core.inference import evaluate_checkpoint, load_run, predict_checkpoint
+from core.base.errors import ConfigError
+from core.build import run as run_
+from core.build.run import plugin_manager
+from core.build.trained import evaluate_checkpoint, load_run, predict_checkpoint
+from core.cli.main import main
+from core.model.ensemble import Ensemble
+from core.runs.config import load_data
+from core.train import loop as loop_
+from core.train.evaluation import head_outputs
 
 
 def train(config, seed, folder, **changes):
     config = attrs.evolve(config, seed=seed, output_dir=str(folder), epochs=1, **changes)
-    trainer.train(trainer.prepare(config, plugin_manager(config)))
+    loop_.train(run_.prepare(config, plugin_manager(config)))
     return folder
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data_dir):
     """Three tiny runs of SST and STS: seeds 1, 1 again (identical), and 2."""
-    from core.config import RunConfig
+    from core.runs.config import RunConfig
 
     root = tmp_path_factory.mktemp("ensemble")
     config = RunConfig(tasks=("sst", "sts"), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16,

@@ -11,11 +11,13 @@ import attrs
 import pytest
 import torch
 
-from core import hookspecs, trainer
-from core.assembly import plugin_manager
-from core.hookspecs import hookimpl
-from core.plugins import Registries, make_plugin_manager
-from core.tasks import SINGLE_CLASSIFICATION, TaskSpec, bind
+from core.build.run import plugin_manager, prepare
+from core.plugin import hookspecs
+from core.plugin.hookspecs import hookimpl
+from core.plugin.manager import Registries, make_plugin_manager
+from core.tasks.spec import TaskSpec
+from core.tasks.task import bind
+from core.train.loop import train
 
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("platform_"))
 DOCS = (Path(__file__).parents[2] / "docs" / "hooks.md").read_text()
@@ -46,13 +48,13 @@ def test_every_documented_hook_exists():
 
 
 def registries_with(plugin):
-    pm = make_plugin_manager(enabled=(), entry_points=False)
+    pm = make_plugin_manager(enabled=(), third_party=False)
     pm.register(plugin, name="fixture")
     return Registries(pm)
 
 
 def test_hook_platform_register_tasks():
-    spec = TaskSpec(name="toy", kind=SINGLE_CLASSIFICATION, files={"train": "a", "dev": "b"}, text_columns=("t",))
+    spec = TaskSpec(name="toy", kind="single-classification", files={"train": "a", "dev": "b"}, text_columns=("t",))
 
     class Plugin:
         @hookimpl
@@ -65,7 +67,7 @@ def test_hook_platform_register_tasks():
 
 
 def test_hook_platform_register_task_kinds():
-    from plugins.kinds import SingleClassification
+    from plugins.standard.kinds import SingleClassification
 
     class Ternary(SingleClassification):
         name, description = "ternary", "a sentence -> one of exactly three classes"
@@ -99,7 +101,7 @@ def test_hook_platform_register_metrics():
 
     registries = registries_with(Plugin())
     assert registries.metrics["hits"].value is hits and registries.metrics["hits"].help == "How many predictions are right."
-    spec = TaskSpec(name="toy", kind=SINGLE_CLASSIFICATION, files={"train": "a", "dev": "b"}, text_columns=("t",),
+    spec = TaskSpec(name="toy", kind="single-classification", files={"train": "a", "dev": "b"}, text_columns=("t",),
                     num_labels=2, metrics=("hits", "accuracy"))
     task = bind(spec, registries.task_kinds, registries.metrics)
     assert task.metrics == ("hits", "accuracy")
@@ -144,8 +146,8 @@ def test_hook_platform_register_maskers():
     """A plugin's masker is looked up by name; the host keeps special tokens out of whatever it chooses."""
     import torch
 
-    from core.masking import ReplacementRule, Vocabulary, mask_sequence
-    from core.mlm import IGNORED
+    from core.encoder.mlm import IGNORED
+    from core.pretrain.masking import ReplacementRule, Vocabulary, mask_sequence
 
     class Everything:
         static = False
@@ -192,7 +194,7 @@ def test_a_plugin_with_an_unknown_hook_is_refused():
         def platform_add_cli_options(self, command, parser):  # a hook that no longer exists
             pass
 
-    pm = make_plugin_manager(enabled=(), entry_points=False)
+    pm = make_plugin_manager(enabled=(), third_party=False)
     pm.register(Plugin(), name="fixture")
     with pytest.raises(pluggy.PluginValidationError, match="platform_add_cli_options"):
         pm.check_pending()
@@ -249,7 +251,7 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory, data_dir):
-    from core.config import RunConfig
+    from core.runs.config import RunConfig
 
     config = RunConfig(tasks=("sst", "sts"), checkpoint="tiny", limit=16, batch_size=8, max_length=24, epochs=2,
                        sampler="rrobin", log_every=2, data_dir=str(data_dir), threads=1,
@@ -257,7 +259,7 @@ def recorded(tmp_path_factory, data_dir):
     recorder = Recorder()
     pm = plugin_manager(config)
     pm.register(recorder, name="recorder")
-    trainer.train(trainer.prepare(config, pm))
+    train(prepare(config, pm))
     return recorder.calls + [("step_losses", recorder.losses)]
 
 

@@ -9,10 +9,10 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-from core.errors import CheckpointError
-from core.mlm import IGNORED, TIED, MaskedLM, load_masked_lm
-from core.model import BertConfig, BertModel
-from core.pretrained import load_encoder
+from core.base.errors import CheckpointError
+from core.encoder.bert import BertConfig, BertModel
+from core.encoder.loading import load_encoder
+from core.encoder.mlm import IGNORED, TIED, MaskedLM, load_masked_lm
 
 SMALL = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                    max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

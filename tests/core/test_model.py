@@ -12,8 +12,8 @@ import attrs
 import pytest
 import torch
 
-from core.model import BertConfig, BertModel, EncoderOutput
-from core.pretrained import load_encoder, resolve_checkpoint
+from core.encoder.bert import BertConfig, BertModel, EncoderOutput
+from core.encoder.loading import load_encoder, resolve_checkpoint
 
 SMALL = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
              intermediate_size=128, max_position_embeddings=64)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from core.optim import AdamW
+from core.train.optim import AdamW
 
 STEPS = 20
 

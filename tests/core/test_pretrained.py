@@ -9,9 +9,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from core.model import BertConfig, BertModel
-from core.pretrained import CheckpointError, load_encoder, resolve_checkpoint
-from core.tokenizer import Tokenizer
+from core.base.errors import CheckpointError
+from core.data.tokenizer import Tokenizer
+from core.encoder.bert import BertConfig, BertModel
+from core.encoder.loading import load_encoder, resolve_checkpoint
 
 SMALL = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                    intermediate_size=128, max_position_embeddings=64)

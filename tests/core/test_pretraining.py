@@ -14,13 +14,16 @@ import pytest
 import safetensors.torch
 import torch
 
-from core import pretraining, trainer
-from core.assembly import build_model, select_tasks, select_topology
-from core.cli import main
-from core.config import RunConfig
-from core.errors import ConfigError
-from core.plugins import Registries, make_plugin_manager
-from core.pretraining import PretrainConfig
+from core.base.errors import ConfigError
+from core.build import run as run_
+from core.build.pretrain import prepare
+from core.build.run import build_model, select_tasks, select_topology
+from core.cli.main import main
+from core.plugin.manager import Registries, make_plugin_manager
+from core.pretrain.config import PretrainConfig
+from core.pretrain.loop import evaluate_heldout, train
+from core.runs.config import RunConfig
+from core.train import loop as loop_
 
 
 @pytest.fixture
@@ -33,7 +36,7 @@ def config(tmp_path, data_dir):
 
 
 def pretrain(config):
-    return pretraining.train(pretraining.prepare(config))
+    return train(prepare(config))
 
 
 def test_pretraining_writes_a_checkpoint_folder_and_figures(config):
@@ -72,26 +75,26 @@ def test_pretrain_then_finetune_from_the_folder(config, tmp_path, data_dir):
                         select_topology(run_config, registries, make_plugin_manager(enabled=())))
     for name, tensor in model.encoder.state_dict().items():  # the fine-tuning run starts from what was pretrained
         assert torch.equal(tensor, pretrained[f"bert.{name}"]), name
-    best = trainer.train(trainer.prepare(run_config))
+    best = loop_.train(run_.prepare(run_config))
     assert set(best) >= {"sst", "sts", "mean"}
 
 
 def test_a_second_run_continues_the_head(config, tmp_path):
     pretrain(config)
     again = attrs.evolve(config, checkpoint=config.output_dir, output_dir=str(tmp_path / "again"), steps=2)
-    run = pretraining.prepare(again)
+    run = prepare(again)
     assert run.head_from_checkpoint
-    first = pretraining.prepare(attrs.evolve(config, output_dir=str(tmp_path / "fresh")))
+    first = prepare(attrs.evolve(config, output_dir=str(tmp_path / "fresh")))
     assert not first.head_from_checkpoint
-    metrics = pretraining.train(run)
-    assert metrics["before"]["perplexity"] < 0.5 * pretraining.evaluate_heldout(first)["perplexity"]
+    metrics = train(run)
+    assert metrics["before"]["perplexity"] < 0.5 * evaluate_heldout(first)["perplexity"]
 
 
 def test_head_only_leaves_the_encoder_as_it_was(config):
-    run = pretraining.prepare(attrs.evolve(config, head_only=True, steps=3))
+    run = prepare(attrs.evolve(config, head_only=True, steps=3))
     encoder = {k: t.clone() for k, t in run.model.bert.state_dict().items()}
     head = {k: t.clone() for k, t in run.model.head_state().items()}
-    pretraining.train(run)
+    train(run)
     assert all(torch.equal(t, encoder[k]) for k, t in run.model.bert.state_dict().items())
     assert any(not torch.equal(t, head[k]) for k, t in run.model.head_state().items())
 
@@ -112,9 +115,9 @@ def test_killed_run_resumes_to_identical_weights(config, tmp_path):
     assert state["step"] == 4  # saved every 2 steps; step 5 was lost with the process
 
     moved = out.rename(tmp_path / "moved")  # the folder as named now, not where the run began
-    resumed = pretraining.prepare(PretrainConfig(output_dir=str(moved)), resume=True)
+    resumed = prepare(PretrainConfig(output_dir=str(moved)), resume=True)
     assert resumed.step == 4 and resumed.output_dir == moved
-    metrics = pretraining.train(resumed)
+    metrics = train(resumed)
     expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     assert metrics["heldout"] == expected["heldout"]
     ours = safetensors.torch.load_file(moved / "model.safetensors")
@@ -127,13 +130,13 @@ def test_a_used_folder_is_refused(config, tmp_path):
     other.mkdir()
     (other / "notes.txt").write_text("someone else's")
     with pytest.raises(ConfigError, match="exists and is not empty .it is not a pretraining run's"):
-        pretraining.prepare(attrs.evolve(config, output_dir=str(other)))
+        prepare(attrs.evolve(config, output_dir=str(other)))
     with pytest.raises(ConfigError, match="--resume: .* holds no pretraining run"):
-        pretraining.prepare(PretrainConfig(output_dir=str(other)), resume=True)
+        prepare(PretrainConfig(output_dir=str(other)), resume=True)
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
     pretrain(attrs.evolve(config, steps=1))
     with pytest.raises(ConfigError, match="pass --resume to continue it"):
-        pretraining.prepare(config)
+        prepare(config)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -165,7 +168,7 @@ def test_cli_pretrains_with_a_masker_setting(capsys, tmp_path, data_dir):
 
 
 def test_options_given_with_resume_are_refused_by_name(capsys, tmp_path):
-    from core.cli import main
+    from core.cli.main import main
 
     code = main(["pretrain", "--resume", str(tmp_path), "--steps", "9", "--span-p", "0.3"])
     err = capsys.readouterr().err

@@ -7,19 +7,22 @@ import attrs
 import pytest
 import torch
 
-from core import assembly, trainer
-from core.assembly import ConfigError, build_model
-from core.config import RunConfig, build
-from core.data import Batch
-from core.optim import build_optimizer, warmup_linear_decay
-from core.plugins import Registries
-from core.pooling import pool, pooled_width
-from core.tasks import PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
+from core.base.errors import ConfigError
+from core.base.settings import build
+from core.build import run as assembly
+from core.build.run import build_model, prepare
+from core.data.batch import Batch
+from core.encoder.pooling import pool, pooled_width
+from core.plugin.manager import Registries
+from core.runs.config import RunConfig
+from core.tasks.spec import TaskSpec
+from core.train.loop import task_step, train
+from core.train.optim import build_optimizer, warmup_linear_decay
 from tests.helpers import bind_tasks
 
 FILES = {"train": "-", "dev": "-"}
-SST = TaskSpec(name="sst", kind=SINGLE_CLASSIFICATION, files=FILES, text_columns=("s",), num_labels=5)
-STS = TaskSpec(name="sts", kind=PAIR_REGRESSION, files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0))
+SST = TaskSpec(name="sst", kind="single-classification", files=FILES, text_columns=("s",), num_labels=5)
+STS = TaskSpec(name="sts", kind="pair-regression", files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0))
 LR = 1e-3
 
 
@@ -105,7 +108,7 @@ def test_warmup_then_linear_decay_factor():
 def test_pretrain_mode_with_layer_decay_trains_only_the_heads(tiny_config):
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), mode="pretrain", layer_decay=0.5, weight_decay=0.01,
                           plugins=("rlayer",), pooling="cls-concat-2", epochs=1)
-    run = trainer.prepare(config)
+    run = prepare(config)
     grouped = [p for g in run.optimizer.param_groups for p in g["params"]]
     assert grouped and all(p.requires_grad for p in grouped)
     assert {id(p) for p in grouped} == {id(p) for p in run.model.heads.parameters()}
@@ -113,7 +116,7 @@ def test_pretrain_mode_with_layer_decay_trains_only_the_heads(tiny_config):
     relation = run.model.heads["sts"].relation
     assert relation.inner.in_features == 2 * 128  # the heads take the pooled width
     before = relation.inner.weight.detach().clone()
-    trainer.train(run)
+    train(run)
     assert not torch.equal(before, relation.inner.weight)
 
 
@@ -227,15 +230,15 @@ def test_pooling_deeper_than_the_encoder_names_its_layer_count():
 
 def test_a_tasks_loss_weight_scales_its_gradient_and_not_its_logged_loss(tiny_config, tmp_path):
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), dropout=0.0)
-    runs = [trainer.prepare(attrs.evolve(config, loss_weights=weights, output_dir=str(tmp_path / name)))
+    runs = [prepare(attrs.evolve(config, loss_weights=weights, output_dir=str(tmp_path / name)))
             for name, weights in (("plain", ""), ("weighted", "sts=3"))]
     assert runs[1].loss_weights == {"sst": 1.0, "sts": 3.0}
     parts, grads = [], []
     for run in runs:
-        parts.append(trainer.task_step(run, "sts", list(range(8)))["loss"])
+        parts.append(task_step(run, "sts", list(range(8)))["loss"])
         grads.append(run.model.encoder.encoder.layer[0].output.dense.weight.grad.clone())
         run.optimizer.zero_grad(set_to_none=True)
-        trainer.task_step(run, "sst", list(range(8)))
+        task_step(run, "sst", list(range(8)))
         grads.append(run.model.encoder.encoder.layer[0].output.dense.weight.grad.clone())
     torch.testing.assert_close(parts[1], parts[0])  # logged unweighted
     torch.testing.assert_close(grads[2], 3 * grads[0])  # sts: three times the gradient

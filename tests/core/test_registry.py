@@ -1,8 +1,8 @@
 import attrs
 import pytest
 
-from core.registry import Registry, RegistryError
-from core.tasks import SINGLE_CLASSIFICATION, TaskSpec
+from core.plugin.registry import Registry, RegistryError
+from core.tasks.spec import TaskSpec
 
 
 def test_register_and_lookup_by_name():
@@ -29,7 +29,7 @@ def test_unknown_name_lists_available():
 
 def test_task_spec_registers_under_its_name_and_shows_its_description():
     registry = Registry("task", TaskSpec, named=True)
-    spec = TaskSpec(name="mine", kind=SINGLE_CLASSIFICATION, files={"train": "a", "dev": "b"}, text_columns=("t",),
+    spec = TaskSpec(name="mine", kind="single-classification", files={"train": "a", "dev": "b"}, text_columns=("t",),
                     description="my task, 2 classes")
     registry.register_for("p")(spec)
     assert registry["mine"].value is spec and registry["mine"].help == "my task, 2 classes"
@@ -52,9 +52,9 @@ def test_config_must_be_attrs_class():
 
 
 def test_registration_goes_through_pluggy_and_tracing_sees_it():
-    from core.plugins import Registries, make_plugin_manager
+    from core.plugin.manager import Registries, make_plugin_manager
 
-    pm = make_plugin_manager(enabled=None, entry_points=False)
+    pm = make_plugin_manager(enabled=None, third_party=False)
     called = []
     undo = pm.add_hookcall_monitoring(lambda name, impls, kwargs: called.append((name, [i.plugin_name for i in impls])),
                                       lambda outcome, name, impls, kwargs: None)
@@ -67,7 +67,7 @@ def test_registration_goes_through_pluggy_and_tracing_sees_it():
 
 
 def test_a_component_of_the_wrong_type_is_refused_by_plugin_and_name():
-    from core.tasks import TaskSpec
+    from core.tasks.spec import TaskSpec
 
     registry = Registry("task", TaskSpec, named=True)
     with pytest.raises(RegistryError, match="plugin 'p' registered a task without a name: 'sst'"):

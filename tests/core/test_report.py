@@ -7,10 +7,13 @@ from pathlib import Path
 import attrs
 import pytest
 
-from core import plots, report, trainer
-from core.cli import main
-from core.config import RunConfig
-from core.errors import ConfigError
+from core.base.errors import ConfigError
+from core.build.run import prepare
+from core.cli.main import main
+from core.report import plots
+from core.report import summary as report
+from core.runs.config import RunConfig
+from core.train.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,7 @@ def runs(tmp_path_factory, data_dir):
     configs = [base, attrs.evolve(base, epochs=1, validation_split=0.0, output_dir=str(folder / "seed-1")),
                attrs.evolve(base, epochs=1, validation_split=0.0, seed=2, output_dir=str(folder / "seed-2"))]
     for config in configs:
-        trainer.train(trainer.prepare(config))
+        train(prepare(config))
     return [Path(config.output_dir) for config in configs]
 
 

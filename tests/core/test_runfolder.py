@@ -7,9 +7,12 @@ import attrs
 import pytest
 import torch
 
-from core import checkpoints, inference, trainer
-from core.cli import main
-from core.hookspecs import hookimpl
+from core.base import files as checkpoints
+from core.build import trained as inference
+from core.build.run import plugin_manager, prepare
+from core.cli.main import main
+from core.plugin.hookspecs import hookimpl
+from core.train.loop import train
 from tests.helpers import kill_run
 
 
@@ -33,7 +36,7 @@ def tiny_args(config):
 def finished(tiny_config):
     """A finished one-epoch run on two tasks."""
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), epochs=1)
-    trainer.train(trainer.prepare(config))
+    train(prepare(config))
     return config, Path(config.output_dir)
 
 
@@ -99,10 +102,10 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_over(tiny_co
     folder = Path(config.output_dir)
     assert (folder / "config.json").exists() and not (folder / "last.pt").exists()
     with caplog.at_level("WARNING", logger="platform"):
-        run = trainer.prepare(config, resume=True)
+        run = prepare(config, resume=True)
     assert "stopped before its first checkpoint (no last.pt); starting from epoch 0" in caplog.text
-    reference = trainer.train(trainer.prepare(attrs.evolve(config, output_dir=str(tmp_path / "reference"))))
-    assert trainer.train(run) == reference
+    reference = train(prepare(attrs.evolve(config, output_dir=str(tmp_path / "reference"))))
+    assert train(run) == reference
 
 
 def test_options_given_with_resume_are_refused_by_name(capsys, finished):
@@ -135,9 +138,9 @@ def test_resume_of_a_finished_run_changes_nothing(finished):
     config, folder = finished
     saved = checkpoints.load(folder / "last.pt")
     files = snapshot(folder)
-    pm = trainer.assembly.plugin_manager(config)
+    pm = plugin_manager(config)
     pm.register(CountSteps())
-    run = trainer.prepare(config, pm, resume=True)
+    run = prepare(config, pm, resume=True)
     # everything last.pt holds is back in the live run
     assert (run.epoch, run.step_in_epoch, run.global_step, run.examples_seen) == (
         saved["epoch"], saved["step_in_epoch"], saved["global_step"], saved["examples_seen"])
@@ -148,7 +151,7 @@ def test_resume_of_a_finished_run_changes_nothing(finished):
     assert steps and steps == [int(s["step"]) for s in saved["optimizer"]["state"].values()]
     assert run.scheduler.state_dict() == saved["scheduler"]
     assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])
-    assert trainer.train(run) == saved["best"]
+    assert train(run) == saved["best"]
     assert CountSteps.steps == 0
     after = snapshot(folder)
     for name in ("best.pt", "last.pt", "metrics.json", "predictions/sst-dev-output.csv", "predictions/sts-test-output.csv"):
@@ -163,11 +166,11 @@ def test_resume_of_a_finished_run_changes_nothing(finished):
 def test_killed_between_last_pt_and_best_pt_resumes_to_a_consistent_folder(tiny_config, tmp_path):
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"))
     reference_dir = tmp_path / "reference"
-    reference = trainer.train(trainer.prepare(attrs.evolve(config, output_dir=str(reference_dir))))
+    reference = train(prepare(attrs.evolve(config, output_dir=str(reference_dir))))
     kill_run(config, tmp_path, "save", "best.pt", 1)  # the first epoch's last.pt is written, its best.pt is not
     folder = Path(config.output_dir)
     assert (folder / "last.pt").exists() and not (folder / "best.pt").exists()
-    final = trainer.train(trainer.prepare(config, resume=True))
+    final = train(prepare(config, resume=True))
     assert final == reference
     assert checkpoints.load(folder / "best.pt")["metrics"] == json.loads((folder / "metrics.json").read_text())["best"]
     assert snapshot(folder / "predictions") == snapshot(reference_dir / "predictions")
@@ -183,7 +186,7 @@ def test_evaluate_says_when_metrics_json_is_behind_best_pt(tiny_config, tmp_path
         inference.evaluate_checkpoint(folder)
     assert behind in caplog.text and "--resume" in caplog.text
     caplog.clear()
-    trainer.train(trainer.prepare(config, resume=True))
+    train(prepare(config, resume=True))
     with caplog.at_level("WARNING", logger="platform"):
         inference.evaluate_checkpoint(folder)
     assert "records epoch" not in caplog.text
@@ -191,12 +194,12 @@ def test_evaluate_says_when_metrics_json_is_behind_best_pt(tiny_config, tmp_path
 
 @pytest.mark.parametrize("file,count", [("last.pt", 1), ("last.pt", 3), ("best.pt", 1)])
 def test_killed_halfway_through_a_checkpoint_write_resumes_exactly(tiny_config, tmp_path, file, count):
-    reference = trainer.train(trainer.prepare(attrs.evolve(tiny_config, output_dir=str(tmp_path / "reference"))))
+    reference = train(prepare(attrs.evolve(tiny_config, output_dir=str(tmp_path / "reference"))))
     kill_run(tiny_config, tmp_path, "partial", file, count)
     folder = Path(tiny_config.output_dir)
     assert (folder / f"{file}.tmp").exists(), "the kill came mid-write"
     for name in ("last.pt", "best.pt"):
         if (folder / name).exists():
             checkpoints.load(folder / name)  # never half a file under the real name
-    final = trainer.train(trainer.prepare(tiny_config, resume=True))
+    final = train(prepare(tiny_config, resume=True))
     assert final == reference and not list(folder.glob("*.tmp"))

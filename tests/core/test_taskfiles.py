@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main
-from core.taskfiles import DataError, read_rows
+from core.cli.main import main
+from core.data.tables import DataError
+from core.tasks.files import read_rows
 from tasks import sst, sts
 from tests.helpers import bind_tasks
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.errors import CheckpointError
-from core.tokenizer import Tokenizer
+from core.base.errors import CheckpointError
+from core.data.tokenizer import Tokenizer
 
 MAX_LENGTH = 128
 SAMPLE = 200

@@ -7,14 +7,15 @@ import attrs
 import pytest
 import torch
 
-from core import trainer
-from core.assembly import ConfigError
-from core.hookspecs import hookimpl
+from core.base.errors import ConfigError
+from core.build.run import prepare
+from core.plugin.hookspecs import hookimpl
+from core.train.loop import task_step, train
 from tests.helpers import kill_run_at_step
 
 
 def run_to_end(config):
-    return trainer.train(trainer.prepare(config))
+    return train(prepare(config))
 
 
 def test_tiny_multitask_run_writes_everything(tiny_config):
@@ -61,23 +62,23 @@ def test_killed_run_resumes_to_identical_metrics(tiny_config, tmp_path, precisio
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [0], "the first epoch's results were written before the kill"
 
-    resumed = trainer.prepare(attrs.evolve(tiny_config, output_dir=str(out)), resume=True)
+    resumed = prepare(attrs.evolve(tiny_config, output_dir=str(out)), resume=True)
     assert (resumed.epoch, resumed.step_in_epoch) == (1, 1) and resumed.model.precision == precision
-    final = trainer.train(resumed)
+    final = train(resumed)
     assert final == reference
 
 
 def test_existing_run_folder_is_not_overwritten(tiny_config):
     run_to_end(attrs.evolve(tiny_config, epochs=1))
     with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
-        trainer.prepare(tiny_config)
+        prepare(tiny_config)
 
 
 def test_pretrain_mode_freezes_encoder(tiny_config):
-    run = trainer.prepare(attrs.evolve(tiny_config, tasks=("sst",), mode="pretrain", epochs=1))
+    run = prepare(attrs.evolve(tiny_config, tasks=("sst",), mode="pretrain", epochs=1))
     before = {k: v.clone() for k, v in run.model.encoder.state_dict().items()}
     head_before = run.model.heads["sst"].out.weight.clone()
-    trainer.train(run)
+    train(run)
     after = run.model.encoder.state_dict()
     assert all((before[k] == after[k]).all() for k in before)
     assert not (head_before == run.model.heads["sst"].out.weight).all()
@@ -85,13 +86,13 @@ def test_pretrain_mode_freezes_encoder(tiny_config):
 
 def test_pretrain_with_nothing_trainable_is_refused(tiny_config):
     with pytest.raises(ConfigError, match="no trainable parameters .* use --mode finetune"):
-        trainer.prepare(attrs.evolve(tiny_config, tasks=("sts",), mode="pretrain"))
+        prepare(attrs.evolve(tiny_config, tasks=("sts",), mode="pretrain"))
 
 
 @pytest.mark.parametrize("update", ["sequential", "summed"])
 def test_update_policies_step_counts(tiny_config, update):
-    run = trainer.prepare(attrs.evolve(tiny_config, tasks=("sst", "sts"), update=update, epochs=1))
-    trainer.train(run)
+    run = prepare(attrs.evolve(tiny_config, tasks=("sst", "sts"), update=update, epochs=1))
+    train(run)
     steps = run.optimizer.state[next(iter(run.optimizer.state))]["step"]
     assert int(steps) == (6 if update == "sequential" else 3)
 
@@ -100,7 +101,7 @@ def test_a_batch_split_by_max_batch_tokens_has_the_whole_batch_gradient(tiny_con
     """Dropout off: the chunks' weighted losses give the gradient of the whole batch, single
     sentences and pairs, and the hook sees each chunk."""
     config = attrs.evolve(tiny_config, tasks=("sst", "quora"), dropout=0.0)
-    runs = {budget: trainer.prepare(attrs.evolve(config, max_batch_tokens=budget, output_dir=f"{config.output_dir}-{budget}"))
+    runs = {budget: prepare(attrs.evolve(config, max_batch_tokens=budget, output_dir=f"{config.output_dir}-{budget}"))
             for budget in (None, 40)}
     seen = []
 
@@ -113,7 +114,7 @@ def test_a_batch_split_by_max_batch_tokens_has_the_whole_batch_gradient(tiny_con
     runs[40].pm.register(Recorder())
     for task in ("sst", "quora"):
         indices = list(range(8))
-        parts = {budget: trainer.task_step(run, task, indices) for budget, run in runs.items()}
+        parts = {budget: task_step(run, task, indices) for budget, run in runs.items()}
         assert float(parts[40]["loss"]) == pytest.approx(float(parts[None]["loss"]), rel=1e-5)
         for (name, whole), chunked in zip(runs[None].model.named_parameters(), runs[40].model.parameters()):
             if whole.grad is not None:

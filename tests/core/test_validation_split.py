@@ -6,16 +6,18 @@ from pathlib import Path
 import attrs
 import pytest
 
-from core import trainer
-from core.assembly import load_data, load_tokenizer, plugin_manager, select_tasks
-from core.cli import main
-from core.config import RunConfig, build
-from core.data import VALIDATION, held_out, sample, split_rows
-from core.errors import ConfigError, PlatformError
-from core.hookspecs import hookimpl
-from core.inference import evaluate_checkpoint
-from core.plugins import Registries
-from core.taskfiles import read_rows
+from core.base.errors import ConfigError, PlatformError
+from core.base.settings import build
+from core.build import run as run_
+from core.build.run import load_tokenizer, plugin_manager, select_tasks
+from core.build.trained import evaluate_checkpoint
+from core.cli.main import main
+from core.plugin.hookspecs import hookimpl
+from core.plugin.manager import Registries
+from core.runs.config import RunConfig, load_data
+from core.tasks.files import read_rows
+from core.tasks.splits import VALIDATION, held_out, sample, split_rows
+from core.train import loop as loop_
 from tests.helpers import kill_run_at_step
 
 
@@ -80,8 +82,8 @@ def validated(tmp_path_factory, data_dir):
                        output_dir=str(out), threads=1, device="cpu", precision="fp32", validation_split=0.25)
     pm, splits = plugin_manager(config), Splits()
     pm.register(splits)
-    run = trainer.prepare(config, pm)
-    best = trainer.train(run)
+    run = run_.prepare(config, pm)
+    best = loop_.train(run)
     return config, run, best, splits
 
 
@@ -107,7 +109,7 @@ def test_the_run_folder_holds_validation_and_dev_predictions_and_says_what_selec
     validation_ids = {line.split(" , ")[0] for line in
                       (out / "predictions" / "sst-validation-output.csv").read_text().splitlines()[1:]}
     assert validation_ids == set(run.validation_data["sst"].ids) and not validation_ids & set(run.train_data["sst"].ids)
-    from core import checkpoints
+    from core.base import files as checkpoints
 
     saved = checkpoints.load(out / "best.pt")
     assert saved["selected_on"] == "validation" and saved["metrics"] == best
@@ -125,7 +127,7 @@ def test_evaluate_reproduces_dev_and_validation_of_the_chosen_model(validated, c
 def test_evaluate_refuses_validation_of_a_run_without_and_split_beside_file(validated, tmp_path, data_dir, capsys):
     config, *_ = validated
     plain = attrs.evolve(config, validation_split=0.0, epochs=1, tasks=("sst",), output_dir=str(tmp_path / "plain"))
-    trainer.train(trainer.prepare(plain))
+    loop_.train(run_.prepare(plain))
     assert main(["evaluate", plain.output_dir, "--split", "validation"]) == 2
     assert "held out no validation rows (it was trained without --validation-split); use --split dev" in \
         capsys.readouterr().err
@@ -137,13 +139,13 @@ def test_evaluate_refuses_validation_of_a_run_without_and_split_beside_file(vali
 
 def test_a_killed_run_with_a_validation_split_resumes_to_the_same_end(tiny_config, tmp_path):
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), validation_split=0.25)
-    reference = trainer.prepare(attrs.evolve(config, output_dir=str(tmp_path / "reference")))
-    trainer.train(reference)
+    reference = run_.prepare(attrs.evolve(config, output_dir=str(tmp_path / "reference")))
+    loop_.train(reference)
     killed = attrs.evolve(config, output_dir=str(tmp_path / "killed"), save_every=1)
     kill_run_at_step(killed, 5, tmp_path)  # 24 rows in batches of 8: 3 steps an epoch; last.pt after step 4
-    resumed = trainer.prepare(killed, resume=True)
+    resumed = run_.prepare(killed, resume=True)
     assert (resumed.epoch, resumed.step_in_epoch) == (1, 1)
-    assert trainer.train(resumed) == reference.best and resumed.dev == reference.dev
+    assert loop_.train(resumed) == reference.best and resumed.dev == reference.dev
     ends = [json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("reference", "killed")]
     assert ends[0]["history"][0].keys() == ends[1]["history"][0].keys()
     assert [{k: v for k, v in end.items() if k != "history"} for end in ends][0] == \

@@ -9,11 +9,13 @@ from pathlib import Path
 import attrs
 import pytest
 
-from core import assembly, trainer
-from core.cli import build_parser
-from core.hookspecs import hookimpl
-from core.plugins import Registries, make_plugin_manager
-from core.tasks import TaskSpec
+from core.build import run as assembly
+from core.build.run import prepare
+from core.cli.main import build_parser
+from core.plugin.hookspecs import hookimpl
+from core.plugin.manager import Registries, make_plugin_manager
+from core.tasks.spec import TaskSpec
+from core.train.loop import train
 from studies.space import dry_run
 from tasks.sst import SST
 
@@ -33,8 +35,8 @@ def run_with(config, *plugins):
     pm = assembly.plugin_manager(config)
     for plugin in plugins:
         pm.register(plugin)
-    run = trainer.prepare(config, pm)
-    return run, trainer.train(run)
+    run = prepare(config, pm)
+    return run, train(run)
 
 
 @pytest.mark.parametrize("name", sorted(path.stem for path in EXAMPLES.glob("*.py")))
@@ -107,7 +109,7 @@ def test_a_topology_of_ones_own(tiny_config):
 
 
 def test_a_search_space_of_ones_own(tiny_config):
-    pm = make_plugin_manager(enabled=(), entry_points=False)
+    pm = make_plugin_manager(enabled=(), third_party=False)
     pm.register(example("batch_space"))
     spaces = list(Registries(pm).search_spaces)
     suggested = dry_run(tiny_config, spaces, {})

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import core.tasks
-from core.taskfiles import read_rows
+from core.api import TaskSpec
+from core.tasks.files import read_rows
+from core.tasks.task import bind
 from tests.helpers import bind_tasks
 
 ROOT = Path(__file__).parents[2]
@@ -20,9 +21,9 @@ def specs_with_files():
     found = []
     for index, (language, code) in enumerate(BLOCKS):
         if language == "python" and "TaskSpec(" in code and "import" not in code:
-            namespace = {name: getattr(core.tasks, name) for name in dir(core.tasks) if name.isupper() or name == "TaskSpec"}
+            namespace = {"TaskSpec": TaskSpec}
             exec(code, namespace)  # a two-line declaration of the guide, nothing else
-            spec = next(value for value in namespace.values() if isinstance(value, core.tasks.TaskSpec))
+            spec = next(value for value in namespace.values() if isinstance(value, TaskSpec))
             after = BLOCKS[index + 1] if index + 1 < len(BLOCKS) else ("x", "")
             found.append((spec, after[1] if after[0] == "" else None))
     return found
@@ -33,9 +34,9 @@ SPECS = specs_with_files()
 
 def test_the_guide_shows_every_built_in_kind():
     """A spec of each kind, but the two bi-encoder pair kinds, which the guide shows by Quora and STS."""
-    from core.plugins import Registries, make_plugin_manager
+    from core.plugin.manager import Registries, make_plugin_manager
 
-    shown = {spec.kind for spec, _ in SPECS} | {core.tasks.PAIR_CLASSIFICATION, core.tasks.PAIR_REGRESSION}
+    shown = {spec.kind for spec, _ in SPECS} | {"pair-classification", "pair-regression"}
     assert shown == set(Registries(make_plugin_manager(enabled=None)).task_kinds.names())
 
 
@@ -56,17 +57,17 @@ def test_the_kind_of_ones_own_registers_and_trains_on_absolute_error():
 
     import torch
 
-    from core.plugins import Registries, make_plugin_manager
+    from core.plugin.manager import Registries, make_plugin_manager
 
     [code] = [code for language, code in BLOCKS if language == "python" and "class SingleRegressionL1" in code]
     module = types.ModuleType("guide_kind")
     exec(code, module.__dict__)  # the guide's plugin module, as written
-    pm = make_plugin_manager(enabled=(), entry_points=False)
+    pm = make_plugin_manager(enabled=(), third_party=False)
     pm.register(module)
     registries = Registries(pm)
-    spec = core.tasks.TaskSpec(name="sst-score", kind="single-regression-l1", files={"train": "t", "dev": "d"},
+    spec = TaskSpec(name="sst-score", kind="single-regression-l1", files={"train": "t", "dev": "d"},
                                text_columns=("sentence",), label_range=(0.0, 4.0), metrics=("spearman", "pearson"))
-    task = core.tasks.bind(spec, registries.task_kinds, registries.metrics)
+    task = bind(spec, registries.task_kinds, registries.metrics)
     assert registries.task_kinds["single-regression-l1"].help.endswith("trained on absolute error")
     output, labels = torch.tensor([[0.5], [0.25]]), torch.tensor([4.0, 0.0], dtype=torch.float64)
     assert task.kind.loss(spec, output, labels).item() == pytest.approx((0.5 + 0.25) / 2)  # |0.5 - 1| and |0.25 - 0|

@@ -6,13 +6,16 @@ import attrs
 import pytest
 import torch
 import torch.nn.functional as F
+from plugins.methods.bam import BamConfig, BamError, BamRegularizer, teacher_loss, teacher_outputs, teacher_weight
 
-from core import assembly, trainer
-from core.config import RunConfig
-from core.data import Batch, make_batch
-from core.hookspecs import hookimpl
-from core.inference import load_run
-from plugins.bam import BamConfig, BamError, BamRegularizer, teacher_loss, teacher_outputs, teacher_weight
+from core.build import run as assembly
+from core.build.run import prepare
+from core.build.trained import load_run
+from core.data.batch import Batch
+from core.plugin.hookspecs import hookimpl
+from core.runs.config import RunConfig
+from core.tasks.splits import make_batch
+from core.train.loop import train
 
 
 def tiny_run_config(tmp_path, data_dir, **changes):
@@ -27,7 +30,7 @@ def tiny_run_config(tmp_path, data_dir, **changes):
 def teacher_dir(tmp_path_factory, data_dir):
     """A single-task sst teacher trained by the platform."""
     out = tmp_path_factory.mktemp("bam") / "sst-teacher"
-    trainer.train(trainer.prepare(tiny_run_config(out, data_dir)))
+    train(prepare(tiny_run_config(out, data_dir)))
     return out
 
 
@@ -148,14 +151,14 @@ def test_temperature_must_be_positive():
 def test_settings_errors_name_the_component(tiny_config):
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), plugins=("bam",), components={"bam": {"teachers": "sst"}})
     with pytest.raises(ValueError, match="settings of 'bam': --bam-teachers: bad entry 'sst'"):
-        trainer.prepare(config)
+        prepare(config)
 
 
 def test_teacher_for_a_task_the_run_does_not_train(tiny_config):
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), plugins=("bam",),
                           components={"bam": {"teachers": "quora=runs/q"}})
     with pytest.raises(BamError, match="names task\\(s\\) quora that this run does not train; its tasks are sst, sts"):
-        trainer.prepare(config)
+        prepare(config)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,9 +184,9 @@ def test_student_distils_caches_once_and_resumes(tiny_config, teacher_dir):
                           components={"bam": {"teachers": f"sst={teacher_dir}"}})
     pm = assembly.plugin_manager(config)
     pm.register(StopAtSecondEpoch(), name="stop")
-    run = trainer.prepare(config, pm)
+    run = prepare(config, pm)
     with pytest.raises(Interrupted):
-        trainer.train(run)
+        train(run)
     run.close()
     bam = run.regularizers["bam"]
     cache = run.output_dir / "bam" / "sst-teacher.pt"
@@ -197,10 +200,10 @@ def test_student_distils_caches_once_and_resumes(tiny_config, teacher_dir):
         fresh = teacher(make_batch(data, range(len(data)), tokenizer.pad))
     assert torch.allclose(bam.outputs["sst"], fresh, atol=1e-5)
 
-    resumed = trainer.prepare(config, resume=True)
+    resumed = prepare(config, resume=True)
     again = resumed.regularizers["bam"]
     assert again.caches["sst"]["path"] == str(cache) and again.caches["sst"]["examples"] == 24
-    best = trainer.train(resumed)
+    best = train(resumed)
     assert again.computed == [] and cache.stat().st_mtime_ns == stamp, "a resumed run reuses the cached outputs"
     assert torch.equal(again.outputs["sst"], bam.outputs["sst"])
     assert {"sst", "sts", "mean"} <= set(best)
@@ -214,24 +217,24 @@ def test_student_distils_caches_once_and_resumes(tiny_config, teacher_dir):
 
 def test_teacher_of_another_task_is_refused(tiny_config, tmp_path):
     sts_teacher = tmp_path / "sts-teacher"
-    trainer.train(trainer.prepare(attrs.evolve(tiny_config, tasks=("sts",), epochs=1, output_dir=str(sts_teacher))))
+    train(prepare(attrs.evolve(tiny_config, tasks=("sts",), epochs=1, output_dir=str(sts_teacher))))
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), plugins=("bam",), epochs=1,
                           components={"bam": {"teachers": f"sst={sts_teacher}"}})
     with pytest.raises(BamError, match=f"teacher {sts_teacher} of task 'sst' was trained on sts, not on 'sst'"):
-        trainer.train(trainer.prepare(config))
+        train(prepare(config))
 
 
 def test_missing_teacher_is_refused(tiny_config, tmp_path):
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), plugins=("bam",), epochs=1,
                           components={"bam": {"teachers": f"sst={tmp_path / 'nowhere'}"}})
     with pytest.raises(BamError, match="teacher of task 'sst': no run checkpoint at .*nowhere/best.pt"):
-        trainer.train(trainer.prepare(config))
+        train(prepare(config))
 
 
 def test_teacher_with_another_max_length_tokenizes_for_itself(tiny_config, teacher_dir):
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), plugins=("bam",), max_length=12,
                           components={"bam": {"teachers": f"sst={teacher_dir}"}})
-    run = trainer.prepare(config)
+    run = prepare(config)
     rng = torch.get_rng_state()
     outputs = teacher_outputs("sst", str(teacher_dir), run)
     assert torch.equal(torch.get_rng_state(), rng), "building the teacher leaves the student's random stream alone"

@@ -6,19 +6,20 @@ import attrs
 import pytest
 import torch
 
-from core import trainer
-from core.inference import load_run
+from core.build.run import prepare
+from core.build.trained import load_run
+from core.train.loop import train
 from tests.helpers import kill_run_at_step
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, data_dir):
-    from core.config import RunConfig
+    from core.runs.config import RunConfig
 
     out = tmp_path_factory.mktemp("teacher") / "sst"
     config = RunConfig(tasks=("sst",), checkpoint="tiny", limit=24, batch_size=8, max_length=32, epochs=1, lr=1e-3,
                        sampler="rrobin", data_dir=str(data_dir), output_dir=str(out), threads=1)
-    trainer.train(trainer.prepare(config))
+    train(prepare(config))
     return out
 
 
@@ -29,20 +30,20 @@ def student(tiny_config, teacher, out):
 
 
 def test_all_three_compose_and_resume_exactly(tiny_config, teacher, tmp_path):
-    reference = trainer.prepare(student(tiny_config, teacher, tmp_path / "reference"))
+    reference = prepare(student(tiny_config, teacher, tmp_path / "reference"))
     assert set(reference.regularizers) == {"smart", "bam"}
     assert reference.model.heads["quora"].relation is reference.model.heads["sts"].relation
-    expected = trainer.train(reference)
+    expected = train(reference)
 
     killed = student(tiny_config, teacher, tmp_path / "killed")
     steps_per_epoch = reference.sampler.steps_per_epoch()
     kill_run_at_step(killed, steps_per_epoch + 1, tmp_path)
-    resumed = trainer.prepare(killed, resume=True)
+    resumed = prepare(killed, resume=True)
     assert resumed.epoch == 1 and resumed.step_in_epoch == 0
     assert torch.equal(next(iter(resumed.regularizers["smart"].state_dict()["teacher"].values())),
                        next(iter(torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
                                  ["regularizers"]["smart"]["teacher"].values())))
-    assert trainer.train(resumed) == expected
+    assert train(resumed) == expected
 
     saved = json.loads((tmp_path / "killed" / "config.json").read_text())
     assert saved["plugins"] == ["smart", "rlayer", "bam"] and saved["components"]["smart"] == {"weight": 2.0}

@@ -9,33 +9,26 @@ from pathlib import Path
 import attrs
 import pytest
 import torch
+from plugins.standard.kinds import squared_error, symmetric_kl_bernoulli, symmetric_kl_logits
 
-from core import inference, trainer
-from core.config import RunConfig
-from core.data import load_split
-from core.hookspecs import hookimpl
-from core.plugins import Registries, make_plugin_manager
-from core.taskfiles import read_rows
-from core.tasks import (
-    CROSS_PAIR_CLASSIFICATION,
-    CROSS_PAIR_REGRESSION,
-    PAIR_CLASSIFICATION,
-    PAIR_REGRESSION,
-    SINGLE_CLASSIFICATION,
-    SINGLE_REGRESSION,
-    TOKEN_TAGGING,
-    TaskSpec,
-)
-from plugins.kinds import squared_error, symmetric_kl_bernoulli, symmetric_kl_logits
+from core.build import trained as inference
+from core.build.run import prepare
+from core.plugin.hookspecs import hookimpl
+from core.plugin.manager import Registries, make_plugin_manager
+from core.runs.config import RunConfig
+from core.tasks.files import read_rows
+from core.tasks.spec import TaskSpec
+from core.tasks.splits import load_split
+from core.train.loop import train
 from tests.helpers import bind_tasks, counting_tokenizer
 
 LN3 = math.log(3.0)
 FILES = {"train": "t", "dev": "d"}
 TASKS = bind_tasks(
-    TaskSpec(name="five", kind=SINGLE_CLASSIFICATION, files=FILES, text_columns=("s",), num_labels=5),
-    TaskSpec(name="binary", kind=SINGLE_CLASSIFICATION, files=FILES, text_columns=("s",)),
-    TaskSpec(name="sim", kind=PAIR_REGRESSION, files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0)),
-    TaskSpec(name="tags", kind=TOKEN_TAGGING, files=FILES, text_columns=("words",), labels=("O", "B-x", "I-x")),
+    TaskSpec(name="five", kind="single-classification", files=FILES, text_columns=("s",), num_labels=5),
+    TaskSpec(name="binary", kind="single-classification", files=FILES, text_columns=("s",)),
+    TaskSpec(name="sim", kind="pair-regression", files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0)),
+    TaskSpec(name="tags", kind="token-tagging", files=FILES, text_columns=("words",), labels=("O", "B-x", "I-x")),
 )
 
 
@@ -112,13 +105,13 @@ def files(name: str) -> dict[str, str]:
 
 
 SYNTHETIC = (
-    TaskSpec(name="rate", kind=SINGLE_REGRESSION, files=files("rate"), text_columns=("sentence",),
+    TaskSpec(name="rate", kind="single-regression", files=files("rate"), text_columns=("sentence",),
              label_column="score", label_range=(0.0, 10.0)),
-    TaskSpec(name="nli", kind=CROSS_PAIR_CLASSIFICATION, files=files("nli"), text_columns=("premise", "hypothesis"),
+    TaskSpec(name="nli", kind="cross-pair-classification", files=files("nli"), text_columns=("premise", "hypothesis"),
              labels=("entailment", "neutral", "contradiction")),
-    TaskSpec(name="relate", kind=CROSS_PAIR_REGRESSION, files=files("relate"), text_columns=("sentence1", "sentence2"),
+    TaskSpec(name="relate", kind="cross-pair-regression", files=files("relate"), text_columns=("sentence1", "sentence2"),
              label_column="similarity", label_range=(0.0, 5.0)),
-    TaskSpec(name="chunks", kind=TOKEN_TAGGING, files=files("chunks"), text_columns=("tokens",), label_column="tags",
+    TaskSpec(name="chunks", kind="token-tagging", files=files("chunks"), text_columns=("tokens",), label_column="tags",
              labels=("O", "B-place", "I-place", "B-name", "I-name")),
 )
 SPECS = {spec.name: spec for spec in SYNTHETIC}
@@ -159,7 +152,7 @@ def write_task(folder: Path, spec: TaskSpec, sizes=(("train", 30), ("dev", 24), 
             writer.writerow(header)
             for i in range(size):
                 texts, label = row(spec.name, rng)
-                if i == 1 and spec.kind != TOKEN_TAGGING:
+                if i == 1 and spec.kind != "token-tagging":
                     texts[0] = f'anna says "{texts[0]}"'  # a quoted field with quotes inside
                 writer.writerow([i, f"{spec.name}-{split}-{i}", *texts] + ([label] if split != "test" else []))
 
@@ -174,8 +167,8 @@ def synthetic_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from core.pretrained import resolve_checkpoint
-    from core.tokenizer import Tokenizer
+    from core.data.tokenizer import Tokenizer
+    from core.encoder.loading import resolve_checkpoint
 
     source = resolve_checkpoint("tiny")
     return Tokenizer(source.vocab, lowercase=source.lowercase)
@@ -190,9 +183,9 @@ def test_the_synthetic_files_keep_the_release_quoting(synthetic_dir):
 # End to end on the tiny encoder: every built-in kind trains, evaluates, predicts and resumes
 # ---------------------------------------------------------------------------------------------------
 
-END_TO_END = [("sst", SINGLE_CLASSIFICATION), ("rate", SINGLE_REGRESSION), ("quora", PAIR_CLASSIFICATION),
-              ("sts", PAIR_REGRESSION), ("nli", CROSS_PAIR_CLASSIFICATION), ("relate", CROSS_PAIR_REGRESSION),
-              ("chunks", TOKEN_TAGGING)]
+END_TO_END = [("sst", "single-classification"), ("rate", "single-regression"), ("quora", "pair-classification"),
+              ("sts", "pair-regression"), ("nli", "cross-pair-classification"), ("relate", "cross-pair-regression"),
+              ("chunks", "token-tagging")]
 
 
 class SyntheticTasks:
@@ -220,7 +213,7 @@ class InterruptAt:
 
 def fixture_pm(*plugins):
     """A fresh plugin manager with the built-ins, the synthetic tasks and ``plugins``."""
-    pm = make_plugin_manager(enabled=(), entry_points=False)
+    pm = make_plugin_manager(enabled=(), third_party=False)
     pm.register(SyntheticTasks(), name="synthetic-tasks")
     for plugin in plugins:
         pm.register(plugin)
@@ -235,9 +228,9 @@ def test_the_end_to_end_tasks_cover_every_built_in_kind():
 
 def check_prediction(spec: TaskSpec, value: str, texts: list[str]) -> None:
     """One prediction as the prediction file writes it, in the task's label space."""
-    if spec.kind in (SINGLE_CLASSIFICATION, PAIR_CLASSIFICATION, CROSS_PAIR_CLASSIFICATION):
+    if spec.kind in ("single-classification", "pair-classification", "cross-pair-classification"):
         assert int(value) in range(max(2, spec.num_labels))
-    elif spec.kind == TOKEN_TAGGING:
+    elif spec.kind == "token-tagging":
         assert len(value.split()) == len(texts[0].split()) and set(value.split()) <= set(spec.labels)
     else:
         assert len(value.partition(".")[2]) == 4 and math.isfinite(float(value))
@@ -249,20 +242,20 @@ def test_every_kind_trains_evaluates_predicts_and_resumes(task, kind, request, t
     config = RunConfig(tasks=(task,), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16, max_length=32,
                        epochs=2, lr=1e-3, sampler="rrobin", save_every=1, log_every=1, data_dir=str(data_dir),
                        output_dir=str(tmp_path / "reference"), threads=1, device="cpu", precision="fp32")
-    reference = trainer.train(trainer.prepare(config, fixture_pm()))
+    reference = train(prepare(config, fixture_pm()))
     assert set(reference) >= {"epoch", task, "mean"} and math.isfinite(reference[task])
 
     # Stopped after the second epoch's second step (3 steps of 8 per epoch): resumed from the first step's
     # checkpoint, it ends where the uninterrupted run ended.
     out = tmp_path / "stopped"
     config = attrs.evolve(config, output_dir=str(out))
-    run = trainer.prepare(config, fixture_pm(InterruptAt(5)))
+    run = prepare(config, fixture_pm(InterruptAt(5)))
     with pytest.raises(Interrupted):
-        trainer.train(run)
+        train(run)
     run.close()
-    resumed = trainer.prepare(config, fixture_pm(), resume=True)
+    resumed = prepare(config, fixture_pm(), resume=True)
     assert (resumed.epoch, resumed.step_in_epoch) == (1, 1)
-    assert trainer.train(resumed) == reference
+    assert train(resumed) == reference
 
     # `platform evaluate`: the best model's dev metrics again
     metrics = inference.evaluate_checkpoint(out, pm=fixture_pm())

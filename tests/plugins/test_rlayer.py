@@ -1,4 +1,4 @@
-"""plugins.rlayer: the scaled Hadamard product, one shared relational layer, errors, a tiny run."""
+"""plugins.methods.rlayer: the scaled Hadamard product, one shared relational layer, errors, a tiny run."""
 
 from __future__ import annotations
 
@@ -6,23 +6,24 @@ import attrs
 import pytest
 import torch
 import torch.nn.functional as F
+from plugins.methods.rlayer import RelationalHead, RelationalLayer, RLayerConfig, relational_heads, scaled_hadamard
 
-from core import trainer
-from core.heads import CosineRegressor, PairClassifier, SentenceClassifier, Widths
-from core.inference import load_run
-from core.optim import AdamW
-from core.registry import Registry
-from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
-from plugins import rlayer
-from plugins.rlayer import RelationalHead, RelationalLayer, RLayerConfig, relational_heads, scaled_hadamard
+from core.build.run import prepare
+from core.build.trained import load_run
+from core.plugin.registry import Registry
+from core.tasks.heads import CosineRegressor, PairClassifier, SentenceClassifier, Widths
+from core.tasks.spec import TaskSpec
+from core.train.loop import train
+from core.train.optim import AdamW
+from plugins.methods import rlayer
 from tests.helpers import bind_tasks
 
 H = 16
 FILES = {"train": "-", "dev": "-"}
-SST = TaskSpec(name="sst", kind=SINGLE_CLASSIFICATION, files=FILES, text_columns=("s",), num_labels=5)
-QUORA = TaskSpec(name="quora", kind=PAIR_CLASSIFICATION, files=FILES, text_columns=("a", "b"), num_labels=1)
-STS = TaskSpec(name="sts", kind=PAIR_REGRESSION, files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0))
-NLI = TaskSpec(name="nli", kind=PAIR_CLASSIFICATION, files=FILES, text_columns=("a", "b"), num_labels=3)  # third party
+SST = TaskSpec(name="sst", kind="single-classification", files=FILES, text_columns=("s",), num_labels=5)
+QUORA = TaskSpec(name="quora", kind="pair-classification", files=FILES, text_columns=("a", "b"), num_labels=1)
+STS = TaskSpec(name="sts", kind="pair-regression", files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0))
+NLI = TaskSpec(name="nli", kind="pair-classification", files=FILES, text_columns=("a", "b"), num_labels=3)  # third party
 TASKS = list(bind_tasks(SST, QUORA, STS, NLI).values())
 WIDTHS = Widths(H, H)
 
@@ -183,7 +184,7 @@ def test_unknown_or_single_sentence_task_is_refused_by_name(tasks, message):
 
 
 def test_bad_width_or_scale_is_refused():
-    from core.config import build
+    from core.base.settings import build
 
     with pytest.raises(ValueError, match="--rlayer-width must be positive, got 0"):
         build(RLayerConfig, {"width": 0}, prefix="rlayer-")
@@ -193,11 +194,11 @@ def test_bad_width_or_scale_is_refused():
 
 def test_tiny_run_trains_and_reloads_the_same_model(tiny_config):
     config = attrs.evolve(tiny_config, plugins=("rlayer",), epochs=1)
-    run = trainer.prepare(config)
+    run = prepare(config)
     relation = run.model.heads["quora"].relation
     assert isinstance(run.model.heads["sts"], RelationalHead) and run.model.heads["sts"].relation is relation
     before = relation.inner.weight.detach().clone()
-    best = trainer.train(run)
+    best = train(run)
     assert set(best) >= {"sst", "cfimdb", "quora", "sts", "mean"}
     assert not torch.equal(before, relation.inner.weight)
 

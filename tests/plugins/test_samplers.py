@@ -1,4 +1,4 @@
-"""plugins.samplers: coverage of every sampler's plans, determinism, resume checks, config errors."""
+"""plugins.standard.samplers: coverage of every sampler's plans, determinism, resume checks, config errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from core.registry import Registry
-from plugins import samplers as plugin
+from core.plugin.registry import Registry
+from plugins.standard import samplers as plugin
 
 NAMES = ("rrobin", "rrobin-pre", "interleaved", "proportional", "annealed")
 SIZES = {"quora": 12007, "sst": 7544, "sts": 5240}

@@ -1,4 +1,4 @@
-"""plugins.smart: divergences by hand, the ε-ball, the EMA teacher, the adversarial term on a tiny
+"""plugins.methods.smart: divergences by hand, the ε-ball, the EMA teacher, the adversarial term on a tiny
 model, registration and CLI options, TensorBoard telemetry, exact resume, and a step-time figure."""
 
 from __future__ import annotations
@@ -9,18 +9,19 @@ from pathlib import Path
 import attrs
 import pytest
 import torch
+from plugins.standard.independent import independent_heads
+from plugins.standard.kinds import symmetric_kl_logits
+from plugins.methods.smart import Smart, SmartConfig
 
-from core import trainer
-from core.data import Batch
-from core.heads import Widths
-from core.multitask import MultitaskModel, perturbed_embeddings
-from core.plugins import Registries, make_plugin_manager
-from core.pretrained import load_encoder
-from core.tasks import PAIR_CLASSIFICATION, PAIR_REGRESSION, SINGLE_CLASSIFICATION, TaskSpec
-from plugins import smart
-from plugins.independent import independent_heads
-from plugins.kinds import symmetric_kl_logits
-from plugins.smart import Smart, SmartConfig
+from core.build.run import prepare
+from core.data.batch import Batch
+from core.encoder.loading import load_encoder
+from core.model.multitask import MultitaskModel, perturbed_embeddings
+from core.plugin.manager import Registries, make_plugin_manager
+from core.tasks.heads import Widths
+from core.tasks.spec import TaskSpec
+from core.train.loop import train
+from plugins.methods import smart
 from tests.helpers import bind_tasks
 
 LN3 = math.log(3.0)
@@ -55,10 +56,10 @@ def test_gradient_normalisation_is_per_example():
 # ---------------------------------------------------------------------------------------------------
 
 SPECS = {
-    "five": TaskSpec(name="five", kind=SINGLE_CLASSIFICATION, files={"train": "t", "dev": "d"}, text_columns=("s",),
+    "five": TaskSpec(name="five", kind="single-classification", files={"train": "t", "dev": "d"}, text_columns=("s",),
                      num_labels=5),
-    "para": TaskSpec(name="para", kind=PAIR_CLASSIFICATION, files={"train": "t", "dev": "d"}, text_columns=("a", "b")),
-    "sim": TaskSpec(name="sim", kind=PAIR_REGRESSION, files={"train": "t", "dev": "d"}, text_columns=("a", "b"),
+    "para": TaskSpec(name="para", kind="pair-classification", files={"train": "t", "dev": "d"}, text_columns=("a", "b")),
+    "sim": TaskSpec(name="sim", kind="pair-regression", files={"train": "t", "dev": "d"}, text_columns=("a", "b"),
                     label_range=(0.0, 5.0)),
 }
 TASKS = bind_tasks(*SPECS.values())
@@ -189,13 +190,13 @@ def test_bregman_term_uses_the_teacher_and_zero_weight_skips_it():
 
 
 def test_registered_only_when_enabled_with_options():
-    from core.cli import build_parser
+    from core.cli.main import build_parser
 
-    pm = make_plugin_manager(enabled=("smart",), entry_points=False)
+    pm = make_plugin_manager(enabled=("smart",), third_party=False)
     entry = Registries(pm).regularizers["smart"]
     assert entry.value is Smart and entry.config is SmartConfig and entry.plugin == "smart" and entry.help
     assert isinstance(entry.value(SmartConfig(), tiny_model()), Smart)
-    assert "smart" not in Registries(make_plugin_manager(enabled=(), entry_points=False)).regularizers
+    assert "smart" not in Registries(make_plugin_manager(enabled=(), third_party=False)).regularizers
 
     parser, _ = build_parser(pm)
     args = parser.parse_args(["run", "--plugins", "smart", "--smart-weight", "2", "--smart-norm", "l2",
@@ -213,7 +214,7 @@ def test_config_rejects_out_of_range_settings(bad):
 @pytest.fixture(scope="module")
 def smart_config(tmp_path_factory, data_dir):
     """Two epochs of a tiny run with SMART over one task of each head kind (ce, bce, mse)."""
-    from core.config import RunConfig
+    from core.runs.config import RunConfig
 
     return RunConfig(tasks=("sst", "quora", "sts"), plugins=("smart",), checkpoint="tiny", limit=16, batch_size=8,
                      eval_batch_size=16, max_length=32, epochs=2, lr=1e-3, sampler="rrobin", log_every=1,
@@ -222,8 +223,8 @@ def smart_config(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def reference(smart_config):
-    run = trainer.prepare(smart_config)
-    return run, trainer.train(run)
+    run = prepare(smart_config)
+    return run, train(run)
 
 
 def test_tiny_run_logs_smart_terms_per_task(smart_config, reference):
@@ -248,8 +249,8 @@ class StopAtEpoch(RuntimeError):
 
 
 def test_resumed_run_restores_the_teacher_and_ends_identically(smart_config, reference, tmp_path):
-    from core.assembly import plugin_manager
-    from core.hookspecs import hookimpl
+    from core.build.run import plugin_manager
+    from core.plugin.hookspecs import hookimpl
 
     class Interrupt:
         @hookimpl
@@ -260,16 +261,16 @@ def test_resumed_run_restores_the_teacher_and_ends_identically(smart_config, ref
     config = attrs.evolve(smart_config, output_dir=str(tmp_path / "stopped"))
     pm = plugin_manager(config)
     pm.register(Interrupt(), name="interrupt")
-    stopped = trainer.prepare(config, pm)
+    stopped = prepare(config, pm)
     with pytest.raises(StopAtEpoch):
-        trainer.train(stopped)
+        train(stopped)
     saved = {k: v.clone() for k, v in stopped.regularizers["smart"].teacher.state_dict().items()}
 
-    resumed = trainer.prepare(config, resume=True)
+    resumed = prepare(config, resume=True)
     assert resumed.epoch == 1
     restored = resumed.regularizers["smart"].teacher.state_dict()
     assert saved.keys() == restored.keys() and all(torch.equal(saved[k], restored[k]) for k in saved)
     reference_run, reference_metrics = reference
-    assert trainer.train(resumed) == reference_metrics
+    assert train(resumed) == reference_metrics
     final = reference_run.regularizers["smart"].teacher.state_dict()
     assert all(torch.equal(final[k], v) for k, v in resumed.regularizers["smart"].teacher.state_dict().items())

@@ -3,23 +3,23 @@ entity F1 by hand, and rows whose tags do not fit their words."""
 
 import pytest
 import torch
+from plugins.standard.tagging import IGNORE, first_pieces
 
-from core.data import SplitData, load_split, make_batch
-from core.tasks import TOKEN_TAGGING, TaskSpec
-from plugins.tagging import IGNORE, first_pieces
+from core.tasks.spec import TaskSpec
+from core.tasks.splits import SplitData, load_split, make_batch
 from tests.helpers import bind_tasks
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from core.pretrained import resolve_checkpoint
-    from core.tokenizer import Tokenizer
+    from core.data.tokenizer import Tokenizer
+    from core.encoder.loading import resolve_checkpoint
 
     source = resolve_checkpoint("tiny")
     return Tokenizer(source.vocab, lowercase=source.lowercase)
 
 
-TAGGED = TaskSpec(name="ner", kind=TOKEN_TAGGING, files={"train": "t", "dev": "d"}, text_columns=("words",),
+TAGGED = TaskSpec(name="ner", kind="token-tagging", files={"train": "t", "dev": "d"}, text_columns=("words",),
                   labels=("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"))
 
 
@@ -76,7 +76,7 @@ def test_entity_f1_by_hand():
 
 
 def test_a_tag_list_that_does_not_fit_its_words_skips_the_row(tmp_path, tokenizer, caplog):
-    spec = TaskSpec(name="chunks", kind=TOKEN_TAGGING, files={"train": "tags.csv", "dev": "tags.csv"},
+    spec = TaskSpec(name="chunks", kind="token-tagging", files={"train": "tags.csv", "dev": "tags.csv"},
                     text_columns=("tokens",), label_column="tags", labels=("O", "B-place", "I-place", "B-name"))
     (tmp_path / "tags.csv").write_text("id\ttokens\ttags\n"
                                        "a\tanna lives here\tB-name O O\n"

@@ -15,9 +15,9 @@ MODULE = '''
 
 import torch.nn.functional as F
 
-from core.hookspecs import hookimpl
-from core.tasks import TaskSpec
-from plugins.kinds import SingleRegression
+from core.plugin.hookspecs import hookimpl
+from core.tasks.spec import TaskSpec
+from plugins.standard.kinds import SingleRegression
 
 
 class SingleRegressionL1(SingleRegression):

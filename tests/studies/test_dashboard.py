@@ -7,7 +7,7 @@ import urllib.request
 import optuna
 import pytest
 
-from core.cli import main
+from core.cli.main import main
 from studies.dashboard import make_dashboard, storage_url
 from studies.runner import StudyError
 

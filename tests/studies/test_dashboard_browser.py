@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from core.cli import main
+from core.cli.main import main
 from studies.dashboard import make_dashboard, storage_url
 
 EXAMPLE = Path(__file__).parents[2] / "studies" / "interleaved_ratios.toml"

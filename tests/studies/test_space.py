@@ -5,9 +5,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from core.cli import main
-from core.config import RunConfig
-from core.plugins import Registries, make_plugin_manager
+from core.cli.main import main
+from core.plugin.manager import Registries, make_plugin_manager
+from core.runs.config import RunConfig
 from studies.space import SpaceError, SpaceTrial, dry_run, load_space_file, trial_config
 
 EXAMPLE = Path(__file__).parents[2] / "studies" / "interleaved_ratios.toml"
@@ -21,7 +21,7 @@ def show_space(capsys, *args):
 
 
 def spaces_of(base):
-    return list(Registries(make_plugin_manager(enabled=base.plugins, entry_points=False)).search_spaces)
+    return list(Registries(make_plugin_manager(enabled=base.plugins, third_party=False)).search_spaces)
 
 
 def test_show_space_lists_the_core_space_and_the_interleaved_ratios(capsys):
@@ -31,7 +31,7 @@ def test_show_space_lists_the_core_space_and_the_interleaved_ratios(capsys):
     assert set(lines) == {"lr", "warmup", "dropout", "pooling", "layer_decay", "head_lr_multiplier", "ratio_sst",
                           "ratio_sts", "loss_weight_sts"}  # the first task keeps loss weight 1
     assert "float (log)" in lines["head_lr_multiplier"] and "1 .. 100" in lines["head_lr_multiplier"]
-    assert "float (log)" in lines["lr"] and "1e-05 .. 0.001" in lines["lr"] and "plugin core_space" in lines["lr"]
+    assert "float (log)" in lines["lr"] and "1e-05 .. 0.001" in lines["lr"] and "plugin search_space" in lines["lr"]
     assert "cls, mean" in lines["pooling"]
     assert "int (log)" in lines["ratio_sst"] and "1 .. 64" in lines["ratio_sst"]
     assert "plugin samplers" in lines["ratio_sst"]
@@ -97,7 +97,7 @@ def test_bad_space_files_are_refused_naming_file_and_parameter(capsys, tmp_path,
 
 
 def test_two_spaces_suggesting_one_parameter_are_refused():
-    from core.hookspecs import hookimpl
+    from core.plugin.hookspecs import hookimpl
 
     class Plugin:
         @hookimpl
@@ -105,7 +105,7 @@ def test_two_spaces_suggesting_one_parameter_are_refused():
             register("again", lambda trial, base: {"warmup": trial.suggest_float("lr", 1e-5, 1e-3, log=True)})
 
     base = RunConfig(tasks=("sst",), checkpoint="tiny", sampler="rrobin")
-    pm = make_plugin_manager(enabled=(), entry_points=False)
+    pm = make_plugin_manager(enabled=(), third_party=False)
     pm.register(Plugin(), name="fixture")
     with pytest.raises(SpaceError, match="parameter 'lr' is suggested by two search spaces: 'again' \\(plugin fixture\\) and 'core'"):
         dry_run(base, list(Registries(pm).search_spaces), {})

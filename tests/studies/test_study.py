@@ -10,10 +10,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from core.cli import build_parser, main
-from core.config import RunConfig
-from core.errors import PlatformError
-from core.hookspecs import hookimpl
+from core.base.errors import PlatformError
+from core.cli.main import build_parser, main
+from core.plugin.hookspecs import hookimpl
+from core.runs.config import RunConfig
 from studies.objective import PruningPlugin, make_pruner, parse_objective
 from studies.runner import StudyError, StudySettings, run_study
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from core.data import load_split, resolve_data_dir
-from core.taskfiles import DataError, read_rows
-from core.tasks import PAIR_CLASSIFICATION, TaskSpec
+from core.data.folders import resolve_data_dir
+from core.data.tables import DataError
+from core.tasks.files import read_rows
+from core.tasks.spec import TaskSpec
+from core.tasks.splits import load_split
 from tasks import cfimdb, quora, sst, sts
 from tests.helpers import bind_tasks, counting_tokenizer
 
@@ -19,8 +21,8 @@ SST, CFIMDB, QUORA, STS = bind_tasks(sst.SST, cfimdb.CFIMDB, quora.QUORA, sts.ST
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from core.pretrained import resolve_checkpoint
-    from core.tokenizer import Tokenizer
+    from core.data.tokenizer import Tokenizer
+    from core.encoder.loading import resolve_checkpoint
 
     source = resolve_checkpoint("tiny")
     return Tokenizer(source.vocab, lowercase=source.lowercase)
@@ -93,7 +95,7 @@ def test_third_party_file_format(tmp_path, tokenizer):
                     'a\tA man sleeps.\tA person rests.\t1\n'
                     'b\t"He said ""no"""\tHe agreed.\t0\n'
                     'c\tbroken row\tno label\tmaybe\n')
-    spec = TaskSpec(name="nli", kind=PAIR_CLASSIFICATION, files={"train": str(path), "dev": str(path)},
+    spec = TaskSpec(name="nli", kind="pair-classification", files={"train": str(path), "dev": str(path)},
                     text_columns=("premise", "hypothesis"), num_labels=2)
     data = load_split(bind_tasks(spec)["nli"], "train", data_dir=tmp_path, tokenizer=tokenizer, max_length=16)
     assert data.ids == ["a", "b"] and data.labels.tolist() == [1, 0]

@@ -52,7 +52,7 @@ def test_its_label_parser_folds_the_labels(installed, data_dir):
         from platform_sst2 import SST2
     finally:
         sys.path.remove(str(installed))
-    from core.taskfiles import read_rows
+    from core.tasks.files import read_rows
 
     rows = read_rows(bind_tasks(SST2)["sst2"], data_dir / "ids-sst-dev.csv", labelled=True)
     with open(data_dir / "ids-sst-dev.csv", newline="") as handle:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.taskfiles import DataError, read_rows
+from core.data.tables import DataError
+from core.tasks.files import read_rows
 from tests.helpers import bind_tasks, pip_install_outside, platform_beside
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "platform-wnut16"

@@ -1,6 +1,6 @@
 """A search space: the batch size and the sequence length, for `platform study`."""
 
-from core.hookspecs import hookimpl
+from core.api import hookimpl
 
 
 def batch_space(trial, base):

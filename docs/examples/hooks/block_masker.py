@@ -3,8 +3,7 @@ Song et al., 2019), as many as the mask rate asks for."""
 
 import torch
 
-from core.hookspecs import hookimpl
-from core.masking import budget
+from core.api import budget, hookimpl
 
 
 class Block:

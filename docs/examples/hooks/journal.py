@@ -2,14 +2,13 @@
 
 import json
 
-from core import distributed
-from core.hookspecs import hookimpl
+from core.api import hookimpl, is_main
 
 NAME = "journal"
 
 
 def write(run, **event):
-    if distributed.is_main():  # under torchrun every process calls every hook; one writes
+    if is_main():  # under torchrun every process calls every hook; one writes
         with open(run.output_dir / "journal.jsonl", "a") as handle:
             handle.write(json.dumps({"step": run.global_step, **event}) + "\n")
 

@@ -3,9 +3,7 @@ weights. Opt-in: `--plugins l2sp`, tuned with `--l2sp-weight`."""
 
 import attrs
 
-from core.config import field
-from core.hookspecs import hookimpl
-from core.regularizers import Regularizer
+from core.api import Regularizer, field, hookimpl
 
 PLATFORM_OPT_IN = True
 

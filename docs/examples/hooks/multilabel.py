@@ -4,9 +4,7 @@ with the metric it is scored by."""
 import torch
 import torch.nn.functional as F
 
-from core.heads import SentenceClassifier
-from core.hookspecs import hookimpl
-from core.kinds import TaskKind
+from core.api import SentenceClassifier, TaskKind, hookimpl
 
 
 class MultiLabel(TaskKind):

@@ -1,8 +1,6 @@
 """A sampler: one task after another within each epoch (no mixing), in the order of --tasks."""
 
-from core.errors import ConfigError
-from core.hookspecs import hookimpl
-from core.sampling import permutation
+from core.api import ConfigError, hookimpl, permutation
 
 
 class Sequential:

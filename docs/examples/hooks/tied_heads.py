@@ -2,7 +2,7 @@
 
 import torch.nn as nn
 
-from core.hookspecs import hookimpl
+from core.api import hookimpl
 
 PLATFORM_OPT_IN = True
 

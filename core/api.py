@@ -1,0 +1,69 @@
+"""The platform's public plugin API: everything a plugin, a task or a study imports from ``core``.
+
+A plugin module imports from here and nowhere else in ``core``; the rest of ``core`` may change between
+versions, this module's ``__all__`` changes only with notice. The built-in plugins (``plugins/``), the
+built-in tasks (``tasks/``), the documentation's examples and the WNUT-16 example package are held to
+it by the import contracts in ``pyproject.toml``.
+
+What a plugin author needs, by the job at hand (``docs/writing-a-plugin.md`` has the whole guide):
+
+- **Declare hooks**: ``hookimpl`` marks a function of a plugin module as the implementation of the hook
+  of the same name (``core.plugin.hookspecs`` lists them, ``docs/hooks.md`` documents each).
+- **A task**: a :class:`TaskSpec` names its files, columns, labels and *kind*; a run binds it to a
+  :class:`Task`. A new shape of task is a :class:`TaskKind`: how labels parse, how texts become token
+  ids (:class:`Tokenizer`), how a :class:`SplitData` collates into a :class:`Batch`, what the head sees
+  (:class:`EncoderOutput`, :class:`Widths`), the loss, predictions and metrics.
+- **Settings**: an attrs class whose fields are made with :func:`field` becomes command-line options.
+- **Training components**: a :class:`Sampler` (plans an epoch's steps), a :class:`Regularizer` (extra
+  loss terms), a topology (heads), a masker (``platform pretrain``); loop hooks receive the live
+  :class:`RunContext`.
+- **Errors**: raise :class:`PlatformError` (or :class:`ConfigError`, :class:`DataError`) for a user's
+  mistake; the command line prints it as one line.
+"""
+
+from __future__ import annotations
+
+from core.base.distributed import is_main, on_main
+from core.base.errors import ConfigError, PlatformError
+from core.base.files import load as load_state
+from core.base.files import rng_state, set_rng_state
+from core.base.files import save as save_state
+from core.base.settings import field, names, parse_assignments, positive, positive_or_none
+from core.build.trained import load_run
+from core.data.batch import Batch
+from core.data.folders import resolve_data_dir
+from core.data.tables import DataError
+from core.data.tokenizer import Tokenizer
+from core.encoder.bert import EncoderOutput
+from core.model.multitask import MultitaskModel, perturbed_embeddings
+from core.plugin.hookspecs import hookimpl
+from core.pretrain.masking import Masker, budget
+from core.runs.config import RunConfig
+from core.tasks.heads import CosineRegressor, PairClassifier, SentenceClassifier, TokenClassifier, Widths
+from core.tasks.kind import TaskKind
+from core.tasks.spec import TaskSpec
+from core.tasks.splits import SplitData, load_split
+from core.tasks.task import Task
+from core.train.context import RunContext
+from core.train.evaluation import head_outputs
+from core.train.regularizer import Regularizer
+from core.train.sampling import Sampler, SamplerFactory, Step, TaskBatch, generator, permutation
+
+__all__ = [
+    # hooks
+    "hookimpl",
+    # errors
+    "PlatformError", "ConfigError", "DataError",
+    # settings
+    "field", "names", "positive", "positive_or_none", "parse_assignments",
+    # tasks and task kinds
+    "TaskSpec", "Task", "TaskKind", "Tokenizer", "SplitData", "Batch", "EncoderOutput", "Widths", "load_split",
+    "resolve_data_dir",
+    # heads the built-in kinds build
+    "SentenceClassifier", "PairClassifier", "CosineRegressor", "TokenClassifier",
+    # training components and the run they act on
+    "Sampler", "SamplerFactory", "Step", "TaskBatch", "generator", "permutation", "Regularizer", "Masker", "budget",
+    "RunConfig", "RunContext", "MultitaskModel", "perturbed_embeddings", "head_outputs", "load_run",
+    # state files and processes
+    "save_state", "load_state", "rng_state", "set_rng_state", "is_main", "on_main",
+]

@@ -1,0 +1,77 @@
+"""Settings as data: the field helper, validators and converters that every settings class (attrs,
+frozen, with help text) shares, and :func:`build`, which reports a bad value naming its option.
+
+The same classes feed the command line (``core.cli.options``), Optuna trials and saved runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from core.base.errors import ConfigError
+
+
+def names(value: Any) -> tuple[str, ...]:
+    """``"a, b"`` or ``["a", "b"]`` -> ``("a", "b")``."""
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(name.strip() for name in value if name.strip())
+
+
+def positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+def positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        positive(instance, attribute, value)
+
+
+def parse_assignments(text: str, option: str, expected: str, key: str = "task",
+                      error: type[ValueError] = ConfigError) -> dict[str, str]:
+    """``"sst=8,quora=32"`` -> ``{"sst": "8", "quora": "32"}``: the NAME=VALUE lists that options take
+    (sampler ratios, teachers, objective weights, enqueued trials). Raises ``error`` naming ``option``
+    and the first entry without a name or a value (``expected`` says what one looks like), or the
+    first ``key`` given twice; the caller checks the values."""
+    pairs: dict[str, str] = {}
+    for entry in (part.strip() for part in text.split(",") if part.strip()):
+        name, sep, value = (part.strip() for part in entry.partition("="))
+        if not sep or not name or not value:
+            raise error(f"{option}: bad entry {entry!r}; expected {expected}")
+        if name in pairs:
+            raise error(f"{option}: {key} {name!r} is given twice in {text!r}")
+        pairs[name] = value
+    return pairs
+
+
+def field(default: Any, help: str, metadata: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """A settings field with its help text. ``metadata`` shapes its option (:func:`add_options`):
+    ``metavar``, ``choices``, ``default`` (the text shown), ``flag`` (a switch), ``repeatable``,
+    ``positional`` (its name in the usage line), ``cli`` (False: no option)."""
+    return attrs.field(default=default, metadata={"help": help, **(metadata or {})}, **kwargs)
+
+
+def build(cls: type, values: dict[str, Any], source: str = "", prefix: str = "") -> Any:
+    """``cls(**values)``; a bad value is reported naming its option (``--[prefix]field-name``), after
+    ``source`` (where the values came from: a file, a component) when given."""
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)  # attrs' in_ adds args
+        message = _name_option(text, cls, prefix)
+        raise ConfigError(f"{source}: {message}" if source else message) from None
+
+
+def _name_option(message: str, cls: type, prefix: str) -> str:
+    """attrs' validators say ``'epochs' must be >= 1: 0``, ours ``ratios: bad entry ...``: either way,
+    the field's option instead of its name."""
+    for f in attrs.fields(cls):
+        option = f"--{prefix}{f.name}".replace("_", "-")
+        for lead, replacement in ((f"'{f.name}' ", f"{option} "), (f"{f.name}: ", f"{option}: "),
+                                  (f"{f.name} ", f"{option} ")):
+            if message.startswith(lead):
+                return replacement + message[len(lead):]
+    return message

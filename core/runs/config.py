@@ -1,0 +1,205 @@
+"""A training run's configuration (:class:`RunConfig`): frozen, validated, with help text; saved as the
+run folder's ``config.json``. The same class feeds the command line (every field becomes an option),
+Optuna trials (``attrs.evolve`` with suggested values) and resumed runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+from attrs import validators as v
+
+from core.base.errors import ConfigError
+from core.base.settings import build, field, names, parse_assignments, positive, positive_or_none
+from core.data.folders import resolve_data_dir
+from core.data.tokenizer import Tokenizer
+from core.encoder.pooling import parse as parse_pooling
+from core.tasks.splits import VALIDATION, SplitData, load_split
+from core.tasks.task import Task
+
+
+def _check_pooling(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        parse_pooling(value)
+    except ValueError as error:
+        raise ValueError(f"--pooling: {error}") from None
+
+
+def _check_layer_decay(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"--layer-decay must be in (0, 1] (1: no decay), got {value}")
+
+
+
+
+def _check_loss_weights(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    parse_loss_weights(value, instance.tasks)
+
+
+def parse_loss_weights(text: str, tasks: tuple[str, ...]) -> dict[str, float]:
+    """``--loss-weights "sts=20,quora=2"`` -> ``{"sts": 20.0, "quora": 2.0}``: tasks of the run, weights > 0."""
+    expected = "TASK=WEIGHT with WEIGHT > 0, e.g. sts=20"
+    weights = {}
+    for task, value in parse_assignments(text, "--loss-weights", expected, error=ValueError).items():
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = 0.0
+        if not weight > 0:
+            raise ValueError(f"--loss-weights: bad entry {task}={value}; expected {expected}")
+        if task not in tasks:
+            raise ValueError(f"--loss-weights: task {task!r} is not among the run's tasks ({', '.join(tasks)})")
+        weights[task] = weight
+    return weights
+
+
+
+
+DEFAULT_LR = {"finetune": 2e-5, "pretrain": 1e-3}  # by --mode, when --lr is not given
+
+
+@attrs.frozen
+class RunConfig:
+    """Everything that defines a training run; saved as ``config.json`` in the run folder."""
+
+    tasks: tuple[str, ...] = field(("sst", "quora", "sts"), "comma-separated task names", converter=names,
+                                   validator=v.min_len(1))
+    plugins: tuple[str, ...] = field((), "comma-separated opt-in plugins to enable (see `platform plugins`)",
+                                     converter=names)
+    checkpoint: str = field("minilm-l6", "pretrained encoder: a folder, minilm-l6, a hub id, or a random-init preset (tiny, small)")
+    mode: str = field("finetune", "finetune: train everything; pretrain: freeze the encoder, train the heads",
+                      validator=v.in_(("finetune", "pretrain")))
+    sampler: str = field("interleaved", "how task batches are scheduled (see `platform plugins`)")
+    update: str = field("sequential", "sequential: one optimizer step per task batch; summed: one step on the summed loss",
+                        validator=v.in_(("sequential", "summed")))
+    topology: str = field("", "head topology; empty: the one an enabled plugin provides, else 'independent'")
+    pooling: str = field("mean", "sentence embedding: cls ([CLS] of the last layer), mean (over real tokens), pooler "
+                                 "(the checkpoint's tanh pooler over [CLS]), cls-concat-K (the [CLS] vectors of the last "
+                                 "K layers concatenated: K x hidden size wide), cls-mean-K (their mean)",
+                         validator=_check_pooling)
+    epochs: int = field(1, "training epochs", validator=v.ge(1))
+    length_window: int = field(32, "length bucketing: sort examples by length within windows of this many batches "
+                                   "of a task, then shuffle the batches (1: off, random batches)", validator=v.ge(1))
+    batch_size: int = field(32, "training batch size (per task batch)", validator=v.ge(1))
+    max_batch_tokens: int | None = field(2048, "activation memory bound: a task batch of more padded tokens than this "
+                                               "(sequences x longest; both sentences of a pair count) runs its forward "
+                                               "and backward in chunks within it, then one update for the whole batch: "
+                                               "the same gradient (none: never split)", validator=positive_or_none)
+    eval_batch_size: int = field(128, "evaluation batch size", validator=v.ge(1))
+    lr: float | None = field(None, "learning rate (none: 2e-5 for finetune, 1e-3 for pretrain; a run saves the value "
+                                   "it uses)", validator=positive_or_none)
+    weight_decay: float = field(0.0, "decoupled weight decay of AdamW, applied to weight matrices and embedding tables "
+                                     "only (never to biases or LayerNorm weights)", validator=v.ge(0.0))
+    layer_decay: float = field(1.0, "layer-wise learning-rate decay: the top encoder layer, the pooler and the heads "
+                                    "train at --lr, each layer below at this factor times the layer above, the "
+                                    "embeddings at it times the lowest layer (1: one rate for all)",
+                               validator=_check_layer_decay)
+    loss_weights: str = field("", "TASK=WEIGHT,...: each task batch's loss times its task's weight before the "
+                                  "update (1 for tasks not named); logged losses stay unweighted. The tasks' losses "
+                                  "differ in scale (STS's squared error on [0, 1] is 30-40x smaller than SST's "
+                                  "cross-entropy), and AdamW's moments are shared by every task's updates",
+                              validator=_check_loss_weights, metadata={"metavar": "TASK=WEIGHT,..."})
+    head_lr_multiplier: float = field(1.0, "the task heads (a topology's shared layers included) train at --lr times "
+                                           "this: freshly initialised heads may need a larger rate than the "
+                                           "pretrained encoder (1: the rate of the top layer)", validator=positive)
+    warmup: float = field(0.0, "fraction of training steps of linear warm-up before linear decay (0: constant rate)",
+                          validator=[v.ge(0.0), v.le(1.0)])
+    dropout: float = field(0.1, "dropout in the encoder and the heads", validator=[v.ge(0.0), v.lt(1.0)])
+    seed: int = field(11711, "random seed (model init, sampling, dropout)")
+    max_length: int = field(128, "maximum tokens per sentence, [CLS] and [SEP] included", validator=v.ge(4))
+    limit: int | None = field(None, "use at most N examples per task and split (quick runs, tests)", validator=positive_or_none)
+    validation_split: float = field(0.0, "fraction of each task's train file held out as the run's validation set "
+                                         "(the same rows whatever --seed): every epoch is evaluated on it, best.pt "
+                                         "and a study's objective are chosen on it, and dev is evaluated once, on the "
+                                         "chosen model, at the end (0: off; epochs are evaluated and chosen on dev)",
+                                    validator=[v.ge(0.0), v.lt(1.0)])
+    data_dir: str | None = field(None, "folder of the task files (default: $PLATFORM_DATA_DIR, then ../shared/data/cs224n)")
+    output_dir: str | None = field(None, "run folder (default runs/<time>-<tasks>)")
+    save_every: int = field(200, "steps between resume checkpoints (last.pt) within an epoch", validator=v.ge(1))
+    log_every: int = field(20, "steps between logged training losses", validator=v.ge(1))
+    threads: int | None = field(None, "torch CPU threads (default: all cores)", validator=positive_or_none)
+    device: str = field("auto", "where to compute: cpu, cuda, cuda:N, or auto (the first CUDA GPU if there is one, "
+                                "else the CPU)")
+    precision: str = field("auto", "fp32; bf16 (autocast: bfloat16 matrix multiplies, float32 weights, optimizer "
+                                   "and losses); or auto: bf16 where the hardware computes it natively (CUDA GPUs "
+                                   "with bf16, CPUs with AMX or AVX512-BF16), else fp32. A run saves the resolved "
+                                   "value", validator=v.in_(("auto", "fp32", "bf16")))
+    components: dict[str, dict[str, Any]] = attrs.field(factory=dict, metadata={"help": "", "cli": False})
+
+    @property
+    def task_loss_weights(self) -> dict[str, float]:
+        """``--loss-weights`` parsed: a weight per task of the run (1 where not given)."""
+        return {task: 1.0 for task in self.tasks} | parse_loss_weights(self.loss_weights, self.tasks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "configuration") -> "RunConfig":
+        known = {f.name for f in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        return build(cls, data, source=source)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))
+
+
+def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``--option RECORDED (now: NOW)`` for every setting that differs between two configurations in their
+    JSON form (``RunConfig.to_dict``, or a study's record of one), component settings by their options."""
+    def options(record: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+        flat = {f"--{name}".replace("_", "-"): value for name, value in record.items() if name != "components"}
+        for component, settings in record.get("components", {}).items():
+            if component in other.get("components", {}):
+                flat.update({f"--{component}-{name}".replace("_", "-"): value for name, value in settings.items()})
+            else:  # a component of one configuration only: its settings in one piece
+                flat[f"--{component}-*"] = ", ".join(f"{name}={value}" for name, value in settings.items())
+        return flat
+
+    def shown(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return ",".join(map(str, value)) or "none"
+        return "none" if value is None else "not set" if value is _UNSET else str(value)
+
+    old, new = options(recorded, now), options(now, recorded)
+    names = [*old, *(name for name in new if name not in old)]
+    return [f"{name} {shown(old.get(name, _UNSET))} (now: {shown(new.get(name, _UNSET))})" for name in names
+            if old.get(name, _UNSET) != new.get(name, _UNSET)]
+
+
+_UNSET = object()
+
+
+# --------------------------------------------------------------------------------------------------
+# attrs classes <-> command-line options
+# --------------------------------------------------------------------------------------------------
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def load_data(config: RunConfig, tasks: dict[str, Task], tokenizer: Tokenizer, split: str) -> dict[str, SplitData]:
+    """``split`` of every task that has it; ``validation`` is held out of the train files
+    (``--validation-split``), which ``train`` then leaves out."""
+    data_dir = resolve_data_dir(config.data_dir)
+    file_split = "train" if split == VALIDATION else split
+    return {name: load_split(task, split, data_dir=data_dir, tokenizer=tokenizer, max_length=config.max_length,
+                             limit=config.limit, validation_split=config.validation_split)
+            for name, task in tasks.items() if file_split in task.spec.files}

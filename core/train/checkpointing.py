@@ -1,0 +1,128 @@
+"""What a run writes into its folder and reads back: ``last.pt`` (resume), ``best.pt`` and the best
+model's predictions, ``metrics.json``.
+
+Within an epoch's end they are written in an order that a process killed between two files cannot
+leave contradicting itself for long: ``last.pt`` (which records the best epoch), then, for a new
+best, its predictions of the selection split and ``best.pt``, then ``metrics.json``. A resume finds
+``best.pt`` behind ``last.pt`` at most, and writes it again with its predictions
+(:func:`save_best_if_behind`); ``platform evaluate`` says so when ``metrics.json`` is behind
+``best.pt``. Under torchrun only the main process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from core.base import distributed
+from core.base import files as checkpoints
+from core.runs.config import load_data
+from core.tasks.splits import SplitData
+from core.train.evaluation import evaluate, predict_split, write_predictions
+
+if TYPE_CHECKING:
+    from core.train.context import RunContext
+
+log = logging.getLogger("platform")
+
+
+def state_of(run: RunContext) -> dict[str, Any]:
+    """Everything a resume needs. Under torchrun every process must call it (it gathers each one's
+    random generators into ``rng_per_process``; ``rng`` is the main process's)."""
+    rngs = distributed.all_gather_objects(checkpoints.rng_state())
+    return {
+        "config": run.config.to_dict(), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "sampler": run.sampler.state_dict(),
+        "regularizers": {name: r.state_dict() for name, r in run.regularizers.items()},
+        "rng": rngs[0], **({"rng_per_process": rngs} if len(rngs) > 1 else {}), "epoch": run.epoch,
+        "step_in_epoch": run.step_in_epoch, "global_step": run.global_step, "examples_seen": run.examples_seen,
+        "history": run.history, "best": run.best,
+    }
+
+
+def save_last(run: RunContext) -> None:
+    """``last.pt``, written by the main process (every process takes part in :func:`state_of`)."""
+    state = state_of(run)
+    if distributed.is_main():
+        checkpoints.save(run.output_dir / "last.pt", state)
+
+
+def restore(run: RunContext, state: dict[str, Any]) -> None:
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.sampler.load_state_dict(state["sampler"])
+    for name, regularizer in run.regularizers.items():
+        regularizer.load_state_dict(state["regularizers"].get(name, {}))
+    me, per_process = distributed.world(), state.get("rng_per_process", [state["rng"]])
+    checkpoints.set_rng_state(per_process[me.rank] if len(per_process) == me.size else state["rng"])
+    if len(per_process) != me.size:  # another number of processes: fresh streams, the same batches
+        distributed.seed(run.config.seed + state["global_step"])
+    for key in ("epoch", "step_in_epoch", "global_step", "examples_seen", "history", "best"):
+        setattr(run, key, state[key])
+    log.info("resumed %s at epoch %d, step %d", run.output_dir, run.epoch, run.step_in_epoch)
+
+
+def save_best(run: RunContext, predictions: dict) -> None:
+    """The selection split's predictions of the model in hand (the best one), then ``best.pt`` from it:
+    a ``best.pt`` that records the best epoch comes with that epoch's predictions. Written by the main
+    process."""
+    if not distributed.is_main():
+        return
+    write_split_predictions(run, run.selection_split, run.selection_data, predictions)
+    checkpoints.save(run.output_dir / "best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
+                                                   "metrics": run.best, "selected_on": run.selection_split})
+
+
+def save_best_if_behind(run: RunContext) -> None:
+    """After a restore: when the process died after ``last.pt`` recorded a new best epoch but before
+    ``best.pt`` was written, the restored model is that best one; write ``best.pt`` (and its dev
+    predictions) from it, so the folder agrees with itself again."""
+    if not distributed.on_main(best_is_behind, run):
+        return
+    _, predictions = evaluate(run.model, run.selection_data, run.tokenizer.pad, run.config.eval_batch_size)
+    save_best(run, predictions)
+
+
+def best_is_behind(run: RunContext) -> bool:
+    """Whether ``best.pt`` holds an older epoch than the best one ``last.pt`` records (see
+    :func:`save_best_if_behind`); a folder changed by hand is refused."""
+    best_file = run.output_dir / "best.pt"
+    saved_epoch = checkpoints.load(best_file)["metrics"].get("epoch") if best_file.exists() else None
+    if not run.best or saved_epoch == run.best["epoch"]:
+        return False
+    if run.best["epoch"] != run.epoch - 1 or run.step_in_epoch != 0:
+        raise checkpoints.CheckpointFileError(
+            f"{best_file} holds epoch {saved_epoch}, but {run.output_dir / 'last.pt'} records epoch {run.best['epoch']} "
+            "as best and no longer holds that model; the folder was changed by hand")
+    log.warning("%s was behind last.pt (epoch %s instead of %d): writing it again", best_file, saved_epoch,
+                run.best["epoch"])
+    return True
+
+
+def write_metrics(run: RunContext) -> None:
+    if not distributed.is_main():
+        return
+    path = run.output_dir / "metrics.json"
+    tmp = path.with_name("metrics.json.tmp")
+    record = {"selected_on": run.selection_split, "best": run.best, "history": run.history,
+              "examples_seen": run.examples_seen, **({"dev": run.dev} if run.dev else {})}
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def write_split_predictions(run: RunContext, split: str, data: dict[str, SplitData], predictions: dict) -> None:
+    if not distributed.is_main():
+        return
+    for name, split_data in data.items():
+        write_predictions(run.output_dir / "predictions" / f"{name}-{split}-output.csv", split_data, predictions[name])
+
+
+def write_test_predictions(run: RunContext) -> None:
+    """Test-file predictions of the best model, which :func:`finish` put in hand."""
+    with distributed.local_main_first():
+        test = load_data(run.config, run.model.tasks, run.tokenizer, "test")
+    write_split_predictions(run, "test", test, {name: predict_split(run.model, data, run.tokenizer.pad,
+                                                                    run.config.eval_batch_size)
+                                                for name, data in test.items()})

@@ -1,0 +1,88 @@
+"""The live state of a training run (:class:`RunContext`), handed to every loop hook as ``run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pluggy
+import torch
+
+from core.base import distributed
+from core.data.tokenizer import Tokenizer
+from core.model.multitask import MultitaskModel
+from core.runs.config import RunConfig
+from core.tasks.splits import VALIDATION, SplitData
+from core.train.regularizer import Regularizer
+from core.train.sampling import Sampler
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+
+@attrs.define
+class RunContext:
+    """The live state of a run, handed to every loop hook as ``run``."""
+
+    config: RunConfig
+    pm: pluggy.PluginManager
+    output_dir: Path
+    model: MultitaskModel
+    tokenizer: Tokenizer
+    train_data: dict[str, SplitData]
+    dev_data: dict[str, SplitData]
+    sampler: Sampler
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    regularizers: dict[str, Regularizer]
+    steps_per_epoch: int  # counted once from the first epoch's plan: every epoch has as many
+    examples_per_epoch: int
+    validation_data: dict[str, SplitData] = attrs.Factory(dict)  # held out of train (--validation-split), or none
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    examples_seen: int = 0
+    history: list[dict[str, Any]] = attrs.Factory(list)  # per epoch: the selection split's metrics
+    best: dict[str, float] = attrs.Factory(dict)  # the selection split's best epoch
+    dev: dict[str, float] = attrs.Factory(dict)  # with --validation-split: dev metrics of the best model, at the end
+    plugin_state: dict[str, Any] = attrs.Factory(dict)  # scratch space of plugins, by plugin name
+    ddp: Any = None  # the model in DistributedDataParallel under torchrun (core.distributed.wrap), else None
+    # per task since the last log point: this process's summed losses (on the device); every process's examples
+    loss_weights: dict[str, float] = attrs.Factory(dict)  # --loss-weights, per task of the run
+    loss_sums: dict[str, torch.Tensor] = attrs.Factory(dict)
+    loss_counts: dict[str, int] = attrs.Factory(dict)
+    _writer: Any = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+    @property
+    def writer(self) -> SummaryWriter:
+        """The run's TensorBoard ``SummaryWriter`` (created on first use); plugins log through it. On
+        every process but the main one it writes nothing."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = (SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.global_step or None)
+                            if distributed.is_main() else distributed.NullWriter())
+        return self._writer
+
+    @property
+    def selection_split(self) -> str:
+        """The split epochs are evaluated and ``best.pt`` chosen on: ``validation`` or ``dev``."""
+        return VALIDATION if self.validation_data else "dev"
+
+    @property
+    def selection_data(self) -> dict[str, SplitData]:
+        return self.validation_data or self.dev_data
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, 0 at the first step and 1 after the last."""
+        return self.global_step / max(1, self.total_steps)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

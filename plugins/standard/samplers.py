@@ -1,0 +1,248 @@
+"""Built-in batch samplers: how the task batches of an epoch are scheduled into steps.
+
+Every sampler builds an epoch's plan from (seed, epoch) alone (see ``core.sampling``). Within a
+task, each epoch walks a fresh permutation of its examples, salted by the task's name, so a task
+sees the same order whatever the other tasks are; a task that runs out mid-epoch wraps around into a
+new permutation salted by the wrap count. ``state_dict()`` holds the settings only: with them the
+plans are exact, and a resumed run with other settings is refused by ``load_state_dict()``.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import attrs
+import torch
+from attrs import validators as v
+
+from core.api import ConfigError, Step, field, generator, hookimpl, parse_assignments, permutation
+
+_WRAP = 104_729  # a prime far from the epoch stride (7919) so (epoch, wrap) salts never collide
+_DRAW = 17  # salt of the task-choice draws, apart from the per-task permutations
+
+
+def _salt(task: str, wrap: int = 0) -> int:
+    return zlib.crc32(task.encode()) + wrap * _WRAP  # stable across processes, unlike hash()
+
+
+def _parse_ratios(text: str) -> dict[str, int]:
+    """``"sst=8,quora=32"`` -> ``{"sst": 8, "quora": 32}``, naming the first bad entry."""
+    expected = "TASK=POSITIVE_INT, e.g. 'sst=8,quora=32'"
+    ratios = parse_assignments(text, "ratios", expected)
+    for name, value in ratios.items():
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"ratios: bad entry {name + '=' + value!r}; expected {expected}")
+    return {name: int(value) for name, value in ratios.items()}
+
+
+@attrs.frozen
+class RRobinPreConfig:
+    task: str = field("", "task of the pre-phase (its examples the round-robin part leaves out); empty: the largest")
+
+
+@attrs.frozen
+class InterleavedConfig:
+    ratios: str = field("", "per-task batch sizes, e.g. 'sst=8,quora=32,sts=4'; tasks left out (or all, "
+                            "if empty) get batch_size scaled by size / largest size",
+                        validator=lambda instance, attribute, value: _parse_ratios(value))
+
+
+@attrs.frozen
+class AnnealedConfig:
+    alpha_floor: float = field(0.5, "exponent of the task sizes at the last step (1 at the first step)",
+                               validator=[v.ge(0.0), v.le(1.0)])
+
+
+class _Base:
+    """Settings shared by every sampler, and the per-task permutation streams."""
+
+    name = ""
+    keep_epochs = False  # whether a resumed run must keep the number of epochs (schedules over training)
+
+    def __init__(self, config, sizes: dict[str, int], batch_size: int, seed: int, epochs: int):
+        if not sizes:
+            raise ConfigError(f"sampler {self.name!r}: no tasks to sample from")
+        empty = [task for task, size in sizes.items() if size < 1]
+        if empty:
+            raise ConfigError(f"sampler {self.name!r}: task(s) {', '.join(empty)} have no training examples")
+        if batch_size < 1 or epochs < 1:
+            raise ConfigError(f"sampler {self.name!r}: batch_size and epochs must be >= 1, got {batch_size}, {epochs}")
+        self.config, self.sizes, self.batch_size = config, dict(sizes), batch_size
+        self.seed, self.epochs = seed, epochs
+        self.tasks = list(self.sizes)
+
+    def state_dict(self) -> dict:
+        state = {"sampler": self.name, "sizes": dict(self.sizes), "batch_size": self.batch_size, "seed": self.seed}
+        if self.keep_epochs:
+            state["epochs"] = self.epochs
+        return state | (attrs.asdict(self.config) if self.config is not None else {})
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()
+        diffs = [f"{key}: {state.get(key)!r} in the checkpoint, {mine.get(key)!r} in this run"
+                 for key in sorted(set(mine) | set(state)) if state.get(key) != mine.get(key)]
+        if diffs:
+            raise ConfigError("the checkpoint's sampler settings differ from this run's: " + "; ".join(diffs))
+
+    def _order(self, task: str, epoch: int) -> list[int]:
+        return permutation(self.sizes[task], self.seed, epoch, _salt(task))
+
+    def _streams(self, epoch: int) -> dict[str, "_Stream"]:
+        return {task: _Stream(self.sizes[task], self.seed, epoch, task) for task in self.tasks}
+
+
+class _Stream:
+    """One task's examples in one epoch: consecutive chunks of a permutation, wrapping into a new one."""
+
+    def __init__(self, size: int, seed: int, epoch: int, task: str):
+        self.size, self.seed, self.epoch, self.task = size, seed, epoch, task
+        self.wrap, self.pos = 0, 0
+        self.order = permutation(size, seed, epoch, _salt(task))
+
+    def take(self, n: int) -> list[int]:
+        batch: list[int] = []
+        while len(batch) < n:
+            if self.pos == self.size:
+                self.wrap, self.pos = self.wrap + 1, 0
+                self.order = permutation(self.size, self.seed, self.epoch, _salt(self.task, self.wrap))
+            k = min(n - len(batch), self.size - self.pos)
+            batch += self.order[self.pos:self.pos + k]
+            self.pos += k
+        return batch
+
+
+def _chunks(order: list[int], size: int) -> list[list[int]]:
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+class RoundRobin(_Base):
+    """One batch of every task per step; an epoch covers as many examples of each task as the smallest has."""
+
+    name = "rrobin"
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(min(self.sizes.values()) / self.batch_size)
+
+    def plan(self, epoch: int) -> list[Step]:
+        covered = min(self.sizes.values())
+        chunks = {task: _chunks(self._order(task, epoch)[:covered], self.batch_size) for task in self.tasks}
+        return [[(task, chunks[task][i]) for task in self.tasks] for i in range(len(chunks[self.tasks[0]]))]
+
+
+class RoundRobinPre(RoundRobin):
+    """A pre-phase over the examples of one task that the round-robin part leaves out, then round-robin."""
+
+    name = "rrobin-pre"
+
+    def __init__(self, config, sizes, batch_size, seed, epochs):
+        super().__init__(config or RRobinPreConfig(), sizes, batch_size, seed, epochs)
+        self.pre = self.config.task or max(self.sizes, key=self.sizes.get)
+        if self.pre not in self.sizes:
+            raise ConfigError(f"sampler 'rrobin-pre': task {self.pre!r} is not among the tasks of this run "
+                             f"({', '.join(self.tasks)})")
+
+    def steps_per_epoch(self) -> int:
+        rest = self.sizes[self.pre] - min(self.sizes.values())
+        return math.ceil(rest / self.batch_size) + super().steps_per_epoch()
+
+    def plan(self, epoch: int) -> list[Step]:
+        rest = self._order(self.pre, epoch)[min(self.sizes.values()):]  # the part rrobin leaves out
+        return [[(self.pre, chunk)] for chunk in _chunks(rest, self.batch_size)] + super().plan(epoch)
+
+
+class Interleaved(_Base):
+    """One batch of every task per step, batch sizes in proportion to task sizes; as long as the largest task."""
+
+    name = "interleaved"
+
+    def __init__(self, config, sizes, batch_size, seed, epochs):
+        super().__init__(config or InterleavedConfig(), sizes, batch_size, seed, epochs)
+        ratios = _parse_ratios(self.config.ratios)
+        unknown = [task for task in ratios if task not in self.sizes]
+        if unknown:
+            raise ConfigError(f"sampler 'interleaved': ratios name task(s) {', '.join(unknown)} not among the "
+                             f"tasks of this run ({', '.join(self.tasks)})")
+        largest = max(self.sizes.values())
+        self.batch_sizes = {task: ratios.get(task, max(1, round(batch_size * size / largest)))
+                            for task, size in self.sizes.items()}
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(max(self.sizes.values()) / self.batch_size)
+
+    def plan(self, epoch: int) -> list[Step]:
+        streams = self._streams(epoch)
+        return [[(task, streams[task].take(self.batch_sizes[task])) for task in self.tasks]
+                for _ in range(self.steps_per_epoch())]
+
+
+class Proportional(_Base):
+    """One task per step, drawn with probability proportional to its size."""
+
+    name = "proportional"
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(sum(self.sizes.values()) / self.batch_size)
+
+    def probabilities(self, epoch: int) -> torch.Tensor:
+        """The task probabilities of every step of ``epoch``, (steps, tasks)."""
+        sizes = torch.tensor([float(self.sizes[task]) for task in self.tasks], dtype=torch.float64)
+        return (sizes / sizes.sum()).expand(self.steps_per_epoch(), -1)
+
+    def plan(self, epoch: int) -> list[Step]:
+        probs = self.probabilities(epoch)  # (S, T)
+        draws = torch.rand(probs.shape[0], 1, generator=generator(self.seed, epoch, _DRAW), dtype=torch.float64)
+        picks = (probs.cumsum(1) < draws).sum(1).clamp(max=len(self.tasks) - 1).tolist()  # inverse CDF, (S,)
+        streams = self._streams(epoch)
+        return [[(self.tasks[i], streams[self.tasks[i]].take(self.batch_size))] for i in picks]
+
+
+class Annealed(Proportional):
+    """One task per step, drawn with probability proportional to size^alpha, alpha annealed from 1 to a floor."""
+
+    name = "annealed"
+    keep_epochs = True
+
+    def __init__(self, config, sizes, batch_size, seed, epochs):
+        super().__init__(config or AnnealedConfig(), sizes, batch_size, seed, epochs)
+
+    def alpha(self, global_step: int) -> float:
+        """1 at the first step of training, ``alpha_floor`` at the last, linear in between."""
+        last = max(self.epochs * self.steps_per_epoch() - 1, 1)
+        return 1.0 - (1.0 - self.config.alpha_floor) * min(global_step, last) / last
+
+    def probabilities(self, epoch: int) -> torch.Tensor:
+        first = epoch * self.steps_per_epoch()
+        alphas = torch.tensor([self.alpha(first + s) for s in range(self.steps_per_epoch())], dtype=torch.float64)
+        log_sizes = torch.tensor([math.log(self.sizes[task]) for task in self.tasks], dtype=torch.float64)
+        return torch.softmax(alphas[:, None] * log_sizes[None, :], dim=1)  # ∝ size^alpha, (S, T)
+
+
+@hookimpl
+def platform_register_samplers(register):
+    register("rrobin", RoundRobin, help="round-robin, one batch of every task per step; epoch = smallest task")
+    register("rrobin-pre", RoundRobinPre, config=RRobinPreConfig,
+             help="a pre-phase over one task's examples round-robin leaves out, then round-robin")
+    register("interleaved", Interleaved, config=InterleavedConfig,
+             help="every task in every step, batch sizes proportional to task sizes; epoch = largest task")
+    register("proportional", Proportional, help="one task per step, drawn with probability proportional to size")
+    register("annealed", Annealed, config=AnnealedConfig,
+             help="one task per step, probability proportional to size^alpha, alpha annealed from 1 to a floor")
+
+
+def sampler_space(trial, base) -> dict:
+    """Settings of the base configuration's sampler: per-task batch sizes (``ratio_<task>``, 1..64)
+    for ``interleaved``, ``alpha_floor`` for ``annealed``; nothing for the others."""
+    if base.sampler == "interleaved":
+        ratios = {task: trial.suggest_int(f"ratio_{task}", 1, 64, log=True) for task in base.tasks}
+        return {"components": {"interleaved": {"ratios": ",".join(f"{task}={n}" for task, n in ratios.items())}}}
+    if base.sampler == "annealed":
+        return {"components": {"annealed": {"alpha_floor": trial.suggest_float("alpha_floor", 0.0, 1.0)}}}
+    return {}
+
+
+@hookimpl
+def platform_register_search_spaces(register):
+    register("samplers", sampler_space,
+             help="per-task batch sizes (ratio_<task>) for interleaved, alpha_floor for annealed; "
+                  "when it is the run's sampler")

@@ -1,0 +1,59 @@
+"""TensorBoard telemetry: per-task training loss, learning rate, examples/s, every regularizer's terms
+and scalars, and dev metrics.
+
+Events go under ``<run>/tensorboard``, every ``--log-every`` steps; under torchrun only the main
+process writes. Training losses are the means over every process's examples since the previous log
+point (``platform_on_log``). A regularizer's terms and scalars are logged as
+``<regularizer>/<task>/<term>`` (``smart/sst/adversarial``, ``bam/sst/teacher_weight``) at the log
+point's batches, so each plugin's telemetry stays apart without a hook of its own; other plugins may
+write their own scalars through ``run.writer`` under their own prefix.
+"""
+
+from __future__ import annotations
+
+import time
+
+from core.api import hookimpl
+
+NAME = "tensorboard"
+
+
+@hookimpl
+def platform_on_train_start(run):
+    run.plugin_state[NAME] = {"time": time.perf_counter(), "examples": run.examples_seen}
+
+
+def logged(run, step: int) -> bool:
+    return step % run.config.log_every == 0
+
+
+@hookimpl
+def platform_on_before_backward(run, task, terms):
+    step = run.global_step + 1  # the step being taken: train/loss/<task> is logged under the same number
+    if not logged(run, step):
+        return
+    for key, value in terms.items():
+        regularizer, _, term = key.partition("/")
+        if term:
+            run.writer.add_scalar(f"{regularizer}/{task}/{term}", value, step)
+    for name, regularizer in run.regularizers.items():
+        for scalar, value in regularizer.scalars(task, run.progress).items():
+            run.writer.add_scalar(f"{name}/{task}/{scalar}", value, step)
+
+
+@hookimpl
+def platform_on_log(run, step, losses):
+    for task, value in losses.items():
+        run.writer.add_scalar(f"train/loss/{task}", value, step)
+    run.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], step)
+    state = run.plugin_state[NAME]
+    now = time.perf_counter()
+    run.writer.add_scalar("train/examples_per_second", (run.examples_seen - state["examples"]) / (now - state["time"]), step)
+    state.update(time=now, examples=run.examples_seen)
+
+
+@hookimpl
+def platform_on_evaluate_end(run, split, metrics):
+    for name, value in metrics.items():
+        run.writer.add_scalar(f"{split}/{name}", value, run.global_step)
+    run.writer.flush()
