@@ -1,7 +1,7 @@
 """Training and evaluation throughput of the platform next to transformers' BertModel, on this machine.
 
 Every configuration trains the same checkpoint on the same pool of CS224N train examples (loaded by
-``core.assembly.load_data``), at the same batch size, for the same number of optimizer steps after the
+``core.runs.config.load_data``), at the same batch size, for the same number of optimizer steps after the
 same warm-up, one after the other in this process; then each runs again alone in a child process
 (``--only TASK/NAME``) for a peak RSS of its own. ``--device cuda`` measures both sides on the GPU
 (the clock waits for it), transformers under the same bf16 autocast as the platform; ``--multitask``
@@ -37,15 +37,14 @@ from clock import (
 from torch import nn
 
 from core.base.devices import DeviceError, autocast, resolve_device, resolve_precision
-from core.build import run as assembly
-from core.build import run as run_
+from core.build.run import prepare as prepare_run
 from core.data.folders import resolve_data_dir
 from core.encoder.loading import resolve_checkpoint
-from core.runs.config import DEFAULT_LR, RunConfig
+from core.runs.config import DEFAULT_LR, RunConfig, load_data
 from core.tasks.files import read_rows
 from core.tasks.splits import make_batch
-from core.train import context
-from core.train import loop as loop_
+from core.train.context import TrainingRun
+from core.train.loop import epoch_plan, train_step
 from core.train.evaluation import predict_split
 
 EVAL_TASK = "sst"
@@ -63,23 +62,23 @@ MULTITASK = "multi/platform-multitask"  # sst + quora + sts, as `platform run` t
 # --------------------------------------------------------------------------------------------------
 
 
-def prepare(args, task: str, tmp: str, **changes) -> context.RunContext:
+def prepare(args, task: str, tmp: str, **changes) -> TrainingRun:
     """A one-task platform run; its train split is a pool of at least one full bucketing window."""
     pool = max(args.steps, RunConfig().length_window) * args.batch_size
-    return run_.prepare(RunConfig(tasks=(task,), checkpoint=args.checkpoint, batch_size=args.batch_size,
-                                     eval_batch_size=args.eval_batch_size, limit=pool, data_dir=args.data_dir,
-                                     output_dir=str(Path(tmp) / "run"), log_every=10**9,  # no logging
-                                     device=str(args.device), **changes))
+    return prepare_run(RunConfig(tasks=(task,), checkpoint=args.checkpoint, batch_size=args.batch_size,
+                                 eval_batch_size=args.eval_batch_size, limit=pool, data_dir=args.data_dir,
+                                 output_dir=str(Path(tmp) / "run"), log_every=10**9,  # no logging
+                                 device=str(args.device), **changes))
 
 
 def platform_train(args, task: str, tmp: str, **changes) -> dict:
     run = prepare(args, task, tmp, **changes)
-    plan, data = loop_.epoch_plan(run, 0), run.train_data[task]
+    plan, data = epoch_plan(run, 0), run.train_data[task]
     run.model.train()
 
     def one_step(i):
         step = plan[i % len(plan)]
-        loop_.train_step(run, step)
+        train_step(run, step)
         run.global_step += 1
         return plan_counts(data, step[0][1])
 
@@ -90,14 +89,14 @@ def platform_multitask(args, task: str, tmp: str) -> dict:
     """The main job's training step (`platform run`'s defaults: sst, quora and sts on their whole train
     splits, interleaved batches in proportion to the task sizes, one update per task batch) over the
     first ``--steps`` steps of its plan; ``examples_per_step`` is the effective batch."""
-    run = run_.prepare(RunConfig(checkpoint=args.checkpoint, batch_size=args.batch_size, data_dir=args.data_dir,
-                                    output_dir=str(Path(tmp) / "run"), log_every=10**9, device=str(args.device)))
-    plan = loop_.epoch_plan(run, 0)
+    run = prepare_run(RunConfig(checkpoint=args.checkpoint, batch_size=args.batch_size, data_dir=args.data_dir,
+                                output_dir=str(Path(tmp) / "run"), log_every=10**9, device=str(args.device)))
+    plan = epoch_plan(run, 0)
     run.model.train()
 
     def one_step(i):
         step = plan[i % len(plan)]
-        loop_.train_step(run, step)
+        train_step(run, step)
         run.global_step += 1
         return [sum(n) for n in zip(*(plan_counts(run.train_data[task], indices) for task, indices in step))]
 
@@ -106,8 +105,8 @@ def platform_multitask(args, task: str, tmp: str) -> dict:
             "batch_sizes": {task: len(indices) for task, indices in plan[0]}}
 
 
-def dev_split(run: context.RunContext):
-    return assembly.load_data(attrs.evolve(run.config, limit=None), run.model.tasks, run.tokenizer, "dev")[EVAL_TASK]
+def dev_split(run: TrainingRun):
+    return load_data(attrs.evolve(run.config, limit=None), run.model.tasks, run.tokenizer, "dev")[EVAL_TASK]
 
 
 def platform_eval(args, task: str, tmp: str, **changes) -> dict:
@@ -195,7 +194,7 @@ def hf_loader(args, data, shuffle: bool, batch_size: int) -> torch.utils.data.Da
 
 def hf_train(args, task: str, tmp: str, platform_batches: bool) -> dict:
     run = prepare(args, task, tmp)
-    plan, data, pad = loop_.epoch_plan(run, 0), run.train_data[task], run.tokenizer.pad
+    plan, data, pad = epoch_plan(run, 0), run.train_data[task], run.tokenizer.pad
     del run  # the platform's model goes before transformers' loads: the peak RSS counts one model
     gc.collect()
     model, spec = hf_model(args, data.task).train(), data.task.spec

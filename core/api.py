@@ -28,7 +28,7 @@ from core.base.errors import ConfigError, PlatformError
 from core.base.files import load as load_state
 from core.base.files import rng_state, set_rng_state
 from core.base.files import save as save_state
-from core.base.settings import field, names, parse_assignments, positive, positive_or_none
+from core.base.settings import assignments, field, is_positive, names, positive, positive_or_none
 from core.build.trained import load_run
 from core.data.batch import Batch
 from core.data.folders import resolve_data_dir
@@ -36,34 +36,40 @@ from core.data.tables import DataError
 from core.data.tokenizer import Tokenizer
 from core.encoder.bert import EncoderOutput
 from core.model.multitask import MultitaskModel, perturbed_embeddings
-from core.plugin.hookspecs import hookimpl
-from core.pretrain.masking import Masker, budget
+from core.model.topology import TopologyFactory
+from core.plugin.command import Command
+from core.plugin.component import Component, SearchSpace
+from core.plugin.hookspecs import hookimpl, hookspec
+from core.plugin.invocation import Invocation
+from core.pretrain.masking import Masker, MaskerFactory, budget
 from core.runs.config import RunConfig
 from core.tasks.heads import CosineRegressor, PairClassifier, SentenceClassifier, TokenClassifier, Widths
 from core.tasks.kind import TaskKind
-from core.tasks.spec import TaskSpec
+from core.tasks.spec import Metric, TaskSpec
 from core.tasks.splits import SplitData, load_split
 from core.tasks.task import Task
-from core.train.context import RunContext
+from core.train.context import Run, TrainingRun
 from core.train.evaluation import head_outputs
-from core.train.regularizer import Regularizer
+from core.train.regularizer import Regularizer, RegularizerFactory
 from core.train.sampling import Sampler, SamplerFactory, Step, TaskBatch, generator, permutation
 
 __all__ = [
-    # hooks
-    "hookimpl",
+    # components and hooks
+    "Component", "hookimpl", "hookspec",
     # errors
     "PlatformError", "ConfigError", "DataError",
     # settings
-    "field", "names", "positive", "positive_or_none", "parse_assignments",
+    "field", "names", "positive", "positive_or_none", "is_positive", "assignments",
     # tasks and task kinds
-    "TaskSpec", "Task", "TaskKind", "Tokenizer", "SplitData", "Batch", "EncoderOutput", "Widths", "load_split",
-    "resolve_data_dir",
+    "TaskSpec", "Task", "TaskKind", "Metric", "Tokenizer", "SplitData", "Batch", "EncoderOutput", "Widths",
+    "load_split", "resolve_data_dir",
     # heads the built-in kinds build
     "SentenceClassifier", "PairClassifier", "CosineRegressor", "TokenClassifier",
-    # training components and the run they act on
-    "Sampler", "SamplerFactory", "Step", "TaskBatch", "generator", "permutation", "Regularizer", "Masker", "budget",
-    "RunConfig", "RunContext", "MultitaskModel", "perturbed_embeddings", "head_outputs", "load_run",
+    # the factories of the component families, and what they build
+    "SamplerFactory", "Sampler", "Step", "TaskBatch", "generator", "permutation", "RegularizerFactory", "Regularizer",
+    "TopologyFactory", "MaskerFactory", "Masker", "budget", "SearchSpace", "Command", "Invocation",
+    # the run a hook receives
+    "Run", "TrainingRun", "RunConfig", "MultitaskModel", "perturbed_embeddings", "head_outputs", "load_run",
     # state files and processes
     "save_state", "load_state", "rng_state", "set_rng_state", "is_main", "on_main",
 ]

@@ -20,13 +20,12 @@ import optuna
 from core.base import distributed
 from core.base.errors import ConfigError
 from core.base.settings import parse_assignments
-from core.build import run as run_
+from core.build.run import prepare
 from core.plugin.hookspecs import hookimpl
-from core.plugin.registry import Entry
 from core.runs.config import RunConfig
-from core.train import loop as loop_
+from core.train.loop import train
 from studies.settings import PRUNERS
-from studies.space import Rule, SpaceTrial, trial_config
+from studies.space import ActiveSpace, Rule, SpaceTrial, trial_config
 
 
 @attrs.frozen
@@ -138,7 +137,7 @@ class TrialRunner:
     ``plugin_manager(config)`` builds the manager of a run, exactly as ``platform run`` does."""
 
     base: RunConfig
-    spaces: list[Entry]
+    spaces: list[ActiveSpace]
     rules: dict[str, Rule]
     objective: Objective
     folder: Path
@@ -166,9 +165,9 @@ class TrialRunner:
         pm = self.plugin_manager(config)
         if not self.objective.multi:  # Optuna does not prune multi-objective studies
             pm.register(PruningPlugin(trial, self.objective), name="optuna-pruning")
-        run = run_.prepare(config, pm)
+        run = prepare(config, pm)
         try:
-            return loop_.train(run)
+            return train(run)
         finally:
             if run.best and trial is not None:
                 trial.set_user_attr("metrics", dict(run.best))

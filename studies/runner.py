@@ -25,12 +25,12 @@ import optuna
 from core.base import distributed
 from core.base.devices import resolve_device
 from core.base.errors import PlatformError
-from core.build import run as assembly
-from core.plugin.manager import Registries
+from core.build.parts import RunParts, with_defaults
+from core.plugin.manager import make_plugin_manager
 from core.runs.config import RunConfig, differences
 from studies.objective import Objective, TrialRunner, follow, make_pruner, parse_objective
 from studies.settings import StudySettings
-from studies.space import dry_run, format_space, load_space_file, parse_enqueued
+from studies.space import ActiveSpace, dry_run, format_space, load_space_file, parse_enqueued
 from studies.table import aligned
 
 
@@ -52,18 +52,20 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
     plugins = list(plugins)
 
     def plugin_manager(config: RunConfig):
-        pm = assembly.plugin_manager(config)
+        pm = make_plugin_manager(enabled=config.plugins)
         for index, plugin in enumerate(plugins):
             pm.register(plugin, name=f"study-extra-{index}")
         return pm
 
     pm = plugin_manager(base)
-    registries = Registries(pm)
-    recorded_base = base_record(base, assembly.check_components(base, registries, pm))
-    spaces = list(registries.search_spaces)
+    parts = RunParts(base, pm)
+    base = with_defaults(base, parts.registries)
+    parts = RunParts(base, pm)
+    recorded_base = base_record(base, parts.check())
+    spaces = active_spaces(parts)
     rules = load_space_file(settings.space_file) if settings.space_file else {}
     suggested = dry_run(base, spaces, rules, source=settings.space_file or "--space-file",
-                        check=lambda config: assembly.check_components(config, registries, pm))
+                        check=lambda config: RunParts(config, pm).check())
     if settings.show_space:
         if main:
             print(format_space(suggested), file=out)
@@ -79,6 +81,15 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
         return _run_main(settings, objective, runner, enqueued, pruner, out, recorded_base)
     finally:
         distributed.broadcast_object(None)  # the other processes stop following
+
+
+def active_spaces(parts: RunParts) -> list[ActiveSpace]:
+    """The spaces a study of ``parts``'s configuration searches: the spaces over the run's own settings,
+    then the own space of each component that takes part (sampler, topology, regularizers)."""
+    spaces = [ActiveSpace(space.name, space.plugin, space.factory) for space in parts.registries.search_spaces]
+    spaces += [ActiveSpace(component.name, component.plugin, component.space, component=component.name)
+               for component in parts.active() if component.space is not None]
+    return spaces
 
 
 def _run_main(settings: StudySettings, objective: Objective, runner: TrialRunner, enqueued: list[dict],

@@ -1,9 +1,10 @@
 """Search spaces as a study sees them: the space file, the trial proxy that applies it, and the
 configuration a trial trains with.
 
-Spaces come from plugins (``platform_register_search_spaces``): ``space(trial, base)`` suggests
-values from ``trial`` and returns overrides of the base :class:`~core.config.RunConfig`, with
-component settings under ``"components"`` (``{"components": {"interleaved": {"ratios": ...}}}``).
+Spaces come from plugins: the spaces over a run's own settings (``platform_search_spaces``:
+``space(trial, base)`` returns overrides of fields of the base :class:`~core.runs.config.RunConfig`), and
+the own space of every component that takes part in the base configuration (``Component.space``: it
+returns values of that component's settings), so no space switches on which components are chosen.
 A space file narrows or fixes any suggested parameter by name; :class:`SpaceTrial` stands between
 the spaces and the Optuna trial to apply it, so no space needs to know about space files.
 """
@@ -19,15 +20,27 @@ import tomllib
 
 from core.base.errors import PlatformError
 from core.base.settings import parse_assignments
-from core.plugin.registry import Entry
+from core.plugin.component import SearchSpace
 from core.runs.config import RunConfig
 from studies.table import aligned
 
 RANGE_KEYS = ("low", "high", "log", "step")
+UNSEARCHABLE = ("output_dir", "components")  # a component's settings are searched by its own space
 
 
 class SpaceError(PlatformError):
     """A space file, or a search space, that cannot be used; the message names the file or the space."""
+
+
+@attrs.frozen
+class ActiveSpace:
+    """A search space of a study: over the run's own settings (``component`` empty) or over the settings
+    of the component named ``component``."""
+
+    name: str
+    plugin: str
+    space: SearchSpace
+    component: str = ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,7 +167,7 @@ class SpaceTrial:
     def __init__(self, trial: Any, rules: dict[str, Rule] | None = None):
         self._trial = trial
         self._rules = rules or {}
-        self.space: Entry | None = None  # the space now suggesting
+        self.space: ActiveSpace | None = None  # the space now suggesting
         self.suggested: dict[str, Suggested] = {}
 
     def __getattr__(self, name: str) -> Any:
@@ -235,34 +248,32 @@ class SpaceTrial:
 # --------------------------------------------------------------------------------------------------
 
 
-def overrides(trial: SpaceTrial, spaces: Iterable[Entry], base: RunConfig) -> dict[str, Any]:
-    """The overrides of every space, merged: top-level fields replaced, component settings merged
+def overrides(trial: SpaceTrial, spaces: Iterable[ActiveSpace], base: RunConfig) -> dict[str, Any]:
+    """The overrides of every space, merged: top-level fields replaced, a component's settings merged
     into the base's ``components``. Two spaces setting the same thing is an error naming both."""
     fields = attrs.fields_dict(RunConfig)
     merged: dict[str, Any] = {}
     components = {name: dict(settings) for name, settings in base.components.items()}
     owner: dict[str, str] = {}
 
-    def claim(key: str, space: Entry) -> None:
+    def claim(key: str, space: ActiveSpace) -> None:
         if key in owner:
             raise SpaceError(f"search spaces {owner[key]!r} and {space.name!r} (plugin {space.plugin}) both set {key}")
         owner[key] = space.name
 
     for space in spaces:
         trial.space = space
-        result = space.value(trial, base) or {}
+        result = space.space(trial, base) or {}
         if not isinstance(result, dict):
             raise SpaceError(f"search space {space.name!r} (plugin {space.plugin}) returned {type(result).__name__}, "
                              "not a dict of configuration overrides")
         for key, value in result.items():
-            if key == "components":
-                for component, settings in value.items():
-                    for setting, setting_value in settings.items():
-                        claim(f"components.{component}.{setting}", space)
-                        components.setdefault(component, {})[setting] = setting_value
-            elif key not in fields or key == "output_dir":
+            if space.component:
+                claim(f"components.{space.component}.{key}", space)
+                components.setdefault(space.component, {})[key] = value
+            elif key not in fields or key in UNSEARCHABLE:
                 raise SpaceError(f"search space {space.name!r} (plugin {space.plugin}) overrides {key!r}, which is not "
-                                 f"a searchable setting; known: {', '.join(sorted(set(fields) - {'output_dir'}))}")
+                                 f"a searchable setting; known: {', '.join(sorted(set(fields) - set(UNSEARCHABLE)))}")
             else:
                 claim(key, space)
                 merged[key] = value
@@ -270,12 +281,12 @@ def overrides(trial: SpaceTrial, spaces: Iterable[Entry], base: RunConfig) -> di
     return {**merged, "components": components}
 
 
-def trial_config(base: RunConfig, spaces: Iterable[Entry], trial: SpaceTrial, output_dir: str | Path) -> RunConfig:
+def trial_config(base: RunConfig, spaces: Iterable[ActiveSpace], trial: SpaceTrial, output_dir: str | Path) -> RunConfig:
     """The base configuration with every space's overrides, training into ``output_dir``."""
     return attrs.evolve(base, **overrides(trial, spaces, base), output_dir=str(output_dir))
 
 
-def dry_run(base: RunConfig, spaces: list[Entry], rules: dict[str, Rule], source: str = "--space-file",
+def dry_run(base: RunConfig, spaces: list[ActiveSpace], rules: dict[str, Rule], source: str = "--space-file",
             check: Any = None) -> dict[str, Suggested]:
     """Run every space once on a throwaway trial: the effective space by parameter name. Refuses rules
     for parameters no active space suggests, and overrides that make an invalid configuration

@@ -1,6 +1,6 @@
 """CFIMDB: binary sentiment of (long) movie reviews."""
 
-from core.api import TaskSpec, hookimpl
+from core.api import Component, TaskSpec, hookimpl
 
 CFIMDB = TaskSpec(
     name="cfimdb",
@@ -15,5 +15,5 @@ CFIMDB = TaskSpec(
 
 
 @hookimpl
-def platform_register_tasks(register):
-    register(CFIMDB)
+def platform_tasks():
+    return [Component.of(CFIMDB)]

@@ -1,6 +1,6 @@
 """Quora Question Pairs: are two questions paraphrases? One logit, binary cross-entropy."""
 
-from core.api import TaskSpec, hookimpl
+from core.api import Component, TaskSpec, hookimpl
 
 QUORA = TaskSpec(
     name="quora",
@@ -15,5 +15,5 @@ QUORA = TaskSpec(
 
 
 @hookimpl
-def platform_register_tasks(register):
-    register(QUORA)
+def platform_tasks():
+    return [Component.of(QUORA, default=True)]  # one of the tasks `platform run` trains without --tasks

@@ -1,6 +1,6 @@
 """Stanford Sentiment Treebank: five-way sentence sentiment (0 very negative … 4 very positive)."""
 
-from core.api import TaskSpec, hookimpl
+from core.api import Component, TaskSpec, hookimpl
 
 SST = TaskSpec(
     name="sst",
@@ -15,5 +15,5 @@ SST = TaskSpec(
 
 
 @hookimpl
-def platform_register_tasks(register):
-    register(SST)
+def platform_tasks():
+    return [Component.of(SST, default=True)]  # one of the tasks `platform run` trains without --tasks

@@ -1,6 +1,6 @@
 """SemEval STS benchmark: semantic similarity of two sentences on a 0-5 scale."""
 
-from core.api import TaskSpec, hookimpl
+from core.api import Component, TaskSpec, hookimpl
 
 STS = TaskSpec(
     name="sts",
@@ -15,5 +15,5 @@ STS = TaskSpec(
 
 
 @hookimpl
-def platform_register_tasks(register):
-    register(STS)
+def platform_tasks():
+    return [Component.of(STS, default=True)]  # one of the tasks `platform run` trains without --tasks

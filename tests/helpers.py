@@ -28,11 +28,11 @@ def kill_run_at_step(config, step: int, tmp_path: Path) -> subprocess.CompletedP
 
 def bind_tasks(*specs):
     """Task specs bound to the registered kinds and metrics of a fresh plugin manager, by name."""
-    from core.plugin.manager import Registries, make_plugin_manager
-    from core.tasks.task import bind
+    from core.plugin.manager import make_plugin_manager
+    from core.plugin.registries import Registries
 
     registries = Registries(make_plugin_manager(enabled=None))
-    return {spec.name: bind(spec, registries.task_kinds, registries.metrics) for spec in specs}
+    return {spec.name: registries.bind(spec) for spec in specs}
 
 
 def counting_tokenizer(tokenizer):

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from core.base import files as checkpoints
-from core.build.run import plugin_manager, prepare
+from core.build.run import prepare
 from core.plugin.hookspecs import hookimpl
+from core.plugin.manager import make_plugin_manager
 from core.runs.config import RunConfig
 from core.train import checkpointing as runfiles
 from core.train.loop import train
@@ -72,7 +73,7 @@ def kill_in_call(name: str, count: int) -> None:
 
 def main(config_file: str, mode: str, *where: str) -> None:
     config = RunConfig.load(config_file)
-    pm = plugin_manager(config)
+    pm = make_plugin_manager(enabled=config.plugins)
     if mode == "step":
         pm.register(KillAtStep(int(where[0])))
     elif mode == "call":

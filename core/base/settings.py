@@ -1,12 +1,16 @@
 """Settings as data: the field helper, validators and converters that every settings class (attrs,
 frozen, with help text) shares, and :func:`build`, which reports a bad value naming its option.
 
-The same classes feed the command line (``core.cli.options``), Optuna trials and saved runs.
+The same classes feed the command line (``core.cli.parsing``), Optuna trials, ``--config`` files and saved
+runs. A per-task setting (batch ratios, loss weights, teachers) is a dict typed by its field
+(``dict[str, int]``, ...) and parsed once, by its converter (:func:`assignments`), from the text
+``sst=8,quora=32`` an option gives or from the mapping a file or a search space gives.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Callable, Mapping
 
 import attrs
 
@@ -52,6 +56,45 @@ def field(default: Any, help: str, metadata: dict[str, Any] | None = None, **kwa
     ``metavar``, ``choices``, ``default`` (the text shown), ``flag`` (a switch), ``repeatable``,
     ``positional`` (its name in the usage line), ``cli`` (False: no option)."""
     return attrs.field(default=default, metadata={"help": help, **(metadata or {})}, **kwargs)
+
+
+def assignments(value_type: type, expected: str, check: Callable[[Any], bool] | None = None) -> Any:
+    """The converter of a ``NAME=VALUE,...`` setting into a ``dict[str, value_type]``: from text
+    (``"sst=8,quora=32"``) or a mapping; ``check(value)`` False, or a value that is not a
+    ``value_type``, raises a ValueError naming the field, the entry and ``expected`` (an example)."""
+
+    def convert(value: Any, field: attrs.Attribute) -> dict[str, Any]:
+        items = ({str(name): raw for name, raw in value.items()} if isinstance(value, Mapping)
+                 else parse_assignments(str(value or ""), field.name, expected, error=ValueError))
+        parsed = {}
+        for name, raw in items.items():
+            try:
+                if isinstance(raw, bool) or (value_type is int and isinstance(raw, float) and not raw.is_integer()):
+                    raise ValueError
+                typed = value_type(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"{field.name}: bad entry {f'{name}={raw}'!r}; expected {expected}") from None
+            if check is not None and not check(typed):
+                raise ValueError(f"{field.name}: bad entry {f'{name}={raw}'!r}; expected {expected}")
+            parsed[name] = typed
+        return parsed
+
+    return attrs.Converter(convert, takes_field=True)
+
+
+def is_positive(value: float) -> bool:
+    """A positive, finite number."""
+    return math.isfinite(value) and value > 0
+
+
+def shown(value: Any) -> str:
+    """A setting's value as an option takes it: ``a,b`` for names, ``sst=8,quora=32`` for assignments."""
+    if isinstance(value, Mapping):
+        return ",".join(f"{name}={item:g}" if isinstance(item, float) else f"{name}={item}"
+                        for name, item in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
 
 
 def build(cls: type, values: dict[str, Any], source: str = "", prefix: str = "") -> Any:

@@ -6,13 +6,12 @@ import torch
 from tqdm.auto import tqdm
 
 from core.base.errors import ConfigError
+from core.build.parts import Parts
 from core.data.folders import resolve_data_dir
-from core.data.tokenizer import Tokenizer
-from core.encoder.loading import load_encoder, resolve_checkpoint
+from core.encoder.loading import load_encoder
 from core.encoder.pooling import pool
-from core.plugin.manager import Registries, make_plugin_manager
+from core.plugin.manager import make_plugin_manager
 from core.tasks.splits import load_split
-from core.tasks.task import bind
 
 
 @torch.inference_mode()
@@ -31,25 +30,26 @@ def embed_sentences(encoder, pad, sequences: list[list[int]], pooling: str, batc
 
 
 def zero_shot_similarity(checkpoint: str, *, task: str = "sts", split: str = "dev", pooling: str = "mean",
-                         data_dir: str | None = None, batch_size: int = 128, limit: int | None = None) -> float:
-    """Pearson correlation between cos(u, v) and the gold scores of a pair task's split."""
+                         data_dir: str | None = None, batch_size: int = 128,
+                         limit: int | None = None) -> tuple[str, float]:
+    """The task's score (its first metric, and its name: Pearson's r for STS) of cos(u, v) against the gold
+    scores of a pair task's split."""
     for option, value in (("--batch-size", batch_size), ("--limit", limit)):
         if value is not None and value < 1:
             raise ConfigError(f"{option} must be a positive number of {'pairs' if option == '--limit' else 'sentences'}"
                               f", got {value}")
-    registries = Registries(make_plugin_manager(enabled=None))
-    bound = bind(registries.tasks[task].value, registries.task_kinds, registries.metrics)
+    parts = Parts(plugins=(), checkpoint=checkpoint, pm=make_plugin_manager(enabled=None))
+    bound = parts.task(task, "--task")
     if bound.kind.head_input != "pair" or bound.kind.outputs(bound.spec) != 1:
         raise ConfigError(f"--task {task}: zero-shot similarity needs a sentence-pair task with a score "
                           f"(its kind {bound.kind.name} is not one)")
-    source = resolve_checkpoint(checkpoint)
-    tokenizer = Tokenizer(source.vocab, lowercase=source.lowercase)
+    tokenizer = parts.tokenizer
     data = load_split(bound, split, data_dir=resolve_data_dir(data_dir), tokenizer=tokenizer, max_length=128,
                       limit=limit)
     if data.labels is None:
         raise ConfigError(f"{task} {split} has no labels to correlate with")
-    encoder = load_encoder(source).eval()
+    encoder = load_encoder(parts.source).eval()
     first, second = (embed_sentences(encoder, tokenizer.pad, column, pooling, batch_size, desc=f"encode {task} {split}")
                      for column in data.sequences)
-    pearson = registries.metrics["pearson"].value
-    return pearson(torch.nn.functional.cosine_similarity(first, second, dim=-1), data.labels)
+    scores = bound.score(torch.nn.functional.cosine_similarity(first, second, dim=-1), data.labels)
+    return next(iter(scores.items()))  # the task's score: its first metric

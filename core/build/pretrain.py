@@ -13,17 +13,13 @@ import torch
 from core.base.devices import resolve_device
 from core.base.errors import ConfigError
 from core.base.settings import build
-from core.build.run import component_config, lookup
+from core.build.parts import Parts, default_of, lookup, not_active
 from core.data.folders import resolve_data_dir
-from core.data.tokenizer import Tokenizer
-from core.encoder.loading import resolve_checkpoint
 from core.encoder.mlm import load_masked_lm
-from core.plugin.manager import Registries, make_plugin_manager
 from core.pretrain.config import RUN_CONFIG, PretrainConfig, finalize
 from core.pretrain.corpus import load_corpus
 from core.pretrain.loop import PretrainRun, load_state, restore
 from core.pretrain.masking import ReplacementRule, Vocabulary
-from core.tasks.task import bind
 from core.train.optim import AdamW, parameter_groups, warmup_linear_decay
 
 
@@ -54,17 +50,23 @@ def prepare(config: PretrainConfig, pm: pluggy.PluginManager | None = None, *, r
         check_output_dir(output_dir, resume=False)
     if config.threads:
         torch.set_num_threads(config.threads)
-    registries = Registries(pm or make_plugin_manager(enabled=config.plugins))
-    entry = lookup(registries.maskers, config.masker, "--masker")
-    masker = entry.value(component_config(config, entry))
+    parts = Parts(config.plugins, config.checkpoint, config.components, pm)
+    registries = parts.registries
+    masker_component = (lookup(registries.maskers, config.masker, "--masker") if config.masker
+                        else default_of(registries.maskers))
+    for name, settings in config.components.items():
+        if settings and name != masker_component.name:
+            raise ConfigError(not_active(config, name, list(settings), registries, "", "", masker_component.name))
+    masker = masker_component.factory(parts.settings(masker_component))
+    config = attrs.evolve(config, masker=masker_component.name)
     rule = build(ReplacementRule, {"rate": config.mask_rate, "mask": config.mask_token,
                                    "random": config.random_token}, source="--mask-rate/--mask-token/--random-token")
-    source = resolve_checkpoint(config.checkpoint)
+    source = parts.source
     if config.max_length > source.config.max_position_embeddings:
         raise ConfigError(f"--max-length {config.max_length} exceeds the checkpoint's max_position_embeddings "
                           f"{source.config.max_position_embeddings}")
-    tokenizer = Tokenizer(source.vocab, lowercase=source.lowercase)
-    tasks = {e.name: bind(e.value, registries.task_kinds, registries.metrics) for e in registries.tasks}
+    tokenizer = parts.tokenizer
+    tasks = {component.name: registries.bind(component.factory) for component in registries.tasks}
     data_dir = resolve_data_dir(config.data_dir) if any(t in tasks for t in config.text) else None
     corpus = load_corpus(config.text, tasks, data_dir, tokenizer, config.max_length, config.heldout_every,
                          config.limit)

@@ -11,11 +11,11 @@ import pluggy
 from core.base import files as checkpoints
 from core.base.errors import ConfigError
 from core.base.files import check_folder
-from core.build import run as assembly
+from core.build.parts import RunParts
 from core.data.folders import resolve_data_dir
 from core.model.ensemble import Ensemble
 from core.runs import folder as runfolder
-from core.runs.config import RunConfig
+from core.runs.config import RunConfig, load_data
 from core.tasks.splits import VALIDATION, load_split
 from core.train.evaluation import evaluate, predict_split, write_predictions
 
@@ -25,7 +25,7 @@ log = logging.getLogger("platform")
 def load_run(path: Path, data_dir: str | None = None, pm: pluggy.PluginManager | None = None):
     """(config, model, tokenizer) of a run folder or checkpoint file; the model is in eval mode. ``pm``:
     the plugin manager to rebuild it with (default: the run's plugins among those installed), as
-    ``trainer.prepare`` takes one."""
+    ``core.build.run.prepare`` takes one."""
     state = checkpoints.load(path)
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     recorded = runfolder.best_epoch_recorded(folder)
@@ -37,12 +37,11 @@ def load_run(path: Path, data_dir: str | None = None, pm: pluggy.PluginManager |
     config = RunConfig.from_dict(state["config"], source=str(path))
     if data_dir:
         config = attrs.evolve(config, data_dir=data_dir)
-    pm = pm or assembly.plugin_manager(config)
-    registries = assembly.Registries(pm)
-    tasks = assembly.select_tasks(config, registries)
-    model = assembly.build_model(config, tasks, assembly.select_topology(config, registries, pm))
+    parts = RunParts(config, pm)
+    parts.check()
+    model = parts.model()
     model.load_state_dict(state["model"])
-    return config, model.eval(), assembly.load_tokenizer(config)
+    return config, model.eval(), parts.tokenizer
 
 
 def load_models(paths: list[Path], data_dir: str | None = None, split: str = "dev",
@@ -77,7 +76,7 @@ def evaluate_checkpoint(path: Path | list[Path], *, file: Path | None = None, ta
         raise ConfigError(f"--split validation: the run in {paths[0]} held out no validation rows (it was trained "
                           "without --validation-split); use --split dev")
     if file is None:
-        data = assembly.load_data(config, model.tasks, tokenizer, split)
+        data = load_data(config, model.tasks, tokenizer, split)
     else:
         if task is None and len(model.tasks) > 1:
             raise ConfigError(f"--task is needed with --file: the run has tasks {', '.join(model.tasks)}")
@@ -105,7 +104,7 @@ def predict_checkpoint(path: Path | list[Path], *, out: Path | None = None, data
     written = []
     resolve_data_dir(config.data_dir)  # fail early, naming where it looked
     # Every file is read (and checked) before anything is written: a broken test file leaves no dev files.
-    splits = {split: assembly.load_data(config, model.tasks, tokenizer, split) for split in ("dev", "test")}
+    splits = {split: load_data(config, model.tasks, tokenizer, split) for split in ("dev", "test")}
     for split, loaded in splits.items():
         for name, data in loaded.items():
             target = out / f"{name}-{split}-output.csv"

@@ -1,104 +1,114 @@
-"""Named components contributed by plugins: task kinds, metrics, tasks, samplers, regularizers,
-topologies, search spaces.
+"""A registry: the components of one family by name, checked once, where they are registered.
 
-Registration hooks receive a ``register`` callback bound to the calling plugin, so the host checks
-names and types in one place, reports a duplicate name naming both plugins, and a lookup of an
-unknown name lists what is available. Components that carry their own name (a ``TaskSpec``, a
-``TaskKind``) are registered as ``register(component)``; all others as ``register(name, value,
-config=SettingsClass, help="...")``.
+The host registers what a plugin's registration hook returned, so names and types are checked in one
+place: a component without a name, of the wrong type, or registered twice (the message names both
+plugins) is refused; a lookup of an unknown name lists what is available.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterator, Protocol
+from typing import Any, Generic, Iterator, TypeVar
 
 import attrs
 
 from core.base.errors import PlatformError
+from core.plugin.component import Component
+
+T = TypeVar("T")
 
 
 class RegistryError(PlatformError):
     """A component was registered twice or wrongly, or asked for under a name nobody registered."""
 
 
-class RegisterNamed(Protocol):
-    """``register(component, help="")``: for components with a ``name`` of their own (tasks, task kinds)."""
-
-    def __call__(self, component: Any, *, help: str = "") -> None: ...
-
-
-class Register(Protocol):
-    """``register(name, value, config=SettingsClass, help="")``: for every other component."""
-
-    def __call__(self, name: str, value: Any, *, config: type | None = None, help: str = "") -> None: ...
-
-
 @attrs.frozen
-class Entry:
-    name: str
-    value: Any
-    plugin: str
-    config: type | None = None
-    help: str = ""
+class Family(Generic[T]):
+    """A family of components: the hook that provides them and what each must be."""
+
+    hook: str  # the registration hook, e.g. "platform_samplers"
+    what: str  # one component, as messages name it: "sampler"
+    expects: type | None = None  # the factory's type; None: a callable
+    one_default: bool = False  # a configuration names one of them, or takes the default
+    opt_in_only: bool = False  # only an opt-in plugin may provide one (it acts when enabled)
 
 
-class Registry:
-    """Components of one sort (``task``, ``sampler``, ...) by name. ``expects`` is the type every
-    component must have (None: any callable); ``named`` registries take the name from the component."""
+class Registry(Generic[T]):
+    """The components of one family, by name, in the order they were registered."""
 
-    def __init__(self, what: str, expects: type | None = None, named: bool = False):
-        self.what, self.expects, self.named = what, expects, named
-        self._entries: dict[str, Entry] = {}
+    def __init__(self, family: Family[T]):
+        self.family = family
+        self._components: dict[str, Component[T]] = {}
+        self.conflicts: dict[str, list[str]] = {}  # a name two plugins registered: usable by neither
 
-    def register_for(self, plugin: str) -> Register | RegisterNamed:
-        """The ``register`` callback handed to ``plugin``'s registration hook."""
+    @property
+    def what(self) -> str:
+        return self.family.what
 
-        def register_named(component: Any, *, help: str = "") -> None:
-            add(getattr(component, "name", None), component, None, help)
+    def add(self, component: Any, plugin: str) -> None:
+        """Register ``component`` as provided by ``plugin``, or refuse it naming the plugin."""
+        what = self.family.what
+        if not isinstance(component, Component):
+            raise RegistryError(f"plugin {plugin!r}: its {self.family.hook} returned {component!r}, not a Component "
+                                f"(core.api.Component(name, factory, ...))")
+        name, factory = component.name, component.factory
+        if not isinstance(name, str) or not name:
+            raise RegistryError(f"plugin {plugin!r} registered a {what} without a name: {factory!r}")
+        expects = self.family.expects
+        if (not isinstance(factory, expects)) if expects else not callable(factory):
+            wanted = expects.__qualname__ if expects else "a callable"
+            raise RegistryError(f"plugin {plugin!r} registered {what} {name!r} as a {type(factory).__name__}, "
+                                f"not {wanted}")
+        own = getattr(factory, "name", None) if expects else None
+        if own and own != name:
+            raise RegistryError(f"plugin {plugin!r} registered {what} {own!r} under the name {name!r}; "
+                                f"use Component.of({what.replace(' ', '_')})")
+        if component.settings is not None and not attrs.has(component.settings):
+            raise RegistryError(f"plugin {plugin!r}: the settings of {what} {name!r} must be an attrs class")
+        if component.space is not None and not callable(component.space):
+            raise RegistryError(f"plugin {plugin!r}: the space of {what} {name!r} must be a callable")
+        if name in self._components or name in self.conflicts:
+            self.conflicts.setdefault(name, [self._components.pop(name).plugin] if name in self._components else [])
+            self.conflicts[name].append(plugin)
+            return
+        self._components[name] = attrs.evolve(component, plugin=plugin, help=component.help or _description(factory))
 
-        def register(name: str, value: Any, *, config: type | None = None, help: str = "") -> None:
-            add(name, value, config, help)
-
-        def add(name: Any, value: Any, config: type | None, help: str) -> None:
-            if not isinstance(name, str) or not name:
-                raise RegistryError(f"plugin {plugin!r} registered a {self.what} without a name: {value!r}")
-            wrong = (not isinstance(value, self.expects)) if self.expects else not callable(value)
-            if wrong:
-                wanted = self.expects.__qualname__ if self.expects else "a callable"
-                raise RegistryError(f"plugin {plugin!r} registered {self.what} {name!r} as a {type(value).__name__}, "
-                                    f"not {wanted}")
-            if config is not None and not attrs.has(config):
-                raise RegistryError(f"plugin {plugin!r}: config of {self.what} {name!r} must be an attrs class")
-            if name in self._entries:
-                first = self._entries[name].plugin
-                raise RegistryError(f"{self.what} {name!r} is registered twice: by plugin {first!r} and by plugin {plugin!r}")
-            self._entries[name] = Entry(name, value, plugin, config, help or _description(value))
-
-        return register_named if self.named else register
-
-    def __getitem__(self, name: str) -> Entry:
+    def __getitem__(self, name: str) -> Component[T]:
+        if name in self.conflicts:
+            plugins = " and by ".join(f"plugin {plugin!r}" for plugin in self.conflicts[name])
+            raise RegistryError(f"{self.family.what} {name!r} is registered twice: by {plugins}; uninstall or "
+                                "disable one of them")
         try:
-            return self._entries[name]
+            return self._components[name]
         except KeyError:
-            known = ", ".join(sorted(self._entries)) or "none"
-            raise RegistryError(f"unknown {self.what} {name!r}; available: {known}") from None
+            known = ", ".join(sorted(self._components)) or "none"
+            raise RegistryError(f"unknown {self.family.what} {name!r}; available: {known}") from None
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
+    def __contains__(self, name: object) -> bool:
+        return name in self._components or name in self.conflicts
 
-    def __iter__(self) -> Iterator[Entry]:
-        return iter(self._entries.values())
+    def __iter__(self) -> Iterator[Component[T]]:
+        return iter(self._components.values())
+
+    def __len__(self) -> int:
+        return len(self._components)
 
     def names(self) -> list[str]:
-        return list(self._entries)
+        return list(self._components)
+
+    def factories(self) -> dict[str, T]:
+        """Every component's factory by name (a task kind, a metric function, ...)."""
+        return {name: component.factory for name, component in self._components.items()}
+
+    def defaults(self) -> list[Component[T]]:
+        """The components marked ``default``, in registration order."""
+        return [component for component in self if component.default]
 
 
 def _description(value: Any) -> str:
-    """What ``platform plugins`` shows: a component's ``description``, else the first line of a function's
-    or class's docstring (never the docstring of an instance's class)."""
+    """What ``platform plugins`` shows when a component gives no help: its factory's ``description``,
+    else the first line of a function's or class's docstring (never the docstring of an instance's class)."""
     text = getattr(value, "description", None) or ""
     if not text and (inspect.isroutine(value) or inspect.isclass(value)):
         text = value.__doc__ or ""
     return text.strip().splitlines()[0] if text.strip() else ""
-

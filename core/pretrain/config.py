@@ -31,8 +31,8 @@ class PretrainConfig:
                                   converter=names, validator=[v.min_len(1), _unique])
     checkpoint: str = field("minilm-l6", "encoder to continue from: a folder, minilm-l6, a hub id, or a preset; "
                                          "its MLM head (cls.predictions.*) is loaded when it has one")
-    masker: str = field("dynamic", "which tokens to predict (see `platform plugins`): dynamic, static, whole-word, "
-                                   "span, or a plugin's")
+    masker: str = field("", "which tokens to predict: a masker (see `platform plugins`; default: the one marked "
+                            "default; a run saves the one it used)")
     steps: int = field(1000, "optimizer steps", validator=v.ge(1))
     batch_size: int = field(32, "packed sequences per step", validator=v.ge(1))
     max_length: int = field(128, "tokens per packed sequence, [CLS] and [SEP]s included", validator=v.ge(3))

@@ -1,7 +1,7 @@
 """Masking packed sequences for the masked-language-model objective.
 
-A masker (registered by a plugin through ``platform_register_maskers``; built-ins in
-``plugins/masking.py``) chooses *which* positions of a sequence to predict; the host then applies
+A masker (a component of ``platform_maskers``, ``factory(settings) -> Masker``; built-ins in
+``plugins/standard/maskers.py``) chooses *which* positions of a sequence to predict; the host then applies
 BERT's replacement rule to them, the same for every masker: of the chosen positions, 80% become
 [MASK], 10% a random ordinary token, 10% keep their token (all are predicted). Special tokens are
 never candidates.
@@ -14,7 +14,7 @@ visit). Masks are thus a pure function of (seed, step), and a resumed run needs 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import torch
@@ -33,6 +33,12 @@ class Masker(Protocol):
                generator: torch.Generator) -> Tensor:
         """Positions to predict in one sequence: a bool (T,) subset of ``candidates``, about ``rate``
         of them. ``ids``: (T,) token ids; ``word_starts``: (T,) True where a word begins."""
+
+
+class MaskerFactory(Protocol):
+    """What a masker component's factory is: ``factory(settings) -> Masker``."""
+
+    def __call__(self, settings: Any) -> Masker: ...
 
 
 @attrs.frozen

@@ -12,7 +12,7 @@ import attrs
 from attrs import validators as v
 
 from core.base.errors import ConfigError
-from core.base.settings import build, field, names, parse_assignments, positive, positive_or_none
+from core.base.settings import assignments, build, field, is_positive, names, positive, positive_or_none, shown
 from core.data.folders import resolve_data_dir
 from core.data.tokenizer import Tokenizer
 from core.encoder.pooling import parse as parse_pooling
@@ -34,27 +34,16 @@ def _check_layer_decay(instance: Any, attribute: attrs.Attribute, value: float) 
 
 
 
-def _check_loss_weights(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    parse_loss_weights(value, instance.tasks)
+def _check_loss_weights(instance: Any, attribute: attrs.Attribute, value: dict[str, float]) -> None:
+    unknown = [task for task in value if task not in instance.tasks]
+    if instance.tasks and unknown:
+        raise ValueError(f"--loss-weights: task {unknown[0]!r} is not among the run's tasks ({', '.join(instance.tasks)})")
 
 
-def parse_loss_weights(text: str, tasks: tuple[str, ...]) -> dict[str, float]:
-    """``--loss-weights "sts=20,quora=2"`` -> ``{"sts": 20.0, "quora": 2.0}``: tasks of the run, weights > 0."""
-    expected = "TASK=WEIGHT with WEIGHT > 0, e.g. sts=20"
-    weights = {}
-    for task, value in parse_assignments(text, "--loss-weights", expected, error=ValueError).items():
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = 0.0
-        if not weight > 0:
-            raise ValueError(f"--loss-weights: bad entry {task}={value}; expected {expected}")
-        if task not in tasks:
-            raise ValueError(f"--loss-weights: task {task!r} is not among the run's tasks ({', '.join(tasks)})")
-        weights[task] = weight
-    return weights
-
-
+def _unique(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    repeated = sorted({name for name in value if value.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--{attribute.name.replace('_', '-')}: {', '.join(repeated)} given twice in {','.join(value)}")
 
 
 DEFAULT_LR = {"finetune": 2e-5, "pretrain": 1e-3}  # by --mode, when --lr is not given
@@ -64,17 +53,20 @@ DEFAULT_LR = {"finetune": 2e-5, "pretrain": 1e-3}  # by --mode, when --lr is not
 class RunConfig:
     """Everything that defines a training run; saved as ``config.json`` in the run folder."""
 
-    tasks: tuple[str, ...] = field(("sst", "quora", "sts"), "comma-separated task names", converter=names,
-                                   validator=v.min_len(1))
+    tasks: tuple[str, ...] = field((), "comma-separated task names (default: the tasks their plugins mark default; "
+                                       "see `platform plugins`; a run saves the ones it trains)",
+                                   converter=names, validator=_unique, metadata={"default": "the default tasks"})
     plugins: tuple[str, ...] = field((), "comma-separated opt-in plugins to enable (see `platform plugins`)",
-                                     converter=names)
+                                     converter=names, validator=_unique)
     checkpoint: str = field("minilm-l6", "pretrained encoder: a folder, minilm-l6, a hub id, or a random-init preset (tiny, small)")
     mode: str = field("finetune", "finetune: train everything; pretrain: freeze the encoder, train the heads",
                       validator=v.in_(("finetune", "pretrain")))
-    sampler: str = field("interleaved", "how task batches are scheduled (see `platform plugins`)")
+    sampler: str = field("", "how task batches are scheduled: a sampler (see `platform plugins`; default: the one "
+                             "marked default; a run saves the one it used)", metadata={"default": "the default sampler"})
     update: str = field("sequential", "sequential: one optimizer step per task batch; summed: one step on the summed loss",
                         validator=v.in_(("sequential", "summed")))
-    topology: str = field("", "head topology; empty: the one an enabled plugin provides, else 'independent'")
+    topology: str = field("", "head topology (default: the one an enabled plugin provides, else the one marked "
+                              "default)")
     pooling: str = field("mean", "sentence embedding: cls ([CLS] of the last layer), mean (over real tokens), pooler "
                                  "(the checkpoint's tanh pooler over [CLS]), cls-concat-K (the [CLS] vectors of the last "
                                  "K layers concatenated: K x hidden size wide), cls-mean-K (their mean)",
@@ -96,11 +88,13 @@ class RunConfig:
                                     "train at --lr, each layer below at this factor times the layer above, the "
                                     "embeddings at it times the lowest layer (1: one rate for all)",
                                validator=_check_layer_decay)
-    loss_weights: str = field("", "TASK=WEIGHT,...: each task batch's loss times its task's weight before the "
-                                  "update (1 for tasks not named); logged losses stay unweighted. The tasks' losses "
-                                  "differ in scale (STS's squared error on [0, 1] is 30-40x smaller than SST's "
-                                  "cross-entropy), and AdamW's moments are shared by every task's updates",
-                              validator=_check_loss_weights, metadata={"metavar": "TASK=WEIGHT,..."})
+    loss_weights: dict[str, float] = field(
+        attrs.Factory(dict), "TASK=WEIGHT,...: each task batch's loss times its task's weight before the update (1 for "
+                             "tasks not named); logged losses stay unweighted. The tasks' losses differ in scale (STS's "
+                             "squared error on [0, 1] is 30-40x smaller than SST's cross-entropy), and AdamW's moments "
+                             "are shared by every task's updates",
+        converter=assignments(float, "TASK=WEIGHT with WEIGHT > 0, e.g. sts=20", is_positive),
+        validator=_check_loss_weights, metadata={"metavar": "TASK=WEIGHT,..."})
     head_lr_multiplier: float = field(1.0, "the task heads (a topology's shared layers included) train at --lr times "
                                            "this: freshly initialised heads may need a larger rate than the "
                                            "pretrained encoder (1: the rate of the top layer)", validator=positive)
@@ -131,7 +125,7 @@ class RunConfig:
     @property
     def task_loss_weights(self) -> dict[str, float]:
         """``--loss-weights`` parsed: a weight per task of the run (1 where not given)."""
-        return {task: 1.0 for task in self.tasks} | parse_loss_weights(self.loss_weights, self.tasks)
+        return {task: 1.0 for task in self.tasks} | dict(self.loss_weights)
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -164,14 +158,12 @@ def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
                 flat[f"--{component}-*"] = ", ".join(f"{name}={value}" for name, value in settings.items())
         return flat
 
-    def shown(value: Any) -> str:
-        if isinstance(value, (list, tuple)):
-            return ",".join(map(str, value)) or "none"
-        return "none" if value is None else "not set" if value is _UNSET else str(value)
+    def text(value: Any) -> str:
+        return "not set" if value is _UNSET else shown(value)
 
     old, new = options(recorded, now), options(now, recorded)
     names = [*old, *(name for name in new if name not in old)]
-    return [f"{name} {shown(old.get(name, _UNSET))} (now: {shown(new.get(name, _UNSET))})" for name in names
+    return [f"{name} {text(old.get(name, _UNSET))} (now: {text(new.get(name, _UNSET))})" for name in names
             if old.get(name, _UNSET) != new.get(name, _UNSET)]
 
 

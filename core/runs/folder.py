@@ -13,6 +13,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import attrs
 
@@ -80,10 +81,12 @@ def saved_config(folder: Path) -> RunConfig:
     return RunConfig.load(folder / "config.json")
 
 
-def check_resumable(config: RunConfig, folder: Path) -> RunConfig:
-    """``config`` for continuing the run in ``folder``: it must equal the saved configuration except
-    for :data:`MAY_CHANGE_ON_RESUME`; the differences are refused by option name."""
-    saved = finalize(saved_config(folder))
+def check_resumable(config: RunConfig, folder: Path,
+                    complete: Callable[[RunConfig], RunConfig] = lambda config: config) -> RunConfig:
+    """``config`` for continuing the run in ``folder``: it must equal the saved configuration (with what it
+    left to defaults filled in by ``complete``) except for :data:`MAY_CHANGE_ON_RESUME`; the differences
+    are refused by option name."""
+    saved = finalize(complete(saved_config(folder)))
     kept = {name: getattr(saved, name) for name in ("output_dir", *MAY_CHANGE_ON_RESUME)}
     changed = differences(saved.to_dict(), attrs.evolve(config, **kept).to_dict())
     if changed:

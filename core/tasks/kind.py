@@ -9,12 +9,16 @@ task is: it calls the methods below, in this order of a task's life:
   :meth:`stack_labels` of a split, :meth:`collate` a batch;
 - model: :attr:`head_input` says what the head is called with, :meth:`features` makes it from the
   encoder output, :meth:`outputs` and :meth:`build_head` make the default head;
-- objective: :meth:`loss`, :meth:`predict` (per example), :meth:`gold` (what metrics compare with),
-  :attr:`metrics` (default metric names, the first is the task's score), :meth:`format_prediction`;
-- plugins: :meth:`divergence` (SMART's smoothness measure of two head outputs) and
-  :meth:`distill_loss` (BAM's loss against a teacher's head output; :attr:`distillable` False refuses).
+- objective: :meth:`output` (the form of the head output: a name that methods acting on head outputs
+  look up, such as SMART's divergences and BAM's distillation losses), :meth:`loss`, :meth:`predict`
+  (per example), :meth:`gold` (what metrics compare with), :attr:`metrics` (default metric names, the
+  first is the task's score), :meth:`format_prediction`.
 
-The built-in kinds live in ``plugins/kinds.py`` and are registered exactly like a third-party one.
+A kind carries nothing for a particular plugin: a plugin that acts on head outputs keeps a table by
+output name, which a kind with a new output extends through a hook of that plugin's.
+
+The built-in kinds live in ``plugins/standard/kinds.py`` and ``plugins/standard/tagging.py`` and are
+registered exactly like a third-party one.
 """
 
 from __future__ import annotations
@@ -45,7 +49,6 @@ class TaskKind:
     texts: int = 1  # text columns a task of this kind reads
     head_input: str = "sentence"  # "sentence": head(pooled (B, W)); "pair": head(u, v); "tokens": head(hidden (B, T, H))
     metrics: tuple[str, ...] = ("accuracy",)  # default metric names; the first is the task's score
-    distillable: bool = True  # whether distil_loss exists (BAM refuses a teacher for a kind without it)
     version: str = "1"  # part of the tokenization cache key: bump when encode() changes its output
 
     # ----------------------------------------------------------------------------------------------
@@ -106,6 +109,12 @@ class TaskKind:
     # Objective
     # ----------------------------------------------------------------------------------------------
 
+    def output(self, spec: "TaskSpec") -> str:
+        """The form of the head output: ``class-logits`` (B, C), ``binary-logit`` (B, 1), ``score`` (B, 1)
+        on [0, 1], ``token-logits`` (B, T, C) (positions labelled -100 carry no tag), or a name of the
+        kind's own (then SMART and BAM need an entry for it from their hooks)."""
+        raise NotImplementedError(f"task kind {self.name!r} does not say what its head outputs (output())")
+
     def loss(self, spec: "TaskSpec", output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss of a head output (float32) against gold labels, a mean over examples."""
         raise NotImplementedError
@@ -121,20 +130,6 @@ class TaskKind:
     def format_prediction(self, spec: "TaskSpec", prediction: Any) -> str:
         """One prediction as the prediction file writes it after ``id , ``."""
         return str(prediction)
-
-    # ----------------------------------------------------------------------------------------------
-    # Regularizers and distillation
-    # ----------------------------------------------------------------------------------------------
-
-    def divergence(self, spec: "TaskSpec", a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """A symmetric divergence of two head outputs of the same batch, zero when equal, a mean over
-        examples (SMART's l_s)."""
-        raise NotImplementedError
-
-    def distill_loss(self, spec: "TaskSpec", output: torch.Tensor, teacher: torch.Tensor,
-                     temperature: float) -> torch.Tensor:
-        """The loss of a student head output against a teacher's head output of the same examples."""
-        raise ConfigError(f"task kind {self.name!r} has no distillation loss")
 
     def __repr__(self) -> str:
         return f"<task kind {self.name}>"

@@ -2,21 +2,17 @@
 
 A spec names its files, columns and label space, and a *kind* (:mod:`core.tasks.kind`): the kind decides
 how labels are parsed and batched, what the head sees, the default head, the loss, the predictions, the
-metrics and the prediction-file format. A spec may bring its own label parser, head, metrics or file
-reader. A run binds each spec to its registered kind and metrics (:mod:`core.tasks.task`).
+metrics and the prediction-file format. A spec declares data, not code, but for a file ``reader`` of its
+own: its labels (names, count, range, a ``label_map`` of the written values), its metrics. A run binds
+each spec to its registered kind and metrics (:mod:`core.tasks.task`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
-
-if TYPE_CHECKING:
-    import torch.nn as nn
-
-    from core.tasks.heads import Widths
 
 SPLITS = ("train", "dev", "test")
 
@@ -57,10 +53,10 @@ class TaskSpec:
     prediction_header: str = attrs.field(default=attrs.Factory(lambda spec: f"Predicted_{spec.label_column}", takes_self=True),
                                          metadata={"help": "second header field of prediction files"})
     description: str = ""
-    label_parser: Callable[[Any], Any] | None = attrs.field(
-        default=None, metadata={"help": "value of the label column -> label, or None to skip the row (default: the kind's)"})
-    head: Callable[["TaskSpec", "Widths", float], "nn.Module"] | None = attrs.field(
-        default=None, metadata={"help": "head(spec, widths, dropout) -> module, instead of the kind's default head"})
+    label_map: Mapping[str, Any] | None = attrs.field(
+        default=None, metadata={"help": "the label column's values (as written, stripped) -> what the kind parses; a "
+                                        "value not in the map skips its row (e.g. SST folded to two classes: "
+                                        "{'0': 0, '1': 0, '3': 1, '4': 1})"})
     reader: Callable[["TaskSpec", Path, str], Any] | None = attrs.field(
         default=None, metadata={"help": "reader(spec, path, split) -> rows (a datasets.Dataset or a list of dicts "
                                         "with the id, text and label columns, and optionally 'line'), for files that "

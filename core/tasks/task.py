@@ -45,13 +45,16 @@ class Task:
         return tuple(self.metric_functions)
 
     def parse_label(self, value: Any) -> Any:
-        if self.spec.label_parser is not None:
-            return self.spec.label_parser(value)
+        """A row's label from the value of its label column (through the spec's ``label_map`` when it has
+        one), or None to skip the row."""
+        if self.spec.label_map is not None:
+            value = self.spec.label_map.get(str(value).strip())
+            if value is None:
+                return None
         return self.kind.parse_label(self.spec, value)
 
     def build_head(self, widths: "Widths", dropout: float) -> "nn.Module":
-        if self.spec.head is not None:
-            return self.spec.head(self.spec, widths, dropout)
+        """The task's default head: its kind's (a topology arranges the heads of a run)."""
         return self.kind.build_head(self.spec, widths, dropout)
 
     def loss(self, output: "torch.Tensor", batch: "Batch") -> "torch.Tensor":
@@ -69,16 +72,16 @@ class Task:
         return attrs.evolve(self, spec=attrs.evolve(self.spec, files=files))
 
 
-def bind(spec: TaskSpec, kinds: Any, metrics: Any) -> Task:
-    """``spec`` bound to its registered kind and metrics (the registries of task kinds and metrics),
-    checked against each other."""
+def bind(spec: TaskSpec, kinds: Mapping[str, TaskKind], metrics: Mapping[str, Metric]) -> Task:
+    """``spec`` bound to its kind and metrics, looked up by name among the registered ``kinds`` and
+    ``metrics``, and checked against each other."""
     if spec.kind not in kinds:
-        raise ConfigError(f"task {spec.name!r}: unknown task kind {spec.kind!r}; available: {', '.join(sorted(kinds.names()))}")
-    kind = kinds[spec.kind].value
+        raise ConfigError(f"task {spec.name!r}: unknown task kind {spec.kind!r}; available: {', '.join(sorted(kinds))}")
+    kind = kinds[spec.kind]
     kind.check(spec)
     names = spec.metrics or kind.metrics
     unknown = [name for name in names if name not in metrics]
     if unknown:
         raise ConfigError(f"task {spec.name!r}: unknown metric(s) {', '.join(unknown)}; available: "
-                          f"{', '.join(sorted(metrics.names()))}")
-    return Task(spec, kind, {name: metrics[name].value for name in names})
+                          f"{', '.join(sorted(metrics))}")
+    return Task(spec, kind, {name: metrics[name] for name in names})

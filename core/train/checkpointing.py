@@ -22,12 +22,12 @@ from core.tasks.splits import SplitData
 from core.train.evaluation import evaluate, predict_split, write_predictions
 
 if TYPE_CHECKING:
-    from core.train.context import RunContext
+    from core.train.context import TrainingRun
 
 log = logging.getLogger("platform")
 
 
-def state_of(run: RunContext) -> dict[str, Any]:
+def state_of(run: TrainingRun) -> dict[str, Any]:
     """Everything a resume needs. Under torchrun every process must call it (it gathers each one's
     random generators into ``rng_per_process``; ``rng`` is the main process's)."""
     rngs = distributed.all_gather_objects(checkpoints.rng_state())
@@ -41,14 +41,14 @@ def state_of(run: RunContext) -> dict[str, Any]:
     }
 
 
-def save_last(run: RunContext) -> None:
+def save_last(run: TrainingRun) -> None:
     """``last.pt``, written by the main process (every process takes part in :func:`state_of`)."""
     state = state_of(run)
     if distributed.is_main():
         checkpoints.save(run.output_dir / "last.pt", state)
 
 
-def restore(run: RunContext, state: dict[str, Any]) -> None:
+def restore(run: TrainingRun, state: dict[str, Any]) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -64,7 +64,7 @@ def restore(run: RunContext, state: dict[str, Any]) -> None:
     log.info("resumed %s at epoch %d, step %d", run.output_dir, run.epoch, run.step_in_epoch)
 
 
-def save_best(run: RunContext, predictions: dict) -> None:
+def save_best(run: TrainingRun, predictions: dict) -> None:
     """The selection split's predictions of the model in hand (the best one), then ``best.pt`` from it:
     a ``best.pt`` that records the best epoch comes with that epoch's predictions. Written by the main
     process."""
@@ -75,7 +75,7 @@ def save_best(run: RunContext, predictions: dict) -> None:
                                                    "metrics": run.best, "selected_on": run.selection_split})
 
 
-def save_best_if_behind(run: RunContext) -> None:
+def save_best_if_behind(run: TrainingRun) -> None:
     """After a restore: when the process died after ``last.pt`` recorded a new best epoch but before
     ``best.pt`` was written, the restored model is that best one; write ``best.pt`` (and its dev
     predictions) from it, so the folder agrees with itself again."""
@@ -85,7 +85,7 @@ def save_best_if_behind(run: RunContext) -> None:
     save_best(run, predictions)
 
 
-def best_is_behind(run: RunContext) -> bool:
+def best_is_behind(run: TrainingRun) -> bool:
     """Whether ``best.pt`` holds an older epoch than the best one ``last.pt`` records (see
     :func:`save_best_if_behind`); a folder changed by hand is refused."""
     best_file = run.output_dir / "best.pt"
@@ -101,7 +101,7 @@ def best_is_behind(run: RunContext) -> bool:
     return True
 
 
-def write_metrics(run: RunContext) -> None:
+def write_metrics(run: TrainingRun) -> None:
     if not distributed.is_main():
         return
     path = run.output_dir / "metrics.json"
@@ -112,14 +112,14 @@ def write_metrics(run: RunContext) -> None:
     tmp.replace(path)
 
 
-def write_split_predictions(run: RunContext, split: str, data: dict[str, SplitData], predictions: dict) -> None:
+def write_split_predictions(run: TrainingRun, split: str, data: dict[str, SplitData], predictions: dict) -> None:
     if not distributed.is_main():
         return
     for name, split_data in data.items():
         write_predictions(run.output_dir / "predictions" / f"{name}-{split}-output.csv", split_data, predictions[name])
 
 
-def write_test_predictions(run: RunContext) -> None:
+def write_test_predictions(run: TrainingRun) -> None:
     """Test-file predictions of the best model, which :func:`finish` put in hand."""
     with distributed.local_main_first():
         test = load_data(run.config, run.model.tasks, run.tokenizer, "test")

@@ -1,4 +1,4 @@
-"""The live state of a training run (:class:`RunContext`), handed to every loop hook as ``run``."""
+"""The live state of a run, handed to every loop hook as ``run``: :class:`Run`, and :class:`TrainingRun`."""
 
 from __future__ import annotations
 
@@ -21,42 +21,30 @@ if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 
-@attrs.define
-class RunContext:
-    """The live state of a run, handed to every loop hook as ``run``."""
+@attrs.define(kw_only=True)
+class Run:
+    """What every run has (``platform run``'s :class:`TrainingRun`, ``platform pretrain``'s
+    ``PretrainingRun``), handed to every loop hook as ``run``."""
 
-    config: RunConfig
+    config: Any
     pm: pluggy.PluginManager
     output_dir: Path
-    model: MultitaskModel
-    tokenizer: Tokenizer
-    train_data: dict[str, SplitData]
-    dev_data: dict[str, SplitData]
-    sampler: Sampler
+    model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    regularizers: dict[str, Regularizer]
-    steps_per_epoch: int  # counted once from the first epoch's plan: every epoch has as many
-    examples_per_epoch: int
-    validation_data: dict[str, SplitData] = attrs.Factory(dict)  # held out of train (--validation-split), or none
-    epoch: int = 0
-    step_in_epoch: int = 0
     global_step: int = 0
-    examples_seen: int = 0
-    history: list[dict[str, Any]] = attrs.Factory(list)  # per epoch: the selection split's metrics
-    best: dict[str, float] = attrs.Factory(dict)  # the selection split's best epoch
-    dev: dict[str, float] = attrs.Factory(dict)  # with --validation-split: dev metrics of the best model, at the end
+    examples_seen: int = 0  # training examples (sequences, for pretraining) seen so far
     plugin_state: dict[str, Any] = attrs.Factory(dict)  # scratch space of plugins, by plugin name
-    ddp: Any = None  # the model in DistributedDataParallel under torchrun (core.distributed.wrap), else None
-    # per task since the last log point: this process's summed losses (on the device); every process's examples
-    loss_weights: dict[str, float] = attrs.Factory(dict)  # --loss-weights, per task of the run
-    loss_sums: dict[str, torch.Tensor] = attrs.Factory(dict)
-    loss_counts: dict[str, int] = attrs.Factory(dict)
     _writer: Any = None
 
     @property
     def total_steps(self) -> int:
-        return self.steps_per_epoch * self.config.epochs
+        raise NotImplementedError
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, 0 at the first step and 1 after the last."""
+        return self.global_step / max(1, self.total_steps)
 
     @property
     def writer(self) -> SummaryWriter:
@@ -69,6 +57,40 @@ class RunContext:
                             if distributed.is_main() else distributed.NullWriter())
         return self._writer
 
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+@attrs.define(kw_only=True)
+class TrainingRun(Run):
+    """The live state of a training run (``platform run``, a study's trial)."""
+
+    config: RunConfig
+    model: MultitaskModel
+    tokenizer: Tokenizer
+    train_data: dict[str, SplitData]
+    dev_data: dict[str, SplitData]
+    sampler: Sampler
+    regularizers: dict[str, Regularizer]
+    steps_per_epoch: int  # counted once from the first epoch's plan: every epoch has as many
+    examples_per_epoch: int
+    validation_data: dict[str, SplitData] = attrs.Factory(dict)  # held out of train (--validation-split), or none
+    epoch: int = 0
+    step_in_epoch: int = 0
+    history: list[dict[str, Any]] = attrs.Factory(list)  # per epoch: the selection split's metrics
+    best: dict[str, float] = attrs.Factory(dict)  # the selection split's best epoch
+    dev: dict[str, float] = attrs.Factory(dict)  # with --validation-split: dev metrics of the best model, at the end
+    ddp: Any = None  # the model in DistributedDataParallel under torchrun (core.distributed.wrap), else None
+    loss_weights: dict[str, float] = attrs.Factory(dict)  # --loss-weights, per task of the run
+    # per task since the last log point: this process's summed losses (on the device); every process's examples
+    loss_sums: dict[str, torch.Tensor] = attrs.Factory(dict)
+    loss_counts: dict[str, int] = attrs.Factory(dict)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
     @property
     def selection_split(self) -> str:
         """The split epochs are evaluated and ``best.pt`` chosen on: ``validation`` or ``dev``."""
@@ -78,11 +100,9 @@ class RunContext:
     def selection_data(self) -> dict[str, SplitData]:
         return self.validation_data or self.dev_data
 
-    @property
-    def progress(self) -> float:
-        """Fraction of training done, 0 at the first step and 1 after the last."""
-        return self.global_step / max(1, self.total_steps)
-
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        """End the run: its regularizers stop receiving the plugin manager's hook calls, the writer closes."""
+        for name in self.regularizers:
+            if self.pm.get_plugin(f"regularizer:{name}") is not None:
+                self.pm.unregister(name=f"regularizer:{name}")
+        super().close()

@@ -31,7 +31,7 @@ from core.base.memory import peak_rss_mb
 from core.tasks.splits import make_batch
 from core.train import checkpointing as runfiles
 from core.train.bucketing import bucket_plan, split_by_tokens
-from core.train.context import RunContext
+from core.train.context import TrainingRun
 from core.train.evaluation import evaluate
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ log = logging.getLogger("platform")
 
 
 
-def chunk_loss(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def chunk_loss(run: TrainingRun, task: str, indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward examples ``indices`` of ``task``: their total loss (task loss + regularizer terms, each a
     mean over the examples) and its parts, detached, on the device (reading one waits for the device).
     Under torchrun the forward goes through ``DistributedDataParallel``, whose backward averages the
@@ -67,7 +67,7 @@ def chunk_loss(run: RunContext, task: str, indices: list[int]) -> tuple[torch.Te
     return total, terms
 
 
-def task_step(run: RunContext, task: str, indices: list[int]) -> dict[str, torch.Tensor]:
+def task_step(run: TrainingRun, task: str, indices: list[int]) -> dict[str, torch.Tensor]:
     """Forward and backward of one task batch, accumulating its gradient; returns its loss parts (means
     over this process's examples, on the device).
 
@@ -99,15 +99,14 @@ def task_step(run: RunContext, task: str, indices: list[int]) -> dict[str, torch
     return parts
 
 
-def optimizer_step(run: RunContext) -> None:
+def optimizer_step(run: TrainingRun) -> None:
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    for regularizer in run.regularizers.values():
-        regularizer.after_step(run.model)
+    run.pm.hook.platform_on_after_optimizer_step(run=run)
 
 
-def train_step(run: RunContext, step: list[tuple[str, list[int]]]) -> dict[str, torch.Tensor]:
+def train_step(run: TrainingRun, step: list[tuple[str, list[int]]]) -> dict[str, torch.Tensor]:
     """One planned step: a batch of one or more tasks, each updated on its own (``sequential``) or
     all in one update on the sum of their losses (``summed``: gradients accumulate over tasks).
     Returns each task's loss on this process's examples, on the device; adds it to the log tally."""
@@ -125,7 +124,7 @@ def train_step(run: RunContext, step: list[tuple[str, list[int]]]) -> dict[str, 
     return losses
 
 
-def logged_losses(run: RunContext) -> dict[str, float]:
+def logged_losses(run: TrainingRun) -> dict[str, float]:
     """Each task's mean training loss over the examples of every process since the last log point; one
     wait for the device (and one all-reduce under torchrun). Starts the next tally."""
     tasks = sorted(run.loss_sums)
@@ -137,14 +136,14 @@ def logged_losses(run: RunContext) -> dict[str, float]:
     return losses
 
 
-def evaluate_selection(run: RunContext) -> tuple[dict[str, float], dict]:
+def evaluate_selection(run: TrainingRun) -> tuple[dict[str, float], dict]:
     """Metrics and predictions of the model in hand on the selection split (validation, else dev)."""
     metrics, predictions = evaluate(run.model, run.selection_data, run.tokenizer.pad, run.config.eval_batch_size)
     run.pm.hook.platform_on_evaluate_end(run=run, split=run.selection_split, metrics=metrics)
     return metrics, predictions
 
 
-def end_epoch(run: RunContext, started: float) -> None:
+def end_epoch(run: TrainingRun, started: float) -> None:
     """Evaluate on the selection split, then write the run's files in the order :mod:`core.runfiles`
     explains: ``last.pt``, then for a new best its predictions and ``best.pt``, then ``metrics.json``."""
     trained = time.time()
@@ -165,7 +164,7 @@ def end_epoch(run: RunContext, started: float) -> None:
     runfiles.write_metrics(run)
 
 
-def finish(run: RunContext) -> None:
+def finish(run: TrainingRun) -> None:
     """After the last epoch, with the best model: with ``--validation-split``, its one dev evaluation
     (``run.dev``, hook ``platform_on_evaluate_end`` with split ``dev``) and dev predictions; then its
     test predictions. Without it, dev predictions were written when the best model was found."""
@@ -180,20 +179,18 @@ def finish(run: RunContext) -> None:
     runfiles.write_test_predictions(run)
 
 
-def epoch_plan(run: RunContext, epoch: int) -> list:
+def epoch_plan(run: TrainingRun, epoch: int) -> list:
     """The sampler's plan for ``epoch``, its batches regrouped by length (``--length-window``)."""
     lengths = {name: data.lengths for name, data in run.train_data.items()}
     return bucket_plan(run.sampler.plan(epoch), lengths, run.config.length_window, run.config.seed, epoch)
 
 
-def train(run: RunContext) -> dict[str, float]:
+def train(run: TrainingRun) -> dict[str, float]:
     """Train to the configured number of epochs from wherever ``run`` stands; returns the best metrics
     of the selection split (dev, or validation with ``--validation-split``; then ``run.dev`` holds the
     chosen model's dev metrics)."""
     config, pm = run.config, run.pm
     run.model.train()
-    for regularizer in run.regularizers.values():
-        regularizer.on_train_start(run)
     pm.hook.platform_on_train_start(run=run)
     bar = tqdm(total=run.examples_per_epoch * config.epochs, initial=run.examples_seen, desc="train", unit="ex",
                unit_scale=True, dynamic_ncols=True, disable=not distributed.is_main())

@@ -33,11 +33,11 @@ class Sampler(Protocol):
 
 
 class SamplerFactory(Protocol):
-    """What a sampler plugin registers: ``factory(config, sizes, batch_size, seed, epochs) -> Sampler``,
-    with ``config`` its settings (an instance of the attrs class it registered, or None) and ``sizes``
-    the number of training examples of each task."""
+    """What a sampler component's factory is: ``factory(settings, sizes, batch_size, seed, epochs) ->
+    Sampler``, with ``settings`` an instance of the component's settings class (None when it has none)
+    and ``sizes`` the number of training examples of each task."""
 
-    def __call__(self, config: Any, sizes: dict[str, int], batch_size: int, seed: int, epochs: int) -> Sampler: ...
+    def __call__(self, settings: Any, sizes: dict[str, int], batch_size: int, seed: int, epochs: int) -> Sampler: ...
 
 
 def generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:

@@ -18,12 +18,12 @@ loss is scaled by ``1 - w`` (:meth:`BamRegularizer.task_loss_weight`) and the te
 ``distill = w · L_teacher`` is added, where ``L_teacher`` is the task kind's distillation loss; for
 the built-in kinds (``plugins/standard/kinds.py``):
 
-- class logits: cross-entropy against the teacher's ``softmax(logits / T)``, of the student's
+- ``class-logits``: cross-entropy against the teacher's ``softmax(logits / T)``, of the student's
   ``logits / T``, times ``T²`` (Hinton et al.'s scaling, so gradients keep their size as T changes);
-- one logit (binary): the same for the two-class case, BCE-with-logits of ``logit / T`` against
+- ``binary-logit``: the same for the two-class case, BCE-with-logits of ``logit / T`` against
   ``sigmoid(teacher_logit / T)``, times ``T²``;
-- regression scores: squared error against the teacher's score (no temperature);
-- token tagging has none: a teacher for such a task is refused by name.
+- ``score``: squared error against the teacher's score (no temperature);
+- ``token-logits`` (token tagging) has none: a teacher for such a task is refused by name.
 
 At T = 1 these losses are linear in the target, so ``w · L(teacher) + (1 - w) · L(gold)`` *is* the
 loss against the mixed target ``w · teacher + (1 - w) · gold`` — training on the annealed mixture of
@@ -36,25 +36,28 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import attrs
 import torch
+import torch.nn.functional as F
 
 from core.api import (
     Batch,
+    Component,
     PlatformError,
     Regularizer,
     Task,
+    assignments,
     field,
     head_outputs,
     hookimpl,
+    hookspec,
     is_main,
     load_run,
     load_split,
     load_state,
     on_main,
-    parse_assignments,
     positive,
     resolve_data_dir,
     rng_state,
@@ -63,7 +66,7 @@ from core.api import (
 )
 
 if TYPE_CHECKING:
-    from core.api import RunContext
+    from core.api import TrainingRun
 
 PLATFORM_OPT_IN = True
 
@@ -75,16 +78,13 @@ class BamError(PlatformError):
     """A teacher is missing, was trained on other tasks, or does not fit the student's task."""
 
 
-def parse_teachers(text: str) -> dict[str, str]:
-    """``"sst=runs/a,quora=runs/b"`` -> ``{"sst": "runs/a", "quora": "runs/b"}``, naming the first bad entry."""
-    return parse_assignments(text, "teachers", "TASK=RUN_DIR, e.g. 'sst=runs/sst-teacher'")
-
-
 @attrs.frozen
 class BamConfig:
-    teachers: str = field("", "single-task teacher runs, e.g. 'sst=runs/sst-teacher,quora=runs/q' (a run folder "
-                              "or its best.pt); tasks left out train on gold labels only",
-                          validator=lambda instance, attribute, value: parse_teachers(value))
+    teachers: dict[str, str] = field(attrs.Factory(dict), "single-task teacher runs, e.g. "
+                                     "sst=runs/sst-teacher,quora=runs/q (a run folder or its best.pt); tasks left "
+                                     "out train on gold labels only",
+                                     converter=assignments(str, "TASK=RUN_DIR, e.g. sst=runs/sst-teacher"),
+                                     metadata={"metavar": "TASK=RUN_DIR,..."})
     anneal: bool = field(True, "teacher annealing: the teacher's weight falls from 1 to 0 over training "
                                "(false: students learn from the teachers alone)")
     temperature: float = field(1.0, "softmax temperature of the teacher targets (classification tasks)",
@@ -101,10 +101,48 @@ def teacher_weight(progress: float, anneal: bool = True) -> float:
     return 1.0 - min(max(progress, 0.0), 1.0) if anneal else 1.0
 
 
-def teacher_loss(task: Task, output: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """The loss of a student head output against the teacher's head output: the task kind's distillation
-    loss (see the module docstring for the built-in kinds')."""
-    return task.kind.distill_loss(task.spec, output, teacher, temperature)
+def soft_cross_entropy(output: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-entropy of ``output / T`` against ``softmax(teacher / T)``, times T² (Hinton et al.'s
+    scaling, so gradients keep their size as T changes); (N, C) -> scalar."""
+    t = temperature
+    soft = F.softmax(teacher.float() / t, dim=-1)
+    return -(soft * F.log_softmax(output.float() / t, dim=-1)).sum(-1).mean() * t * t
+
+
+def soft_binary_cross_entropy(output: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The two-class case of :func:`soft_cross_entropy` on one logit."""
+    t = temperature
+    soft = torch.sigmoid(teacher.float().view(-1) / t)
+    return F.binary_cross_entropy_with_logits(output.float().view(-1) / t, soft) * t * t
+
+
+def score_error(output: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Squared error against the teacher's score (scores have no temperature)."""
+    return F.mse_loss(output.float().view(-1), teacher.float().view(-1))
+
+
+DistillationLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]  # (output, teacher, temperature)
+DISTILLATION_LOSSES: dict[str, DistillationLoss] = {"class-logits": soft_cross_entropy,
+                                                    "binary-logit": soft_binary_cross_entropy, "score": score_error}
+
+
+class BamHooks:
+    """The hook BAM declares for task kinds of other plugins."""
+
+    @hookspec
+    def platform_bam_distillation_losses(self) -> dict[str, DistillationLoss]:
+        """BAM's distillation losses for head outputs of the forms a plugin's task kinds declare
+        (``TaskKind.output``): ``{output: loss(student_output, teacher_output, temperature)}``, a mean over
+        examples."""
+
+
+PLATFORM_HOOKSPECS = BamHooks
+
+
+def teacher_loss(task: Task, output: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
+                 losses: dict[str, DistillationLoss] = DISTILLATION_LOSSES) -> torch.Tensor:
+    """The loss of a student head output against the teacher's head output of the same examples."""
+    return losses[task.kind.output(task.spec)](output, teacher, temperature)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,7 +162,7 @@ def _ids_digest(ids: list[str]) -> str:
 
 def teacher_outputs(task: str, folder: str, run) -> torch.Tensor:
     """Load the teacher run in ``folder``, check that it fits ``task``, and predict the training
-    examples of ``task`` in ``run`` (a :class:`core.trainer.RunContext`)."""
+    examples of ``task`` in ``run`` (a :class:`core.trainer.TrainingRun`)."""
     path = _checkpoint_file(folder)
     if not path.is_file():
         raise BamError(f"bam: teacher of task {task!r}: no run checkpoint at {path}; train one with "
@@ -178,33 +216,40 @@ def _cached_outputs(path: Path, key: tuple[str, int, str]) -> torch.Tensor | Non
 
 
 class BamRegularizer(Regularizer):
-    """Distils the teachers of ``config.teachers`` into the student, with teacher annealing."""
+    """Distils the teachers of ``settings.teachers`` into the student, with teacher annealing."""
 
-    def __init__(self, config: BamConfig | None, model: torch.nn.Module):
-        self.config = config or BamConfig()
-        self.teachers = parse_teachers(self.config.teachers)
+    def __init__(self, settings: BamConfig | None, model: torch.nn.Module):
+        self.config = settings or BamConfig()
+        self.teachers = dict(self.config.teachers)
         tasks = list(getattr(model, "tasks", {}))
         unknown = [task for task in self.teachers if task not in tasks]
         if unknown:
             raise BamError(f"bam: --bam-teachers names task(s) {', '.join(unknown)} that this run does not train; "
                            f"its tasks are {', '.join(tasks)}")
-        for name in self.teachers:
-            kind = model.tasks[name].kind
-            if not kind.distillable:
-                raise BamError(f"bam: task {name!r} is of kind {kind.name}, which has no distillation loss; "
-                               "leave it out of --bam-teachers")
         if not self.teachers:
             log.warning("bam: enabled without --bam-teachers; every task trains on gold labels only")
+        self.losses = dict(DISTILLATION_LOSSES)
         self.outputs: dict[str, torch.Tensor] = {}  # task -> teacher head outputs over its training split
-        self.caches: dict[str, dict] = {}  # task -> {"path", "teacher", "examples"} of its cache file
+        self.caches: dict[str, dict] = {}  # task -> {"teacher", "examples"} of its cache file in the run folder
         self.computed: list[str] = []  # tasks whose teacher outputs this process computed (not reloaded)
 
-    def on_train_start(self, run: RunContext) -> None:
+    @hookimpl
+    def platform_on_train_start(self, run: TrainingRun) -> None:
         """Make the teacher outputs of every task with a teacher available: reload the cache in the run
-        folder when it belongs to the same teacher and split size, otherwise predict and cache them."""
+        folder (``bam/<task>-teacher.pt``) when it belongs to the same teacher and split, otherwise predict
+        and cache them. First, refuse a teacher for a task whose head output has no distillation loss."""
+        for provided in run.pm.hook.platform_bam_distillation_losses():
+            self.losses.update(provided)
+        for name in self.teachers:
+            task = run.model.tasks[name]
+            output = task.kind.output(task.spec)
+            if output not in self.losses:
+                raise BamError(f"bam: task {name!r} (kind {task.kind.name}) outputs {output!r}, for which BAM has no "
+                               f"distillation loss (it has: {', '.join(self.losses)}); leave it out of --bam-teachers, "
+                               "or add a loss through the hook platform_bam_distillation_losses")
         for task, folder in self.teachers.items():
             teacher, examples = str(_checkpoint_file(folder)), len(run.train_data[task])
-            path = Path(self.caches.get(task, {}).get("path") or run.output_dir / NAME / f"{task}-teacher.pt")
+            path = run.output_dir / NAME / f"{task}-teacher.pt"  # always in the run folder, wherever it moved
             ids = _ids_digest(run.train_data[task].ids)
             outputs = on_main(_cached_outputs, path, (teacher, examples, ids))
             if outputs is None:
@@ -213,13 +258,16 @@ class BamRegularizer(Regularizer):
                     save_state(path, {"teacher": teacher, "examples": examples, "ids": ids, "outputs": outputs})
                 self.computed.append(task)
             self.outputs[task] = outputs
-            self.caches[task] = {"path": str(path), "teacher": teacher, "examples": examples}
+            self.caches[task] = {"teacher": teacher, "examples": examples}
+
+    @hookimpl
+    def platform_on_before_backward(self, run: TrainingRun, task: str) -> None:
+        step = run.global_step + 1  # the step being taken, as the training losses are logged
+        if task in self.teachers and step % run.config.log_every == 0:
+            run.writer.add_scalar(f"{NAME}/{task}/teacher_weight", self.weight(run.progress), step)
 
     def weight(self, progress: float) -> float:
         return teacher_weight(progress, self.config.anneal)
-
-    def scalars(self, task: str, progress: float) -> dict[str, float]:
-        return {"teacher_weight": self.weight(progress)} if task in self.teachers else {}
 
     def task_loss_weight(self, batch: Batch, progress: float) -> float:
         return 1.0 - self.weight(progress) if batch.task in self.teachers else 1.0
@@ -228,17 +276,19 @@ class BamRegularizer(Regularizer):
         if batch.task not in self.teachers:
             return {}
         if batch.task not in self.outputs:
-            raise BamError(f"bam: no teacher outputs for task {batch.task!r} yet; they are computed by "
-                           "its on_train_start, which the trainer calls before the first step")
+            raise BamError(f"bam: no teacher outputs for task {batch.task!r} yet; they are computed when the run "
+                           "starts (platform_on_train_start)")
         teacher = self.outputs[batch.task][batch.indices].to(output.device)
         task = model.tasks[batch.task]
-        return {"distill": self.weight(progress) * teacher_loss(task, output, teacher, self.config.temperature)}
+        return {"distill": self.weight(progress) * teacher_loss(task, output, teacher, self.config.temperature,
+                                                                self.losses)}
 
     def state_dict(self) -> dict:
         return {"caches": {task: dict(cache) for task, cache in self.caches.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.caches = {task: dict(cache) for task, cache in state.get("caches", {}).items()}
+        self.caches = {task: {key: value for key, value in cache.items() if key != "path"}  # old files held a path
+                       for task, cache in state.get("caches", {}).items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,6 +297,6 @@ class BamRegularizer(Regularizer):
 
 
 @hookimpl
-def platform_register_regularizers(register):
-    register(NAME, BamRegularizer, config=BamConfig,
-             help="Born-Again Multi-task networks: distil single-task teachers, with teacher annealing")
+def platform_regularizers():
+    return [Component(NAME, BamRegularizer, settings=BamConfig,
+                      help="Born-Again Multi-task networks: distil single-task teachers, with teacher annealing")]

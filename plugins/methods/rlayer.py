@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 from attrs import validators as v
 
-from core.api import ConfigError, Task, Widths, field, hookimpl, names, positive_or_none
+from core.api import Component, ConfigError, Task, Widths, field, hookimpl, names, positive_or_none
 
 PLATFORM_OPT_IN = True
 SCALES = ("hidden", "layernorm", "none")
@@ -151,7 +151,7 @@ def relational_heads(config: RLayerConfig | None, tasks: list[Task], widths: Wid
 
 
 @hookimpl
-def platform_register_topologies(register):
-    register("rlayer", relational_heads, config=RLayerConfig,
-             help="pair tasks share one relational layer over the scaled Hadamard product, each with its own output "
-                  "added to its default head")
+def platform_topologies():
+    return [Component("rlayer", relational_heads, settings=RLayerConfig,
+                      help="pair tasks share one relational layer over the scaled Hadamard product, each with its own "
+                           "output added to its default head")]

@@ -5,10 +5,12 @@ model to answer the same under a small perturbation δ of the embedding-layer ou
 of projected gradient ascent on l_s inside an ε-ball. The Bregman proximal term μ·l_s(f(x), f̃(x))
 keeps the model near f̃, a momentum (EMA) copy of itself, updated after every optimizer step.
 
-l_s is the task kind's divergence (``TaskKind.divergence``): for the built-in kinds, symmetric KL over
-class probabilities (class logits), over the two-point Bernoulli distribution (one logit: a softmax
-over a single logit is constant, so it would measure nothing), the squared error of regression scores,
-or symmetric KL of the tag distributions at each tagged token.
+l_s is the divergence of the task's head output, looked up in :data:`DIVERGENCES` by the form its kind
+declares (``TaskKind.output``): symmetric KL over class probabilities (``class-logits``), over the
+two-point Bernoulli distribution (``binary-logit``: a softmax over a single logit is constant, so it
+would measure nothing), the squared error of regression scores (``score``), or symmetric KL of the tag
+distributions at each tagged token (``token-logits``). A kind with an output of its own adds its
+divergence through the hook this plugin declares, ``platform_smart_divergences``.
 
 Under torchrun each process perturbs its own shard: the ascent on δ differentiates with respect to δ
 only, through the model itself rather than its ``DistributedDataParallel`` wrapper, so it reduces
@@ -24,9 +26,10 @@ from typing import Callable
 
 import attrs
 import torch
+import torch.nn.functional as F
 from attrs import validators as v
 
-from core.api import Batch, ConfigError, Regularizer, field, hookimpl, perturbed_embeddings
+from core.api import Batch, Component, ConfigError, Regularizer, field, hookimpl, hookspec, perturbed_embeddings
 
 PLATFORM_OPT_IN = True
 
@@ -36,7 +39,54 @@ BF16_RESOLUTION = 2.0**-8  # relative spacing of bfloat16 numbers (8 bits of man
 
 log = logging.getLogger("platform")
 
-Divergence = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# --------------------------------------------------------------------------------------------------
+# Divergences of two head outputs of one batch, by the form of the output: symmetric, zero for equal
+# outputs, means over examples
+# --------------------------------------------------------------------------------------------------
+
+
+def symmetric_kl_logits(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(p‖q) + KL(q‖p) of p = softmax(a), q = softmax(b), summed over classes; (N, C) -> scalar."""
+    log_p, log_q = F.log_softmax(a.float(), dim=-1), F.log_softmax(b.float(), dim=-1)
+    # KL(p‖q) + KL(q‖p) = Σ p(log p − log q) + Σ q(log q − log p) = Σ (p − q)(log p − log q)
+    return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1).mean()
+
+
+def symmetric_kl_bernoulli(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric KL of the Bernoulli distributions [σ(a), 1 − σ(a)] and [σ(b), 1 − σ(b)] of one logit.
+    With log σ(z) − log σ(−z) = z, the (p − q)(log p − log q) sum collapses to (σ(a) − σ(b))(a − b):
+    no logarithm of a saturated probability, hence stable for any logit."""
+    a, b = a.float().reshape(len(a), -1), b.float().reshape(len(b), -1)  # (B, 1)
+    return ((torch.sigmoid(a) - torch.sigmoid(b)) * (a - b)).sum(-1).mean()
+
+
+def squared_error(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared difference of regression scores (on the label range scaled to [0, 1])."""
+    return (a.float() - b.float()).pow(2).mean()
+
+
+def tagged_symmetric_kl(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`symmetric_kl_logits` of (B, T, C) tag logits at the tagged positions (label not -100)."""
+    tagged = labels != -100  # (B, T): the first pieces of the words
+    return symmetric_kl_logits(a[tagged], b[tagged])
+
+
+Divergence = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]  # (a, b, labels)
+DIVERGENCES: dict[str, Divergence] = {"class-logits": symmetric_kl_logits, "binary-logit": symmetric_kl_bernoulli,
+                                      "score": squared_error, "token-logits": tagged_symmetric_kl}
+
+
+class SmartHooks:
+    """The hook SMART declares for task kinds of other plugins."""
+
+    @hookspec
+    def platform_smart_divergences(self) -> dict[str, Divergence]:
+        """SMART's divergences of head outputs of the forms a plugin's task kinds declare
+        (``TaskKind.output``): ``{output: divergence(a, b, labels)}``, symmetric, zero for equal outputs,
+        a mean over examples."""
+
+
+PLATFORM_HOOKSPECS = SmartHooks
 
 
 # --------------------------------------------------------------------------------------------------
@@ -88,8 +138,9 @@ class SmartConfig:
 class Smart(Regularizer):
     """Adversarial smoothness term plus Bregman proximal point term against a momentum teacher."""
 
-    def __init__(self, config: SmartConfig | None, model: torch.nn.Module):
-        self.config = config or SmartConfig()
+    def __init__(self, settings: SmartConfig | None, model: torch.nn.Module):
+        self.config = settings or SmartConfig()
+        self.divergences = dict(DIVERGENCES)
         if getattr(model, "precision", "fp32") == "bf16" and self.config.weight > 0 \
                 and self.config.epsilon < BF16_RESOLUTION:
             log.warning("smart: the model computes in bf16 (--precision), whose resolution (~%.0e of a value) is "
@@ -101,11 +152,27 @@ class Smart(Regularizer):
             self.teacher = copy.deepcopy(model).eval()  # f̃: dropout off, never trained directly
             self.teacher.requires_grad_(False)
 
+    @hookimpl
+    def platform_on_train_start(self, run) -> None:
+        """Add the divergences other plugins provide, and refuse a task whose head output has none."""
+        for provided in run.pm.hook.platform_smart_divergences():
+            self.divergences.update(provided)
+        for task in run.model.tasks.values():
+            self.divergence_of(task)
+
+    def divergence_of(self, task) -> Divergence:
+        output = task.kind.output(task.spec)
+        if output not in self.divergences:
+            raise ConfigError(f"smart: task {task.name!r} (kind {task.kind.name}) outputs {output!r}, for which SMART "
+                              f"has no divergence (it has: {', '.join(self.divergences)}); its kind's plugin can add "
+                              "one through the hook platform_smart_divergences")
+        return self.divergences[output]
+
     def terms(self, model, batch: Batch, output, forward, progress):
-        task = model.tasks[batch.task]
+        measure = self.divergence_of(model.tasks[batch.task])
 
         def divergence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return task.kind.divergence(task.spec, a, b, batch.labels)
+            return measure(a, b, batch.labels)
 
         terms = {}
         if self.config.weight > 0:
@@ -144,7 +211,12 @@ class Smart(Regularizer):
             self.teacher.to(device)
         return self.teacher
 
-    def after_step(self, model: torch.nn.Module) -> None:
+    @hookimpl
+    def platform_on_after_optimizer_step(self, run) -> None:
+        self.update_teacher(run.model)
+
+    def update_teacher(self, model: torch.nn.Module) -> None:
+        """teacher ← β·teacher + (1 − β)·model."""
         if self.teacher is None:
             return
         teacher, current = _floating_tensors(self.teacher), _floating_tensors(model)
@@ -176,23 +248,17 @@ def _floating_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
 # --------------------------------------------------------------------------------------------------
 
 
-@hookimpl
-def platform_register_regularizers(register):
-    register(NAME, Smart, config=SmartConfig,
-             help="SMART: adversarial smoothness on the embeddings plus a Bregman momentum-teacher term")
-
-
 def smart_space(trial, base) -> dict:
     """λ (``smart_weight``), ε, η and μ on log scales around the minBERT report's defaults."""
-    return {"components": {NAME: {
+    return {
         "weight": trial.suggest_float("smart_weight", 0.1, 20.0, log=True),
         "epsilon": trial.suggest_float("smart_epsilon", 1e-6, 1e-4, log=True),
         "step_size": trial.suggest_float("smart_step_size", 1e-4, 1e-2, log=True),
         "bregman_weight": trial.suggest_float("smart_bregman_weight", 0.1, 2.0, log=True),
-    }}}
+    }
 
 
 @hookimpl
-def platform_register_search_spaces(register):
-    register(NAME, smart_space, help="SMART's λ, ε, η and μ (smart_weight, smart_epsilon, smart_step_size, "
-                                     "smart_bregman_weight)")
+def platform_regularizers():
+    return [Component(NAME, Smart, settings=SmartConfig, space=smart_space,
+                      help="SMART: adversarial smoothness on the embeddings plus a Bregman momentum-teacher term")]

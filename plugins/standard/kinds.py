@@ -1,7 +1,8 @@
 """The built-in task kinds, registered like any third-party kind.
 
 A kind is an input (what the encoder reads and the head sees) combined with an output (labels, head,
-loss, predictions, metrics, divergence, distillation):
+loss, predictions, metrics, and the form of the head output it declares: ``class-logits``,
+``binary-logit`` or ``score``):
 
 ================================  ==============================  =================================
 kind                              input                           output
@@ -26,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.api import (
+    Component,
     ConfigError,
     CosineRegressor,
     PairClassifier,
@@ -35,47 +37,6 @@ from core.api import (
     Widths,
     hookimpl,
 )
-
-# --------------------------------------------------------------------------------------------------
-# Divergences and distillation losses of head outputs: symmetric, zero for equal outputs, batch means
-# --------------------------------------------------------------------------------------------------
-
-
-def symmetric_kl_logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """KL(p‖q) + KL(q‖p) of p = softmax(a), q = softmax(b), summed over classes; (N, C) -> scalar."""
-    log_p, log_q = F.log_softmax(a.float(), dim=-1), F.log_softmax(b.float(), dim=-1)
-    # KL(p‖q) + KL(q‖p) = Σ p(log p − log q) + Σ q(log q − log p) = Σ (p − q)(log p − log q)
-    return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1).mean()
-
-
-def symmetric_kl_bernoulli(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Symmetric KL of the Bernoulli distributions [σ(a), 1 − σ(a)] and [σ(b), 1 − σ(b)] of one logit.
-
-    With log σ(z) − log σ(−z) = z, the (p − q)(log p − log q) sum collapses to (σ(a) − σ(b))(a − b):
-    no logarithm of a saturated probability, hence stable for any logit."""
-    a, b = a.float().reshape(len(a), -1), b.float().reshape(len(b), -1)  # (B, 1)
-    return ((torch.sigmoid(a) - torch.sigmoid(b)) * (a - b)).sum(-1).mean()
-
-
-def squared_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of regression scores (on the label range scaled to [0, 1])."""
-    return (a.float() - b.float()).pow(2).mean()
-
-
-def soft_cross_entropy(output: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Cross-entropy of ``output / T`` against ``softmax(teacher / T)``, times T² (Hinton et al.'s
-    scaling, so gradients keep their size as T changes); (N, C) -> scalar."""
-    t = temperature
-    soft = F.softmax(teacher.float() / t, dim=-1)
-    return -(soft * F.log_softmax(output.float() / t, dim=-1)).sum(-1).mean() * t * t
-
-
-def soft_binary_cross_entropy(output: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The two-class case of :func:`soft_cross_entropy` on one logit."""
-    t = temperature
-    soft = torch.sigmoid(teacher.float().view(-1) / t)
-    return F.binary_cross_entropy_with_logits(output.float().view(-1) / t, soft) * t * t
-
 
 # --------------------------------------------------------------------------------------------------
 # Inputs: what the encoder reads and what the head is called with
@@ -160,13 +121,8 @@ class Classification(TaskKind):
     def format_prediction(self, spec, prediction):
         return str(int(prediction))
 
-    def divergence(self, spec, a, b, labels):
-        return symmetric_kl_bernoulli(a, b) if spec.num_labels == 1 else symmetric_kl_logits(a, b)
-
-    def distill_loss(self, spec, output, teacher, temperature):
-        if spec.num_labels == 1:
-            return soft_binary_cross_entropy(output, teacher, temperature)
-        return soft_cross_entropy(output, teacher, temperature)
+    def output(self, spec):
+        return "binary-logit" if spec.num_labels == 1 else "class-logits"
 
 
 class Regression(TaskKind):
@@ -208,11 +164,8 @@ class Regression(TaskKind):
     def format_prediction(self, spec, prediction):
         return f"{prediction:.4f}"
 
-    def divergence(self, spec, a, b, labels):
-        return squared_error(a, b)
-
-    def distill_loss(self, spec, output, teacher, temperature):
-        return F.mse_loss(output.float().view(-1), teacher.float().view(-1))  # scores: no temperature
+    def output(self, spec):
+        return "score"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,6 +202,5 @@ BUILT_IN = (SingleClassification, SingleRegression, PairClassification, PairRegr
 
 
 @hookimpl
-def platform_register_task_kinds(register):
-    for kind in BUILT_IN:
-        register(kind())
+def platform_task_kinds():
+    return [Component.of(kind()) for kind in BUILT_IN]

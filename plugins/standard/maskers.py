@@ -19,7 +19,7 @@ import torch
 from attrs import validators as v
 from torch import Tensor
 
-from core.api import budget, field, hookimpl
+from core.api import Component, budget, field, hookimpl
 
 
 class Tokens:
@@ -137,10 +137,13 @@ class Spans:
 
 
 @hookimpl
-def platform_register_maskers(register):
-    register("dynamic", Tokens, help="tokens drawn uniformly, a new draw every time a sequence is seen (RoBERTa)")
-    register("static", StaticTokens,
-             help="tokens drawn uniformly, one draw per sequence for the whole run (original BERT)")
-    register("whole-word", WholeWords, help="whole words: all WordPieces of a chosen word together")
-    register("span", Spans, config=SpanConfig,
-             help="spans of whole words, lengths from a clipped geometric distribution (SpanBERT)")
+def platform_maskers():
+    return [
+        Component("dynamic", Tokens, default=True,
+                  help="tokens drawn uniformly, a new draw every time a sequence is seen (RoBERTa)"),
+        Component("static", StaticTokens,
+                  help="tokens drawn uniformly, one draw per sequence for the whole run (original BERT)"),
+        Component("whole-word", WholeWords, help="whole words: all WordPieces of a chosen word together"),
+        Component("span", Spans, settings=SpanConfig,
+                  help="spans of whole words, lengths from a clipped geometric distribution (SpanBERT)"),
+    ]

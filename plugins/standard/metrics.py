@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from core.api import hookimpl
+from core.api import Component, hookimpl
 
 
 def accuracy(predictions: torch.Tensor, gold: torch.Tensor) -> float:
@@ -76,6 +76,5 @@ BUILT_IN = {
 
 
 @hookimpl
-def platform_register_metrics(register):
-    for name, metric in BUILT_IN.items():
-        register(name, metric)
+def platform_metrics():
+    return [Component(name, metric) for name, metric in BUILT_IN.items()]

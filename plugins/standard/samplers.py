@@ -16,7 +16,7 @@ import attrs
 import torch
 from attrs import validators as v
 
-from core.api import ConfigError, Step, field, generator, hookimpl, parse_assignments, permutation
+from core.api import Component, ConfigError, Step, assignments, field, generator, hookimpl, permutation
 
 _WRAP = 104_729  # a prime far from the epoch stride (7919) so (epoch, wrap) salts never collide
 _DRAW = 17  # salt of the task-choice draws, apart from the per-task permutations
@@ -26,16 +26,6 @@ def _salt(task: str, wrap: int = 0) -> int:
     return zlib.crc32(task.encode()) + wrap * _WRAP  # stable across processes, unlike hash()
 
 
-def _parse_ratios(text: str) -> dict[str, int]:
-    """``"sst=8,quora=32"`` -> ``{"sst": 8, "quora": 32}``, naming the first bad entry."""
-    expected = "TASK=POSITIVE_INT, e.g. 'sst=8,quora=32'"
-    ratios = parse_assignments(text, "ratios", expected)
-    for name, value in ratios.items():
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"ratios: bad entry {name + '=' + value!r}; expected {expected}")
-    return {name: int(value) for name, value in ratios.items()}
-
-
 @attrs.frozen
 class RRobinPreConfig:
     task: str = field("", "task of the pre-phase (its examples the round-robin part leaves out); empty: the largest")
@@ -43,9 +33,10 @@ class RRobinPreConfig:
 
 @attrs.frozen
 class InterleavedConfig:
-    ratios: str = field("", "per-task batch sizes, e.g. 'sst=8,quora=32,sts=4'; tasks left out (or all, "
-                            "if empty) get batch_size scaled by size / largest size",
-                        validator=lambda instance, attribute, value: _parse_ratios(value))
+    ratios: dict[str, int] = field(attrs.Factory(dict), "per-task batch sizes, e.g. sst=8,quora=32,sts=4; tasks "
+                                   "left out (or all, if none is given) get batch_size scaled by size / largest size",
+                                   converter=assignments(int, "TASK=POSITIVE_INT, e.g. 'sst=8,quora=32'", lambda n: n >= 1),
+                                   metadata={"metavar": "TASK=N,..."})
 
 
 @attrs.frozen
@@ -60,7 +51,7 @@ class _Base:
     name = ""
     keep_epochs = False  # whether a resumed run must keep the number of epochs (schedules over training)
 
-    def __init__(self, config, sizes: dict[str, int], batch_size: int, seed: int, epochs: int):
+    def __init__(self, settings, sizes: dict[str, int], batch_size: int, seed: int, epochs: int):
         if not sizes:
             raise ConfigError(f"sampler {self.name!r}: no tasks to sample from")
         empty = [task for task, size in sizes.items() if size < 1]
@@ -68,7 +59,7 @@ class _Base:
             raise ConfigError(f"sampler {self.name!r}: task(s) {', '.join(empty)} have no training examples")
         if batch_size < 1 or epochs < 1:
             raise ConfigError(f"sampler {self.name!r}: batch_size and epochs must be >= 1, got {batch_size}, {epochs}")
-        self.config, self.sizes, self.batch_size = config, dict(sizes), batch_size
+        self.settings, self.sizes, self.batch_size = settings, dict(sizes), batch_size
         self.seed, self.epochs = seed, epochs
         self.tasks = list(self.sizes)
 
@@ -76,7 +67,7 @@ class _Base:
         state = {"sampler": self.name, "sizes": dict(self.sizes), "batch_size": self.batch_size, "seed": self.seed}
         if self.keep_epochs:
             state["epochs"] = self.epochs
-        return state | (attrs.asdict(self.config) if self.config is not None else {})
+        return state | (attrs.asdict(self.settings) if self.settings is not None else {})
 
     def load_state_dict(self, state: dict) -> None:
         mine = self.state_dict()
@@ -135,9 +126,9 @@ class RoundRobinPre(RoundRobin):
 
     name = "rrobin-pre"
 
-    def __init__(self, config, sizes, batch_size, seed, epochs):
-        super().__init__(config or RRobinPreConfig(), sizes, batch_size, seed, epochs)
-        self.pre = self.config.task or max(self.sizes, key=self.sizes.get)
+    def __init__(self, settings, sizes, batch_size, seed, epochs):
+        super().__init__(settings or RRobinPreConfig(), sizes, batch_size, seed, epochs)
+        self.pre = self.settings.task or max(self.sizes, key=self.sizes.get)
         if self.pre not in self.sizes:
             raise ConfigError(f"sampler 'rrobin-pre': task {self.pre!r} is not among the tasks of this run "
                              f"({', '.join(self.tasks)})")
@@ -156,9 +147,9 @@ class Interleaved(_Base):
 
     name = "interleaved"
 
-    def __init__(self, config, sizes, batch_size, seed, epochs):
-        super().__init__(config or InterleavedConfig(), sizes, batch_size, seed, epochs)
-        ratios = _parse_ratios(self.config.ratios)
+    def __init__(self, settings, sizes, batch_size, seed, epochs):
+        super().__init__(settings or InterleavedConfig(), sizes, batch_size, seed, epochs)
+        ratios = self.settings.ratios
         unknown = [task for task in ratios if task not in self.sizes]
         if unknown:
             raise ConfigError(f"sampler 'interleaved': ratios name task(s) {', '.join(unknown)} not among the "
@@ -203,13 +194,13 @@ class Annealed(Proportional):
     name = "annealed"
     keep_epochs = True
 
-    def __init__(self, config, sizes, batch_size, seed, epochs):
-        super().__init__(config or AnnealedConfig(), sizes, batch_size, seed, epochs)
+    def __init__(self, settings, sizes, batch_size, seed, epochs):
+        super().__init__(settings or AnnealedConfig(), sizes, batch_size, seed, epochs)
 
     def alpha(self, global_step: int) -> float:
         """1 at the first step of training, ``alpha_floor`` at the last, linear in between."""
         last = max(self.epochs * self.steps_per_epoch() - 1, 1)
-        return 1.0 - (1.0 - self.config.alpha_floor) * min(global_step, last) / last
+        return 1.0 - (1.0 - self.settings.alpha_floor) * min(global_step, last) / last
 
     def probabilities(self, epoch: int) -> torch.Tensor:
         first = epoch * self.steps_per_epoch()
@@ -218,31 +209,26 @@ class Annealed(Proportional):
         return torch.softmax(alphas[:, None] * log_sizes[None, :], dim=1)  # ∝ size^alpha, (S, T)
 
 
-@hookimpl
-def platform_register_samplers(register):
-    register("rrobin", RoundRobin, help="round-robin, one batch of every task per step; epoch = smallest task")
-    register("rrobin-pre", RoundRobinPre, config=RRobinPreConfig,
-             help="a pre-phase over one task's examples round-robin leaves out, then round-robin")
-    register("interleaved", Interleaved, config=InterleavedConfig,
-             help="every task in every step, batch sizes proportional to task sizes; epoch = largest task")
-    register("proportional", Proportional, help="one task per step, drawn with probability proportional to size")
-    register("annealed", Annealed, config=AnnealedConfig,
-             help="one task per step, probability proportional to size^alpha, alpha annealed from 1 to a floor")
+def interleaved_space(trial, base) -> dict:
+    """Per-task batch sizes (``ratio_<task>``, 1..64, log scale)."""
+    return {"ratios": {task: trial.suggest_int(f"ratio_{task}", 1, 64, log=True) for task in base.tasks}}
 
 
-def sampler_space(trial, base) -> dict:
-    """Settings of the base configuration's sampler: per-task batch sizes (``ratio_<task>``, 1..64)
-    for ``interleaved``, ``alpha_floor`` for ``annealed``; nothing for the others."""
-    if base.sampler == "interleaved":
-        ratios = {task: trial.suggest_int(f"ratio_{task}", 1, 64, log=True) for task in base.tasks}
-        return {"components": {"interleaved": {"ratios": ",".join(f"{task}={n}" for task, n in ratios.items())}}}
-    if base.sampler == "annealed":
-        return {"components": {"annealed": {"alpha_floor": trial.suggest_float("alpha_floor", 0.0, 1.0)}}}
-    return {}
+def annealed_space(trial, base) -> dict:
+    """The exponent of the task sizes at the last step (``alpha_floor``, 0..1)."""
+    return {"alpha_floor": trial.suggest_float("alpha_floor", 0.0, 1.0)}
 
 
 @hookimpl
-def platform_register_search_spaces(register):
-    register("samplers", sampler_space,
-             help="per-task batch sizes (ratio_<task>) for interleaved, alpha_floor for annealed; "
-                  "when it is the run's sampler")
+def platform_samplers():
+    return [
+        Component("rrobin", RoundRobin, help="round-robin, one batch of every task per step; epoch = smallest task"),
+        Component("rrobin-pre", RoundRobinPre, settings=RRobinPreConfig,
+                  help="a pre-phase over one task's examples round-robin leaves out, then round-robin"),
+        Component("interleaved", Interleaved, settings=InterleavedConfig, space=interleaved_space, default=True,
+                  help="every task in every step, batch sizes proportional to task sizes; epoch = largest task"),
+        Component("proportional", Proportional,
+                  help="one task per step, drawn with probability proportional to size"),
+        Component("annealed", Annealed, settings=AnnealedConfig, space=annealed_space,
+                  help="one task per step, probability proportional to size^alpha, alpha annealed from 1 to a floor"),
+    ]

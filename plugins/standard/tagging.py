@@ -8,8 +8,9 @@ tag and the others are ignored (label -100), as in BERT's NER recipe. The head r
 the loss is the cross-entropy over first pieces; predictions are one tag per word, placed by word index
 (words without a piece, cut off by ``--max-length`` or left empty by normalisation like a lone emoji
 variation selector, are predicted ``O``); the metrics are entity-level precision, recall and F1
-(seqeval, CoNLL rules). SMART's divergence is the symmetric KL of the tag distributions at the first
-pieces. BAM cannot distil it (teacher outputs differ in length per example).
+(seqeval, CoNLL rules). The head outputs ``token-logits`` (SMART measures the symmetric KL of the tag
+distributions at the first pieces; BAM has no distillation loss for them: teacher outputs differ in
+length per example).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.api import ConfigError, TaskKind, TokenClassifier, hookimpl
-from plugins.standard.kinds import symmetric_kl_logits
+from core.api import Component, ConfigError, TaskKind, TokenClassifier, hookimpl
 
 IGNORE = -100  # label of the pieces that carry no tag: [CLS], [SEP], padding, a word's later pieces
 OUTSIDE = "O"
@@ -45,7 +45,6 @@ class TokenTagging(TaskKind):
     texts = 1
     head_input = "tokens"
     metrics = ("entity_f1", "entity_precision", "entity_recall")
-    distillable = False
 
     def check(self, spec):
         super().check(spec)
@@ -111,11 +110,10 @@ class TokenTagging(TaskKind):
     def format_prediction(self, spec, prediction):
         return " ".join(prediction)
 
-    def divergence(self, spec, a, b, labels):
-        tagged = labels != IGNORE  # (B, T): the first pieces
-        return symmetric_kl_logits(a[tagged], b[tagged])
+    def output(self, spec):
+        return "token-logits"  # (B, T, tags); positions whose label is -100 carry no tag
 
 
 @hookimpl
-def platform_register_task_kinds(register):
-    register(TokenTagging())
+def platform_task_kinds():
+    return [Component.of(TokenTagging())]

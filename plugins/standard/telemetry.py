@@ -1,12 +1,11 @@
-"""TensorBoard telemetry: per-task training loss, learning rate, examples/s, every regularizer's terms
-and scalars, and dev metrics.
+"""TensorBoard telemetry: per-task training loss, learning rate, examples/s, every regularizer's terms,
+and evaluation metrics; in ``platform pretrain`` too (its MLM loss, learning rate and held-out figures).
 
 Events go under ``<run>/tensorboard``, every ``--log-every`` steps; under torchrun only the main
 process writes. Training losses are the means over every process's examples since the previous log
-point (``platform_on_log``). A regularizer's terms and scalars are logged as
-``<regularizer>/<task>/<term>`` (``smart/sst/adversarial``, ``bam/sst/teacher_weight``) at the log
-point's batches, so each plugin's telemetry stays apart without a hook of its own; other plugins may
-write their own scalars through ``run.writer`` under their own prefix.
+point (``platform_on_log``). A regularizer's terms are logged as ``<regularizer>/<task>/<term>``
+(``smart/sst/adversarial``) at the log point's batches; plugins and regularizers write numbers of their
+own through ``run.writer`` under their own prefix (``bam/sst/teacher_weight``).
 """
 
 from __future__ import annotations
@@ -36,9 +35,6 @@ def platform_on_before_backward(run, task, terms):
         regularizer, _, term = key.partition("/")
         if term:
             run.writer.add_scalar(f"{regularizer}/{task}/{term}", value, step)
-    for name, regularizer in run.regularizers.items():
-        for scalar, value in regularizer.scalars(task, run.progress).items():
-            run.writer.add_scalar(f"{name}/{task}/{scalar}", value, step)
 
 
 @hookimpl

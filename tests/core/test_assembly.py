@@ -1,4 +1,4 @@
-"""core.assembly: settings of a component that takes no part in the run are refused, by every way in
+"""core.build.parts: settings of a component that takes no part in the run are refused, by every way in
 (the command line, a saved config.json, the Python API), naming the option and what would enable it."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import attrs
 import pytest
 
 from core.base.errors import ConfigError
-from core.build.run import check_components, prepare
+from core.build.parts import RunParts
+from core.build.run import prepare
 from core.cli.main import main
-from core.plugin.manager import Registries, make_plugin_manager
 from core.runs.config import RunConfig
 
 TINY = ["--tasks", "sst", "--checkpoint", "tiny", "--limit", "8", "--max-length", "24", "--threads", "1"]
@@ -90,17 +90,15 @@ def test_the_python_api_refuses_too(tiny_config):
 
 def test_settings_of_a_component_nobody_registers_are_refused(tiny_config):
     config = attrs.evolve(tiny_config, components={"mixup": {"alpha": 0.2}})
-    pm = make_plugin_manager(enabled=config.plugins)
     with pytest.raises(ConfigError) as info:
-        check_components(config, Registries(pm), pm)
-    assert str(info.value) == ("--mixup-alpha is a setting of 'mixup', which no installed plugin registers as a "
-                               "sampler, regularizer or topology (see `platform plugins`)")
+        RunParts(config).check_components()
+    assert str(info.value) == ("--mixup-alpha is a setting of 'mixup', which no installed plugin provides as a "
+                               "sampler, regularizer, topology or masker (see `platform plugins`)")
 
 
 def test_check_components_returns_the_active_settings_with_their_defaults():
     config = RunConfig(plugins=("smart",), sampler="annealed", components={"smart": {"weight": 2.0}})
-    pm = make_plugin_manager(enabled=config.plugins)
-    settings = check_components(config, Registries(pm), pm)
+    settings = RunParts(config).check_components()
     assert set(settings) == {"annealed", "smart"}  # the independent topology has no settings
     assert settings["annealed"] == {"alpha_floor": 0.5} and settings["smart"]["weight"] == 2.0
     assert settings["smart"]["steps"] == 1  # a default, filled in

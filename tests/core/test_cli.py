@@ -29,7 +29,7 @@ def test_bare_command_lists_commands(capsys):
     (["--sampler", "shuffle"],
      "--sampler: unknown sampler 'shuffle'; available: annealed, interleaved, proportional, rrobin, rrobin-pre"),
     (["--plugins", "smrt"], "unknown plugin(s) in --plugins: smrt; available: bam, rlayer, smart (always on: "
-                            "cfimdb, independent, kinds, maskers, metrics, quora, samplers, search_space, sst, sts, "
+                            "cfimdb, commands, independent, kinds, maskers, metrics, quora, samplers, search_space, sst, sts, studies, "
                             "tagging, telemetry)"),
     (["--tasks", "sts", "--mode", "pretrain"], "--mode pretrain freezes the encoder, and the heads of sts have no "
                                                "trainable parameters (a cosine head has none); use --mode finetune"),
@@ -37,7 +37,7 @@ def test_bare_command_lists_commands(capsys):
      "unknown checkpoint 'no-such-model!': not a folder, a hub id (org/name), or one of: minilm-l6, tiny, small"),
     (["--epochs", "0"], "--epochs must be >= 1: 0"),
     (["--limit", "-1"], "--limit must be positive, got -1"),
-    (["--interleaved-ratios", "sst=0"],
+    (["--sampler", "interleaved", "--interleaved-ratios", "sst=0"],
      "--interleaved-ratios: bad entry 'sst=0'; expected TASK=POSITIVE_INT, e.g. 'sst=8,quora=32'"),
 ])
 def test_bad_run_options_give_one_clear_message(capsys, tmp_path, data_dir, args, message):
@@ -109,7 +109,7 @@ def test_corrupt_checkpoint_is_named(capsys, tmp_path):
 def test_plugins_lists_hooks(capsys):
     code, out, _ = run_cli(capsys, "plugins")
     assert code == 0 and "sst  [always on]" in out and "smart  [opt-in (--plugins smart)]" in out
-    assert "hooks: platform_register_tasks" in out
+    assert "hooks: platform_tasks" in out
 
 
 def test_predict_into_a_file_is_refused(capsys, trained, tmp_path):
@@ -136,4 +136,4 @@ def test_bad_encode_options_give_one_clear_message(capsys, data_dir, args, messa
 def test_encode_with_a_limit_correlates_that_many_pairs(capsys, data_dir):
     code, out, _ = run_cli(capsys, "encode", "--checkpoint", "tiny", "--data-dir", data_dir, "--limit", "8",
                            "--batch-size", "3")
-    assert code == 0 and out.startswith("tiny zero-shot cosine Pearson on sts dev (mean pooling): ")
+    assert code == 0 and out.startswith("tiny zero-shot cosine pearson on sts dev (mean pooling): ")

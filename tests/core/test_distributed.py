@@ -17,8 +17,10 @@ import torch.multiprocessing as mp
 
 from core.base import distributed
 from core.base.errors import ConfigError
+from core.base.settings import build
 from core.build.run import prepare
-from core.cli.main import build_parser, run_config_from
+from core.cli.main import read
+from core.runs.config import RunConfig
 from core.train.loop import epoch_plan, logged_losses, train, train_step
 
 ROOT = Path(__file__).parents[2]
@@ -133,8 +135,8 @@ def run_options(data_dir, output_dir, *extra: str, device: str = "cpu") -> list[
 
 
 def config_of(options: list[str]):
-    parser, registries = build_parser()
-    return run_config_from(parser.parse_args(["run", *options]), registries)
+    _, _, invocation = read(["run", *options])
+    return build(RunConfig, invocation.values)
 
 
 def results_of(folder: Path) -> dict:

@@ -9,10 +9,10 @@ import torch
 
 from core.base.errors import ConfigError
 from core.build import run as run_
-from core.build.run import plugin_manager
 from core.build.trained import evaluate_checkpoint, load_run, predict_checkpoint
 from core.cli.main import main
 from core.model.ensemble import Ensemble
+from core.plugin.manager import make_plugin_manager
 from core.runs.config import load_data
 from core.train import loop as loop_
 from core.train.evaluation import head_outputs
@@ -20,7 +20,7 @@ from core.train.evaluation import head_outputs
 
 def train(config, seed, folder, **changes):
     config = attrs.evolve(config, seed=seed, output_dir=str(folder), epochs=1, **changes)
-    loop_.train(run_.prepare(config, plugin_manager(config)))
+    loop_.train(run_.prepare(config, make_plugin_manager(enabled=config.plugins)))
     return folder
 
 

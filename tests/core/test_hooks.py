@@ -11,12 +11,13 @@ import attrs
 import pytest
 import torch
 
-from core.build.run import plugin_manager, prepare
+from core.build.run import prepare
 from core.plugin import hookspecs
+from core.plugin.component import Component
 from core.plugin.hookspecs import hookimpl
-from core.plugin.manager import Registries, make_plugin_manager
+from core.plugin.manager import make_plugin_manager
+from core.plugin.registries import Registries
 from core.tasks.spec import TaskSpec
-from core.tasks.task import bind
 from core.train.loop import train
 
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("platform_"))
@@ -53,20 +54,21 @@ def registries_with(plugin):
     return Registries(pm)
 
 
-def test_hook_platform_register_tasks():
+def test_hook_platform_tasks():
     spec = TaskSpec(name="toy", kind="single-classification", files={"train": "a", "dev": "b"}, text_columns=("t",))
 
     class Plugin:
         @hookimpl
-        def platform_register_tasks(self, register):
-            register(spec)
+        def platform_tasks(self):
+            return [Component.of(spec)]
 
     registries = registries_with(Plugin())
-    assert registries.tasks["toy"].value is spec and registries.tasks["toy"].plugin == "fixture"
+    assert registries.tasks["toy"].factory is spec and registries.tasks["toy"].plugin == "fixture"
     assert {"sst", "cfimdb", "quora", "sts"} <= set(registries.tasks.names())
+    assert [task.name for task in registries.tasks.defaults()] == ["quora", "sst", "sts"]  # what `run` trains by default
 
 
-def test_hook_platform_register_task_kinds():
+def test_hook_platform_task_kinds():
     from plugins.standard.kinds import SingleClassification
 
     class Ternary(SingleClassification):
@@ -78,71 +80,91 @@ def test_hook_platform_register_task_kinds():
 
     class Plugin:
         @hookimpl
-        def platform_register_task_kinds(self, register):
-            register(Ternary())
+        def platform_task_kinds(self):
+            return [Component.of(Ternary())]
 
     registries = registries_with(Plugin())
-    entry = registries.task_kinds["ternary"]
-    assert isinstance(entry.value, Ternary) and entry.plugin == "fixture" and entry.help == Ternary.description
+    component = registries.task_kinds["ternary"]
+    assert isinstance(component.factory, Ternary) and component.plugin == "fixture"
+    assert component.help == Ternary.description
     assert {"single-classification", "pair-regression", "token-tagging"} <= set(registries.task_kinds.names())
     spec = TaskSpec(name="toy", kind="ternary", files={"train": "a", "dev": "b"}, text_columns=("t",), num_labels=3)
-    assert bind(spec, registries.task_kinds, registries.metrics).kind is entry.value
+    assert registries.bind(spec).kind is component.factory
 
 
-def test_hook_platform_register_metrics():
+def test_hook_platform_metrics():
     def hits(predictions, gold):
         """How many predictions are right."""
         return float((predictions == gold).sum())
 
     class Plugin:
         @hookimpl
-        def platform_register_metrics(self, register):
-            register("hits", hits)
+        def platform_metrics(self):
+            return [Component("hits", hits)]
 
     registries = registries_with(Plugin())
-    assert registries.metrics["hits"].value is hits and registries.metrics["hits"].help == "How many predictions are right."
+    assert registries.metrics["hits"].factory is hits
+    assert registries.metrics["hits"].help == "How many predictions are right."
     spec = TaskSpec(name="toy", kind="single-classification", files={"train": "a", "dev": "b"}, text_columns=("t",),
                     num_labels=2, metrics=("hits", "accuracy"))
-    task = bind(spec, registries.task_kinds, registries.metrics)
+    task = registries.bind(spec)
     assert task.metrics == ("hits", "accuracy")
     with pytest.raises(ValueError, match="task 'toy': unknown metric\\(s\\) hitz; available: accuracy, entity_f1"):
-        bind(attrs.evolve(spec, metrics=("hitz",)), registries.task_kinds, registries.metrics)
+        registries.bind(attrs.evolve(spec, metrics=("hitz",)))
 
 
-def test_hook_platform_register_samplers():
+def test_hook_platform_samplers():
+    """A name two plugins provide is usable by neither, and the error names both; the rest still works."""
+
     class Plugin:
         @hookimpl
-        def platform_register_samplers(self, register):
-            register("rrobin", object)
+        def platform_samplers(self):
+            return [Component("rrobin", object)]
 
-    with pytest.raises(ValueError, match="sampler 'rrobin' is registered twice: by plugin 'fixture' and by plugin 'samplers'"):
-        registries_with(Plugin())
+    registries = registries_with(Plugin())
+    with pytest.raises(ValueError, match="sampler 'rrobin' is registered twice: by plugin 'samplers' and by plugin "
+                                         "'fixture'"):
+        registries.samplers["rrobin"]
+    assert registries.samplers["interleaved"].default and registries.samplers.conflicts == {"rrobin": ["samplers",
+                                                                                                       "fixture"]}
 
 
-def test_hook_platform_register_regularizers():
+def test_hook_platform_regularizers():
     @attrs.frozen
     class Settings:
         weight: float = attrs.field(default=1.0, metadata={"help": "how much"})
 
     class Plugin:
+        PLATFORM_OPT_IN = True
+
         @hookimpl
-        def platform_register_regularizers(self, register):
-            register("l2", lambda config, model: None, config=Settings, help="an L2 penalty")
+        def platform_regularizers(self):
+            return [Component("l2", lambda settings, model: None, settings=Settings, help="an L2 penalty")]
 
-    entry = registries_with(Plugin()).regularizers["l2"]
-    assert entry.config is Settings and entry.help == "an L2 penalty"
+    component = registries_with(Plugin()).regularizers["l2"]
+    assert component.settings is Settings and component.help == "an L2 penalty"
+
+    class AlwaysOn:
+        @hookimpl
+        def platform_regularizers(self):
+            return [Component("l1", lambda settings, model: None)]
+
+    with pytest.raises(ValueError, match="plugin 'fixture' provides regularizer 'l1' but is always on"):
+        registries_with(AlwaysOn())
 
 
-def test_hook_platform_register_topologies():
+def test_hook_platform_topologies():
     class Plugin:
         @hookimpl
-        def platform_register_topologies(self, register):
-            register("flat", lambda config, tasks, widths, dropout: None)
+        def platform_topologies(self):
+            return [Component("flat", lambda settings, tasks, widths, dropout: None)]
 
-    assert set(registries_with(Plugin()).topologies.names()) == {"independent", "flat"}
+    registries = registries_with(Plugin())
+    assert set(registries.topologies.names()) == {"independent", "flat"}
+    assert [topology.name for topology in registries.topologies.defaults()] == ["independent"]
 
 
-def test_hook_platform_register_maskers():
+def test_hook_platform_maskers():
     """A plugin's masker is looked up by name; the host keeps special tokens out of whatever it chooses."""
     import torch
 
@@ -152,42 +174,69 @@ def test_hook_platform_register_maskers():
     class Everything:
         static = False
 
-        def __init__(self, config):
-            self.config = config
+        def __init__(self, settings):
+            self.settings = settings
 
         def select(self, ids, candidates, word_starts, rate, generator):
             return torch.ones_like(candidates)  # every position, special tokens included
 
     class Plugin:
         @hookimpl
-        def platform_register_maskers(self, register):
-            register("everything", Everything, help="predict every token")
+        def platform_maskers(self):
+            return [Component("everything", Everything, help="predict every token")]
 
-    entry = registries_with(Plugin()).maskers["everything"]
-    assert entry.plugin == "fixture" and entry.help == "predict every token"
+    component = registries_with(Plugin()).maskers["everything"]
+    assert component.plugin == "fixture" and component.help == "predict every token"
     vocab = Vocabulary(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "##c"], (0, 1, 2, 3, 4), 4, 0)
     ids = torch.tensor([2, 5, 6, 7, 3])
-    inputs, labels = mask_sequence(entry.value(None), ids, vocab, ReplacementRule(rate=0.5, mask=1.0, random=0.0),
+    inputs, labels = mask_sequence(component.factory(None), ids, vocab, ReplacementRule(rate=0.5, mask=1.0, random=0.0),
                                    torch.Generator().manual_seed(0))
     assert labels.tolist() == [IGNORED, 5, 6, 7, IGNORED] and inputs.tolist() == [2, 4, 4, 4, 3]
     assert {"dynamic", "static", "whole-word", "span"} <= set(registries_with(Plugin()).maskers.names())
 
 
-def test_hook_platform_register_search_spaces():
+def test_hook_platform_search_spaces():
     def space(trial, base):
         return {"lr": trial.suggest_float("lr", 1e-5, 1e-3, log=True)}
 
     class Plugin:
         @hookimpl
-        def platform_register_search_spaces(self, register):
-            register("lr", space)
+        def platform_search_spaces(self):
+            return [Component("lr", space)]
 
-    assert registries_with(Plugin()).search_spaces["lr"].value is space
+    assert registries_with(Plugin()).search_spaces["lr"].factory is space
+
+
+def test_hook_platform_commands(capsys):
+    """A plugin's command, with the options of its settings class, run by `platform`."""
+    from core.base.settings import field
+    from core.cli.main import main, parser_for
+    from core.plugin.command import Command
+
+    @attrs.frozen
+    class Settings:
+        word: str = field("hello", "what to say")
+        times: int = field(1, "how often")
+
+    def say(settings, invocation):
+        print(" ".join([settings.word] * settings.times))
+        return 0
+
+    class Plugin:
+        @hookimpl
+        def platform_commands(self):
+            return [Component("say", Command(say), settings=Settings, help="say a word")]
+
+    pm = make_plugin_manager(enabled=(), third_party=False)
+    pm.register(Plugin(), name="fixture")
+    assert "--times" in parser_for(["say"], pm).format_help()
+    assert Registries(pm).commands["say"].help == "say a word"
+    assert main(["say", "--word", "hi", "--times", "2"], pm=pm) == 0
+    assert capsys.readouterr().out == "hi hi\n"
 
 
 def test_a_plugin_with_an_unknown_hook_is_refused():
     """pluggy checks every platform_ implementation against the specs: a typo is an error, not a no-op."""
-    import pluggy
 
     class Plugin:
         @hookimpl
@@ -196,7 +245,7 @@ def test_a_plugin_with_an_unknown_hook_is_refused():
 
     pm = make_plugin_manager(enabled=(), third_party=False)
     pm.register(Plugin(), name="fixture")
-    with pytest.raises(pluggy.PluginValidationError, match="platform_add_cli_options"):
+    with pytest.raises(Exception, match="platform_add_cli_options"):
         pm.check_pending()
 
 
@@ -222,6 +271,10 @@ class Recorder:
         assert loss.requires_grad and not terms["loss"].requires_grad  # device tensors, read when logged
         assert float(terms["loss"]) == pytest.approx(loss.item())
         self.calls.append(("before_backward", task))
+
+    @hookimpl
+    def platform_on_after_optimizer_step(self, run):
+        self.calls.append(("optimizer_step", run.global_step))
 
     @hookimpl
     def platform_on_after_step(self, run, step, losses):
@@ -257,7 +310,7 @@ def recorded(tmp_path_factory, data_dir):
                        sampler="rrobin", log_every=2, data_dir=str(data_dir), threads=1,
                        output_dir=str(tmp_path_factory.mktemp("hooks") / "run"))
     recorder = Recorder()
-    pm = plugin_manager(config)
+    pm = make_plugin_manager(enabled=config.plugins)
     pm.register(recorder, name="recorder")
     train(prepare(config, pm))
     return recorder.calls + [("step_losses", recorder.losses)]
@@ -274,6 +327,13 @@ def test_hook_platform_on_epoch_start(recorded):
 def test_hook_platform_on_before_backward(recorded):
     tasks = [c[1] for c in recorded if c[0] == "before_backward"]
     assert tasks == ["sst", "sts"] * 4  # rrobin: 2 steps per epoch, both tasks each step, 2 epochs
+
+
+def test_hook_platform_on_after_optimizer_step(recorded):
+    """Sequential updates: an optimizer step after each task batch, two per planned step, before the step ends."""
+    steps = [c for c in recorded if c[0] in ("optimizer_step", "after_step")]
+    assert steps[:3] == [("optimizer_step", 0), ("optimizer_step", 0), ("after_step", 1, ("sst", "sts"))]
+    assert sum(c[0] == "optimizer_step" for c in steps) == 8
 
 
 def test_hook_platform_on_after_step(recorded):

@@ -16,10 +16,9 @@ import torch
 
 from core.base.errors import ConfigError
 from core.build import run as run_
+from core.build.parts import RunParts
 from core.build.pretrain import prepare
-from core.build.run import build_model, select_tasks, select_topology
 from core.cli.main import main
-from core.plugin.manager import Registries, make_plugin_manager
 from core.pretrain.config import PretrainConfig
 from core.pretrain.loop import evaluate_heldout, train
 from core.runs.config import RunConfig
@@ -51,7 +50,7 @@ def test_pretraining_writes_a_checkpoint_folder_and_figures(config):
     assert metrics["head_from_checkpoint"] is False and metrics["corpus"]["texts"] == {"sst": 120, "quora": 240}
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert json.loads((out / "tokenizer_config.json").read_text())["do_lower_case"] is True
-    assert PretrainConfig.load(out / "pretrain.json") == attrs.evolve(config, precision="fp32")
+    assert PretrainConfig.load(out / "pretrain.json") == attrs.evolve(config, precision="fp32", masker="dynamic")
 
 
 def test_tensorboard_has_mlm_loss_accuracy_lr_and_perplexity(config):
@@ -70,9 +69,7 @@ def test_pretrain_then_finetune_from_the_folder(config, tmp_path, data_dir):
     run_config = RunConfig(tasks=("sst", "sts"), checkpoint=config.output_dir, limit=16, batch_size=8, max_length=32,
                            epochs=1, sampler="rrobin", data_dir=str(data_dir), output_dir=str(tmp_path / "finetuned"),
                            threads=1, precision="fp32", device="cpu")
-    registries = Registries(make_plugin_manager(enabled=()))
-    model = build_model(run_config, select_tasks(run_config, registries),
-                        select_topology(run_config, registries, make_plugin_manager(enabled=())))
+    model = RunParts(run_config).model()
     for name, tensor in model.encoder.state_dict().items():  # the fine-tuning run starts from what was pretrained
         assert torch.equal(tensor, pretrained[f"bert.{name}"]), name
     best = loop_.train(run_.prepare(run_config))

@@ -9,11 +9,10 @@ import torch
 
 from core.base.errors import ConfigError
 from core.base.settings import build
-from core.build import run as assembly
-from core.build.run import build_model, prepare
+from core.build.parts import RunParts
+from core.build.run import prepare
 from core.data.batch import Batch
 from core.encoder.pooling import pool, pooled_width
-from core.plugin.manager import Registries
 from core.runs.config import RunConfig
 from core.tasks.spec import TaskSpec
 from core.train.loop import task_step, train
@@ -28,9 +27,9 @@ LR = 1e-3
 
 def model_of(config: RunConfig, tasks=(SST, STS)):
     """The model ``config`` builds (tiny random-init encoder: 2 layers, hidden size 128)."""
-    pm = assembly.plugin_manager(config)
-    topology = assembly.select_topology(config, Registries(pm), pm)
-    return build_model(config, bind_tasks(*tasks), topology)
+    parts = RunParts(config)
+    parts.tasks = bind_tasks(*tasks)  # the fixture specs, in place of the registered tasks of the same names
+    return parts.model()
 
 
 def config_of(**overrides) -> RunConfig:
@@ -246,7 +245,7 @@ def test_a_tasks_loss_weight_scales_its_gradient_and_not_its_logged_loss(tiny_co
 
 
 @pytest.mark.parametrize("text,message", [
-    ("sts=0", "--loss-weights: bad entry sts=0; expected TASK=WEIGHT with WEIGHT > 0, e.g. sts=20"),
+    ("sts=0", "--loss-weights: bad entry 'sts=0'; expected TASK=WEIGHT with WEIGHT > 0, e.g. sts=20"),
     ("quora=2", r"--loss-weights: task 'quora' is not among the run's tasks \(sst, sts\)"),
     ("sts", "--loss-weights: bad entry 'sts'; expected TASK=WEIGHT"),
 ])

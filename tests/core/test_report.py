@@ -109,7 +109,7 @@ def test_the_command_writes_result_files_and_plots_of_their_size(runs, tmp_path,
 @pytest.mark.parametrize("args,message", [
     (["--curves", "nope", "--plot", "{tmp}"], "--curves nope: no such row; the rows are seed-1"),
     (["--curves", "seed-1"], "--curves NAME draws into the --plot folder: give --plot DIR too"),
-    (["--targets", "sst=high", "--plot", "{tmp}"], "--targets: bad entry sst=high; expected TASK=SCORE"),
+    (["--targets", "sst=high", "--plot", "{tmp}"], "--targets: bad entry 'sst=high'; expected TASK=SCORE"),
 ])
 def test_bad_report_options_give_one_clear_message(runs, tmp_path, capsys, args, message):
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]

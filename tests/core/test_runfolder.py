@@ -9,9 +9,10 @@ import torch
 
 from core.base import files as checkpoints
 from core.build import trained as inference
-from core.build.run import plugin_manager, prepare
+from core.build.run import prepare
 from core.cli.main import main
 from core.plugin.hookspecs import hookimpl
+from core.plugin.manager import make_plugin_manager
 from core.train.loop import train
 from tests.helpers import kill_run
 
@@ -138,7 +139,7 @@ def test_resume_of_a_finished_run_changes_nothing(finished):
     config, folder = finished
     saved = checkpoints.load(folder / "last.pt")
     files = snapshot(folder)
-    pm = plugin_manager(config)
+    pm = make_plugin_manager(enabled=config.plugins)
     pm.register(CountSteps())
     run = prepare(config, pm, resume=True)
     # everything last.pt holds is back in the live run

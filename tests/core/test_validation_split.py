@@ -9,11 +9,11 @@ import pytest
 from core.base.errors import ConfigError, PlatformError
 from core.base.settings import build
 from core.build import run as run_
-from core.build.run import load_tokenizer, plugin_manager, select_tasks
+from core.build.parts import RunParts
 from core.build.trained import evaluate_checkpoint
 from core.cli.main import main
 from core.plugin.hookspecs import hookimpl
-from core.plugin.manager import Registries
+from core.plugin.manager import make_plugin_manager
 from core.runs.config import RunConfig, load_data
 from core.tasks.files import read_rows
 from core.tasks.splits import VALIDATION, held_out, sample, split_rows
@@ -28,7 +28,7 @@ def test_held_out_rows_are_fixed_whatever_the_size_of_the_fraction_rounding():
 
 
 def test_train_and_validation_partition_the_file_and_limit_samples_each(tiny_config):
-    task = select_tasks(tiny_config, Registries(plugin_manager(tiny_config)))["sst"]
+    task = RunParts(tiny_config).tasks["sst"]
     train = split_rows(task, "train", 200, None, 0.25, Path("f"))
     validation = split_rows(task, VALIDATION, 200, None, 0.25, Path("f"))
     assert len(validation) == 50 and not set(train) & set(validation) and sorted(train + validation) == list(range(200))
@@ -42,8 +42,8 @@ def test_train_and_validation_partition_the_file_and_limit_samples_each(tiny_con
 
 def test_a_run_reads_the_held_out_rows_as_validation_the_rest_as_train(tiny_config):
     config = attrs.evolve(tiny_config, limit=None, validation_split=0.1, tasks=("sts",))
-    tokenizer = load_tokenizer(config)
-    tasks = select_tasks(config, Registries(plugin_manager(config)))
+    tokenizer = RunParts(config).tokenizer
+    tasks = RunParts(config).tasks
     train, validation = (load_data(config, tasks, tokenizer, split)["sts"] for split in ("train", VALIDATION))
     file_ids = read_rows(tasks["sts"], Path(config.data_dir) / "sts-train.csv", labelled=True).ids
     assert not set(train.ids) & set(validation.ids) and len(train) + len(validation) == len(file_ids)
@@ -80,7 +80,7 @@ def validated(tmp_path_factory, data_dir):
     config = RunConfig(tasks=("sst", "quora", "sts"), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16,
                        max_length=32, epochs=2, lr=1e-3, sampler="rrobin", data_dir=str(data_dir),
                        output_dir=str(out), threads=1, device="cpu", precision="fp32", validation_split=0.25)
-    pm, splits = plugin_manager(config), Splits()
+    pm, splits = make_plugin_manager(enabled=config.plugins), Splits()
     pm.register(splits)
     run = run_.prepare(config, pm)
     best = loop_.train(run)

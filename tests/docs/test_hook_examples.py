@@ -9,13 +9,16 @@ from pathlib import Path
 import attrs
 import pytest
 
-from core.build import run as assembly
+from core.build.parts import RunParts
 from core.build.run import prepare
-from core.cli.main import build_parser
+from core.cli.main import parser_for
+from core.plugin.component import Component
 from core.plugin.hookspecs import hookimpl
-from core.plugin.manager import Registries, make_plugin_manager
+from core.plugin.manager import make_plugin_manager
+from core.plugin.registries import Registries
 from core.tasks.spec import TaskSpec
 from core.train.loop import train
+from studies.runner import active_spaces
 from studies.space import dry_run
 from tasks.sst import SST
 
@@ -32,7 +35,7 @@ def example(name: str):
 
 
 def run_with(config, *plugins):
-    pm = assembly.plugin_manager(config)
+    pm = make_plugin_manager(enabled=config.plugins)
     for plugin in plugins:
         pm.register(plugin)
     run = prepare(config, pm)
@@ -56,8 +59,8 @@ def test_a_kind_of_ones_own_with_its_metric(tmp_path, tiny_config):
 
     class Task:
         @hookimpl
-        def platform_register_tasks(self, register):
-            register(spec)
+        def platform_tasks(self):
+            return [Component.of(spec)]
 
     config = attrs.evolve(tiny_config, tasks=("topics",), data_dir=str(tmp_path), limit=None, epochs=3)
     run, best = run_with(config, example("multilabel"), Task())
@@ -83,8 +86,7 @@ def test_a_regularizer_of_ones_own_with_its_option_and_telemetry(tiny_config):
     module = example("l2sp")
     pm = make_plugin_manager(enabled=None)
     pm.register(module, name="l2sp")
-    parser, _ = build_parser(pm)
-    assert "--l2sp-weight" in parser._subparsers._group_actions[0].choices["run"].format_help()
+    assert "--l2sp-weight" in parser_for(["run"], pm).format_help()
     config = attrs.evolve(tiny_config, tasks=("sst",), epochs=1, components={"l2sp": {"weight": 0.5}})
     run, _ = run_with(config, module)
     assert run.regularizers["l2sp"].config.weight == 0.5
@@ -99,8 +101,8 @@ def test_a_topology_of_ones_own(tiny_config):
 
     class Twin:
         @hookimpl
-        def platform_register_tasks(self, register):
-            register(twin)
+        def platform_tasks(self):
+            return [Component.of(twin)]
 
     config = attrs.evolve(tiny_config, tasks=("sst", "sst-twin", "sts"), topology="tied", epochs=1)
     run, best = run_with(config, example("tied_heads"), Twin())
@@ -111,10 +113,9 @@ def test_a_topology_of_ones_own(tiny_config):
 def test_a_search_space_of_ones_own(tiny_config):
     pm = make_plugin_manager(enabled=(), third_party=False)
     pm.register(example("batch_space"))
-    spaces = list(Registries(pm).search_spaces)
-    suggested = dry_run(tiny_config, spaces, {})
-    assert {"batch_size", "max_length"} <= set(suggested)
-    assert next(space for space in spaces if space.name == "batches").help == "batch size and max length"
+    suggested = dry_run(tiny_config, active_spaces(RunParts(tiny_config, pm)), {})
+    assert {"batch_size", "max_length"} <= set(suggested) and suggested["batch_size"].plugin == "hook_example_batch_space"
+    assert Registries(pm).search_spaces["batches"].help == "batch size and max length"
 
 
 def test_training_loop_hooks_of_ones_own(tiny_config):
@@ -134,6 +135,6 @@ def test_a_kind_of_ones_own_is_listed_with_its_description():
     pm = make_plugin_manager(enabled=None)
     pm.register(example("multilabel"), name="multilabel")
     registries = Registries(pm)
-    entry = registries.task_kinds["multi-label"]
-    assert entry.plugin == "multilabel" and entry.help.startswith("one sentence -> any subset")
+    component = registries.task_kinds["multi-label"]
+    assert component.plugin == "multilabel" and component.help.startswith("one sentence -> any subset")
     assert registries.metrics["exact_match"].help == "Share of sentences whose whole label set is right."

@@ -8,7 +8,6 @@ import pytest
 
 from core.api import TaskSpec
 from core.tasks.files import read_rows
-from core.tasks.task import bind
 from tests.helpers import bind_tasks
 
 ROOT = Path(__file__).parents[2]
@@ -34,7 +33,8 @@ SPECS = specs_with_files()
 
 def test_the_guide_shows_every_built_in_kind():
     """A spec of each kind, but the two bi-encoder pair kinds, which the guide shows by Quora and STS."""
-    from core.plugin.manager import Registries, make_plugin_manager
+    from core.plugin.manager import make_plugin_manager
+    from core.plugin.registries import Registries
 
     shown = {spec.kind for spec, _ in SPECS} | {"pair-classification", "pair-regression"}
     assert shown == set(Registries(make_plugin_manager(enabled=None)).task_kinds.names())
@@ -57,7 +57,8 @@ def test_the_kind_of_ones_own_registers_and_trains_on_absolute_error():
 
     import torch
 
-    from core.plugin.manager import Registries, make_plugin_manager
+    from core.plugin.manager import make_plugin_manager
+    from core.plugin.registries import Registries
 
     [code] = [code for language, code in BLOCKS if language == "python" and "class SingleRegressionL1" in code]
     module = types.ModuleType("guide_kind")
@@ -67,7 +68,7 @@ def test_the_kind_of_ones_own_registers_and_trains_on_absolute_error():
     registries = Registries(pm)
     spec = TaskSpec(name="sst-score", kind="single-regression-l1", files={"train": "t", "dev": "d"},
                                text_columns=("sentence",), label_range=(0.0, 4.0), metrics=("spearman", "pearson"))
-    task = bind(spec, registries.task_kinds, registries.metrics)
+    task = registries.bind(spec)
     assert registries.task_kinds["single-regression-l1"].help.endswith("trained on absolute error")
     output, labels = torch.tensor([[0.5], [0.25]]), torch.tensor([4.0, 0.0], dtype=torch.float64)
     assert task.kind.loss(spec, output, labels).item() == pytest.approx((0.5 + 0.25) / 2)  # |0.5 - 1| and |0.25 - 0|

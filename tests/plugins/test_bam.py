@@ -1,21 +1,23 @@
 """BAM: teacher annealing, the soft-target losses, settings, and teachers distilled into a tiny student."""
 
 import math
+from pathlib import Path
 
 import attrs
 import pytest
 import torch
 import torch.nn.functional as F
-from plugins.methods.bam import BamConfig, BamError, BamRegularizer, teacher_loss, teacher_outputs, teacher_weight
 
-from core.build import run as assembly
+from core.build.parts import RunParts
 from core.build.run import prepare
 from core.build.trained import load_run
 from core.data.batch import Batch
 from core.plugin.hookspecs import hookimpl
-from core.runs.config import RunConfig
+from core.plugin.manager import make_plugin_manager
+from core.runs.config import RunConfig, load_data
 from core.tasks.splits import make_batch
 from core.train.loop import train
+from plugins.methods.bam import BamConfig, BamError, BamRegularizer, teacher_loss, teacher_outputs, teacher_weight
 
 
 def tiny_run_config(tmp_path, data_dir, **changes):
@@ -38,10 +40,7 @@ def teacher_dir(tmp_path_factory, data_dir):
 def student_model():
     """A real tiny (sst, sts) model: the regularizer reads the student's tasks and heads from it."""
     config = RunConfig(tasks=("sst", "sts"), checkpoint="tiny", device="cpu")
-    pm = assembly.plugin_manager(config)
-    registries = assembly.Registries(pm)
-    return assembly.build_model(config, assembly.select_tasks(config, registries),
-                                 assembly.select_topology(config, registries, pm))
+    return RunParts(config).model()
 
 
 def batch_of(task: str, indices: list[int], labels: torch.Tensor) -> Batch:
@@ -85,7 +84,7 @@ def test_soft_cross_entropy_by_hand(student_model):
 
 
 def test_soft_bce_by_hand():
-    quora = assembly.select_tasks(RunConfig(tasks=("quora",)), assembly.Registries(assembly.plugin_manager(RunConfig())))["quora"]
+    quora = RunParts(RunConfig(tasks=("quora",))).tasks["quora"]
     assert quora.spec.num_labels == 1  # one logit
     student, teacher = torch.tensor([[math.log(3.0)]]), torch.tensor([[0.0]])  # sigmoid 3/4 against 1/2
     expected = -(0.5 * math.log(0.75) + 0.5 * math.log(0.25))
@@ -182,7 +181,7 @@ def test_student_distils_caches_once_and_resumes(tiny_config, teacher_dir):
 
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), plugins=("bam",), epochs=2,
                           components={"bam": {"teachers": f"sst={teacher_dir}"}})
-    pm = assembly.plugin_manager(config)
+    pm = make_plugin_manager(enabled=config.plugins)
     pm.register(StopAtSecondEpoch(), name="stop")
     run = prepare(config, pm)
     with pytest.raises(Interrupted):
@@ -200,15 +199,19 @@ def test_student_distils_caches_once_and_resumes(tiny_config, teacher_dir):
         fresh = teacher(make_batch(data, range(len(data)), tokenizer.pad))
     assert torch.allclose(bam.outputs["sst"], fresh, atol=1e-5)
 
-    resumed = prepare(config, resume=True)
+    moved = Path(config.output_dir).with_name("moved")  # a run folder moved before its resume
+    Path(config.output_dir).rename(moved)
+    cache = moved / "bam" / "sst-teacher.pt"
+    resumed = prepare(attrs.evolve(config, output_dir=str(moved)), resume=True)
     again = resumed.regularizers["bam"]
-    assert again.caches["sst"]["path"] == str(cache) and again.caches["sst"]["examples"] == 24
+    assert again.caches["sst"] == {"teacher": str(teacher_dir / "best.pt"), "examples": 24}  # no path: the folder's
     best = train(resumed)
     assert again.computed == [] and cache.stat().st_mtime_ns == stamp, "a resumed run reuses the cached outputs"
+    assert not Path(config.output_dir).exists(), "nothing is written where the run was before it moved"
     assert torch.equal(again.outputs["sst"], bam.outputs["sst"])
     assert {"sst", "sts", "mean"} <= set(best)
 
-    events = EventAccumulator(str(run.output_dir / "tensorboard")).Reload()
+    events = EventAccumulator(str(moved / "tensorboard")).Reload()
     tags = set(events.Tags()["scalars"])
     assert {"bam/sst/teacher_weight", "bam/sst/distill"} <= tags and not any(t.startswith("bam/sts") for t in tags)
     weights = [event.value for event in events.Scalars("bam/sst/teacher_weight")]
@@ -240,7 +243,7 @@ def test_teacher_with_another_max_length_tokenizes_for_itself(tiny_config, teach
     assert torch.equal(torch.get_rng_state(), rng), "building the teacher leaves the student's random stream alone"
     teacher_config, teacher, tokenizer = load_run(teacher_dir)
     assert teacher_config.max_length == 32 and max(run.train_data["sst"].lengths) <= 12
-    data = assembly.load_data(teacher_config, teacher.tasks, tokenizer, "train")["sst"]
+    data = load_data(teacher_config, teacher.tasks, tokenizer, "train")["sst"]
     with torch.inference_mode():
         fresh = teacher(make_batch(data, range(len(data)), tokenizer.pad))
     assert torch.allclose(outputs, fresh, atol=1e-5)

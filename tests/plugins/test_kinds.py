@@ -1,5 +1,6 @@
-"""The built-in task kinds: divergences by hand, every kind end to end on the tiny encoder (train, evaluate,
-predict, resume), float labels, labels that are never cached (token tagging itself: test_tagging.py)."""
+"""The built-in task kinds: every kind end to end on the tiny encoder (train, evaluate, predict, resume), float
+labels, labels that are never cached (token tagging itself: test_tagging.py; SMART's divergences of their head
+outputs: test_smart.py)."""
 
 import csv
 import math
@@ -9,87 +10,19 @@ from pathlib import Path
 import attrs
 import pytest
 import torch
-from plugins.standard.kinds import squared_error, symmetric_kl_bernoulli, symmetric_kl_logits
 
 from core.build import trained as inference
 from core.build.run import prepare
+from core.plugin.component import Component
 from core.plugin.hookspecs import hookimpl
-from core.plugin.manager import Registries, make_plugin_manager
+from core.plugin.manager import make_plugin_manager
+from core.plugin.registries import Registries
 from core.runs.config import RunConfig
 from core.tasks.files import read_rows
 from core.tasks.spec import TaskSpec
 from core.tasks.splits import load_split
 from core.train.loop import train
 from tests.helpers import bind_tasks, counting_tokenizer
-
-LN3 = math.log(3.0)
-FILES = {"train": "t", "dev": "d"}
-TASKS = bind_tasks(
-    TaskSpec(name="five", kind="single-classification", files=FILES, text_columns=("s",), num_labels=5),
-    TaskSpec(name="binary", kind="single-classification", files=FILES, text_columns=("s",)),
-    TaskSpec(name="sim", kind="pair-regression", files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0)),
-    TaskSpec(name="tags", kind="token-tagging", files=FILES, text_columns=("words",), labels=("O", "B-x", "I-x")),
-)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Divergences
-# ---------------------------------------------------------------------------------------------------
-
-
-def kl(p: list[float], q: list[float]) -> float:
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
-
-
-def test_symmetric_kl_of_logits_by_hand():
-    # softmax([0, ln 3]) = [1/4, 3/4], softmax([0, 0]) = [1/2, 1/2]
-    expected = kl([0.25, 0.75], [0.5, 0.5]) + kl([0.5, 0.5], [0.25, 0.75])
-    assert expected == pytest.approx(LN3 / 4)
-    got = symmetric_kl_logits(torch.tensor([[0.0, LN3]]), torch.tensor([[0.0, 0.0]]))
-    assert got.item() == pytest.approx(expected, rel=1e-6)
-    # a batch averages its examples: the second pair is equal, so half the first
-    batch = symmetric_kl_logits(torch.tensor([[0.0, LN3], [1.0, 2.0]]), torch.tensor([[0.0, 0.0], [1.0, 2.0]]))
-    assert batch.item() == pytest.approx(expected / 2, rel=1e-6)
-
-
-def test_symmetric_kl_of_one_logit_is_the_bernoulli_one_by_hand_and_not_zero():
-    a, b = torch.tensor([[LN3]]), torch.tensor([[0.0]])  # σ(ln 3) = 3/4, σ(0) = 1/2
-    expected = kl([0.75, 0.25], [0.5, 0.5]) + kl([0.5, 0.5], [0.75, 0.25])
-    got = symmetric_kl_bernoulli(a, b)
-    assert got.item() == pytest.approx(expected, rel=1e-6) and got.item() > 0
-    # one logit z is the two-class logits [0, z]
-    two_classes = symmetric_kl_logits(torch.tensor([[0.0, LN3]]), torch.zeros(1, 2))
-    assert got.item() == pytest.approx(two_classes.item(), rel=1e-6)
-    # the bug of a softmax over a single logit: always 0, whatever the logits
-    assert symmetric_kl_logits(a, b).item() == 0.0
-    # saturated logits stay finite: (σ(a) − σ(b))(a − b) -> 1 · 100
-    assert symmetric_kl_bernoulli(torch.tensor([[50.0]]), torch.tensor([[-50.0]])).item() == pytest.approx(100.0)
-    assert symmetric_kl_bernoulli(torch.tensor([0.5, -1.0]), torch.tensor([0.5, -1.0])).item() == 0.0  # (B,) too
-
-
-def test_squared_error_by_hand():
-    got = squared_error(torch.tensor([[0.5], [0.25]]), torch.tensor([[0.0], [0.75]]))
-    assert got.item() == pytest.approx((0.25 + 0.25) / 2)
-
-
-@pytest.mark.parametrize("task, shape", [("five", (6, 5)), ("binary", (6, 1)), ("sim", (6, 1)), ("tags", (6, 9, 3))])
-def test_every_kinds_divergence_is_symmetric_and_zero_on_equal_outputs(task, shape):
-    task = TASKS[task]
-    a, b = torch.randn(shape, generator=torch.Generator().manual_seed(0)), torch.randn(shape)
-    labels = torch.randint(0, 3, shape[:2]) if len(shape) == 3 else None
-    if labels is not None:
-        labels[:, ::2] = -100  # untagged pieces take no part
-
-    def divergence(x, y):
-        return task.kind.divergence(task.spec, x, y, labels).item()
-
-    assert divergence(a, b) > 0 and divergence(a, b) == pytest.approx(divergence(b, a), rel=1e-6)
-    assert divergence(a, a) == 0.0
-    if labels is not None:  # only tagged positions count
-        changed = a.clone()
-        changed[:, ::2] += 5.0
-        assert divergence(changed, a) == 0.0
-
 
 # ---------------------------------------------------------------------------------------------------
 # Synthetic task files of the kinds the CS224N data has no task of, written as the release writes its
@@ -190,9 +123,8 @@ END_TO_END = [("sst", "single-classification"), ("rate", "single-regression"), (
 
 class SyntheticTasks:
     @hookimpl
-    def platform_register_tasks(self, register):
-        for spec in SYNTHETIC:
-            register(spec)
+    def platform_tasks(self):
+        return [Component.of(spec) for spec in SYNTHETIC]
 
 
 class Interrupted(Exception):
@@ -223,7 +155,7 @@ def fixture_pm(*plugins):
 def test_the_end_to_end_tasks_cover_every_built_in_kind():
     registries = Registries(fixture_pm())
     assert {kind for _, kind in END_TO_END} == set(registries.task_kinds.names())
-    assert all(registries.tasks[task].value.kind == kind for task, kind in END_TO_END)
+    assert all(registries.tasks[task].factory.kind == kind for task, kind in END_TO_END)
 
 
 def check_prediction(spec: TaskSpec, value: str, texts: list[str]) -> None:
@@ -305,20 +237,21 @@ def test_float_labels_stay_float(name, synthetic_dir, tokenizer):
         assert any("." not in written[i] for i in data.ids)  # "3" is read as 3.0, a float like the others
 
 
-def test_labels_follow_the_parser_and_are_never_cached(synthetic_dir, tokenizer):
+def test_labels_follow_the_label_map_and_are_never_cached(synthetic_dir, tokenizer):
     counting = counting_tokenizer(tokenizer)
     spec = SPECS["rate"]
+    written = {value.strip() for value in file_labels(synthetic_dir / spec.files["dev"], spec.label_column).values()}
 
-    def load(parser):
-        task = bind_tasks(attrs.evolve(spec, label_parser=parser))["rate"]
+    def load(label_map):
+        task = bind_tasks(attrs.evolve(spec, label_map=label_map))["rate"]
         return load_split(task, "dev", data_dir=synthetic_dir, tokenizer=counting, max_length=33)
 
     first = load(None)
     calls = counting.calls
-    halved = load(lambda value: float(value) / 2)
+    halved = load({value: float(value) / 2 for value in written})
     assert counting.calls == calls > 0, "the second load must reuse the token cache"
     assert halved.sequences == first.sequences
     assert halved.labels.tolist() == [value / 2 for value in first.labels.tolist()]  # but not its labels
-    some_good = load(lambda value: float(value) or None)  # a parser may skip rows: here those scored 0
+    some_good = load({value: value for value in written if float(value) > 0})  # a value not in the map: skipped
     assert some_good.labels.tolist() == [value for value in first.labels.tolist() if value > 0]
     assert 0 < len(some_good) < len(first)

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from plugins.standard.maskers import SpanConfig, Spans, StaticTokens, Tokens, WholeWords, span_length_probabilities
 
 from core.data.tokenizer import Tokenizer
 from core.encoder.loading import resolve_checkpoint
 from core.encoder.mlm import IGNORED
 from core.pretrain.corpus import pack, read_texts
 from core.pretrain.masking import ReplacementRule, Vocabulary, mask_batch, mask_sequence
+from plugins.standard.maskers import SpanConfig, Spans, StaticTokens, Tokens, WholeWords, span_length_probabilities
 from tasks.sst import SST
 from tests.helpers import bind_tasks
 

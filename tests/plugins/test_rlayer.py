@@ -6,16 +6,17 @@ import attrs
 import pytest
 import torch
 import torch.nn.functional as F
-from plugins.methods.rlayer import RelationalHead, RelationalLayer, RLayerConfig, relational_heads, scaled_hadamard
 
 from core.build.run import prepare
 from core.build.trained import load_run
+from core.plugin.registries import TOPOLOGIES
 from core.plugin.registry import Registry
 from core.tasks.heads import CosineRegressor, PairClassifier, SentenceClassifier, Widths
 from core.tasks.spec import TaskSpec
 from core.train.loop import train
 from core.train.optim import AdamW
 from plugins.methods import rlayer
+from plugins.methods.rlayer import RelationalHead, RelationalLayer, RLayerConfig, relational_heads, scaled_hadamard
 from tests.helpers import bind_tasks
 
 H = 16
@@ -34,10 +35,11 @@ def pair(batch=4, width=H, seed=0):
 
 
 def test_registers_the_rlayer_topology_with_settings():
-    registry = Registry("topology")
-    rlayer.platform_register_topologies(register=registry.register_for("rlayer"))
-    entry = registry["rlayer"]
-    assert entry.value is relational_heads and entry.config is RLayerConfig and entry.help
+    registry = Registry(TOPOLOGIES)
+    for component in rlayer.platform_topologies():
+        registry.add(component, "rlayer")
+    component = registry["rlayer"]
+    assert component.factory is relational_heads and component.settings is RLayerConfig and component.help
     assert rlayer.PLATFORM_OPT_IN is True
 
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from core.plugin.registries import SAMPLERS
 from core.plugin.registry import Registry
 from plugins.standard import samplers as plugin
 
@@ -16,15 +17,16 @@ SIZES = {"quora": 12007, "sst": 7544, "sts": 5240}
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    registry = Registry("sampler")
-    plugin.platform_register_samplers(register=registry.register_for("samplers"))
+    registry = Registry(SAMPLERS)
+    for component in plugin.platform_samplers():
+        registry.add(component, "samplers")
     return registry
 
 
 def make(registry, name, sizes=SIZES, batch_size=32, seed=0, epochs=2, **config):
-    entry = registry[name]
-    cfg = entry.config(**config) if entry.config is not None else None
-    return entry.value(cfg, sizes, batch_size, seed, epochs)
+    component = registry[name]
+    settings = component.settings(**config) if component.settings is not None else None
+    return component.factory(settings, sizes, batch_size, seed, epochs)
 
 
 def indices(plan, task) -> list[int]:
@@ -33,8 +35,9 @@ def indices(plan, task) -> list[int]:
 
 def test_registers_every_sampler_with_help_and_config(registry):
     assert registry.names() == list(NAMES)
-    assert all(entry.help and entry.plugin == "samplers" for entry in registry)
-    assert {entry.name: entry.config for entry in registry} == {
+    assert all(component.help and component.plugin == "samplers" for component in registry)
+    assert [component.name for component in registry.defaults()] == ["interleaved"]
+    assert {component.name: component.settings for component in registry} == {
         "rrobin": None, "rrobin-pre": plugin.RRobinPreConfig, "interleaved": plugin.InterleavedConfig,
         "proportional": None, "annealed": plugin.AnnealedConfig}
 

@@ -9,22 +9,120 @@ from pathlib import Path
 import attrs
 import pytest
 import torch
-from plugins.standard.independent import independent_heads
-from plugins.standard.kinds import symmetric_kl_logits
-from plugins.methods.smart import Smart, SmartConfig
 
+from core.base.errors import ConfigError
 from core.build.run import prepare
 from core.data.batch import Batch
 from core.encoder.loading import load_encoder
 from core.model.multitask import MultitaskModel, perturbed_embeddings
-from core.plugin.manager import Registries, make_plugin_manager
+from core.plugin.manager import make_plugin_manager
+from core.plugin.registries import Registries
 from core.tasks.heads import Widths
 from core.tasks.spec import TaskSpec
 from core.train.loop import train
 from plugins.methods import smart
+from plugins.methods.smart import (
+    DIVERGENCES,
+    Smart,
+    SmartConfig,
+    squared_error,
+    symmetric_kl_bernoulli,
+    symmetric_kl_logits,
+)
+from plugins.standard.independent import independent_heads
 from tests.helpers import bind_tasks
 
 LN3 = math.log(3.0)
+FILES = {"train": "t", "dev": "d"}
+OUTPUT_TASKS = bind_tasks(
+    TaskSpec(name="five", kind="single-classification", files=FILES, text_columns=("s",), num_labels=5),
+    TaskSpec(name="binary", kind="single-classification", files=FILES, text_columns=("s",)),
+    TaskSpec(name="sim", kind="pair-regression", files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0)),
+    TaskSpec(name="tags", kind="token-tagging", files=FILES, text_columns=("words",), labels=("O", "B-x", "I-x")),
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Divergences of the built-in kinds' head outputs
+# ---------------------------------------------------------------------------------------------------
+
+
+def kl(p: list[float], q: list[float]) -> float:
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+
+
+def test_symmetric_kl_of_logits_by_hand():
+    # softmax([0, ln 3]) = [1/4, 3/4], softmax([0, 0]) = [1/2, 1/2]
+    expected = kl([0.25, 0.75], [0.5, 0.5]) + kl([0.5, 0.5], [0.25, 0.75])
+    assert expected == pytest.approx(LN3 / 4)
+    got = symmetric_kl_logits(torch.tensor([[0.0, LN3]]), torch.tensor([[0.0, 0.0]]))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # a batch averages its examples: the second pair is equal, so half the first
+    batch = symmetric_kl_logits(torch.tensor([[0.0, LN3], [1.0, 2.0]]), torch.tensor([[0.0, 0.0], [1.0, 2.0]]))
+    assert batch.item() == pytest.approx(expected / 2, rel=1e-6)
+
+
+def test_symmetric_kl_of_one_logit_is_the_bernoulli_one_by_hand_and_not_zero():
+    a, b = torch.tensor([[LN3]]), torch.tensor([[0.0]])  # σ(ln 3) = 3/4, σ(0) = 1/2
+    expected = kl([0.75, 0.25], [0.5, 0.5]) + kl([0.5, 0.5], [0.75, 0.25])
+    got = symmetric_kl_bernoulli(a, b)
+    assert got.item() == pytest.approx(expected, rel=1e-6) and got.item() > 0
+    # one logit z is the two-class logits [0, z]
+    two_classes = symmetric_kl_logits(torch.tensor([[0.0, LN3]]), torch.zeros(1, 2))
+    assert got.item() == pytest.approx(two_classes.item(), rel=1e-6)
+    # the bug of a softmax over a single logit: always 0, whatever the logits
+    assert symmetric_kl_logits(a, b).item() == 0.0
+    # saturated logits stay finite: (σ(a) − σ(b))(a − b) -> 1 · 100
+    assert symmetric_kl_bernoulli(torch.tensor([[50.0]]), torch.tensor([[-50.0]])).item() == pytest.approx(100.0)
+    assert symmetric_kl_bernoulli(torch.tensor([0.5, -1.0]), torch.tensor([0.5, -1.0])).item() == 0.0  # (B,) too
+
+
+def test_squared_error_by_hand():
+    got = squared_error(torch.tensor([[0.5], [0.25]]), torch.tensor([[0.0], [0.75]]))
+    assert got.item() == pytest.approx((0.25 + 0.25) / 2)
+
+
+@pytest.mark.parametrize("task, shape", [("five", (6, 5)), ("binary", (6, 1)), ("sim", (6, 1)), ("tags", (6, 9, 3))])
+def test_every_built_in_kinds_divergence_is_symmetric_and_zero_on_equal_outputs(task, shape):
+    task = OUTPUT_TASKS[task]
+    measure = DIVERGENCES[task.kind.output(task.spec)]
+    a, b = torch.randn(shape, generator=torch.Generator().manual_seed(0)), torch.randn(shape)
+    labels = torch.randint(0, 3, shape[:2]) if len(shape) == 3 else None
+    if labels is not None:
+        labels[:, ::2] = -100  # untagged pieces take no part
+
+    def divergence(x, y):
+        return measure(x, y, labels).item()
+
+    assert divergence(a, b) > 0 and divergence(a, b) == pytest.approx(divergence(b, a), rel=1e-6)
+    assert divergence(a, a) == 0.0
+    if labels is not None:  # only tagged positions count
+        changed = a.clone()
+        changed[:, ::2] += 5.0
+        assert divergence(changed, a) == 0.0
+
+
+def bind_tasks_with(pm, *specs):
+    registries = Registries(pm)
+    return {spec.name: registries.bind(spec) for spec in specs}
+
+
+def test_a_kind_without_a_divergence_is_refused_by_name_and_a_plugin_adds_one():
+    """SMART keeps its divergences by output form; a third-party kind's plugin extends the table through the
+    hook SMART declares (docs/examples/hooks/multilabel.py does so), and a kind it cannot measure is refused."""
+    from tests.docs.test_hook_examples import example
+
+    smart = Smart(SmartConfig(), tiny_model())
+    multilabel = example("multilabel")
+    pm = make_plugin_manager(enabled=(), third_party=False)
+    pm.register(multilabel, name="multilabel")
+    [task] = bind_tasks_with(pm, TaskSpec(name="topics", kind="multi-label", files=FILES,
+                                                  text_columns=("s",), labels=("a", "b"))).values()
+    with pytest.raises(ConfigError, match="smart: task 'topics' \\(kind multi-label\\) outputs 'label-logits', for "
+                                          "which SMART has no divergence"):
+        smart.divergence_of(task)
+    smart.divergences.update(*pm.hook.platform_smart_divergences())
+    assert smart.divergence_of(task) is multilabel.per_label_symmetric_kl
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -163,7 +261,7 @@ def test_ema_teacher_update_is_exact():
             p.add_(torch.randn_like(p))
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     current = model.state_dict()
-    regularizer.after_step(model)
+    regularizer.update_teacher(model)
     for key, value in teacher.state_dict().items():
         expected = 0.9 * before[key] + (1 - 0.9) * current[key]
         torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7, msg=key)
@@ -190,18 +288,20 @@ def test_bregman_term_uses_the_teacher_and_zero_weight_skips_it():
 
 
 def test_registered_only_when_enabled_with_options():
-    from core.cli.main import build_parser
+    from core.cli.main import parser_for, read
 
     pm = make_plugin_manager(enabled=("smart",), third_party=False)
-    entry = Registries(pm).regularizers["smart"]
-    assert entry.value is Smart and entry.config is SmartConfig and entry.plugin == "smart" and entry.help
-    assert isinstance(entry.value(SmartConfig(), tiny_model()), Smart)
+    component = Registries(pm).regularizers["smart"]
+    assert component.factory is Smart and component.settings is SmartConfig and component.plugin == "smart"
+    assert component.help and component.space is not None
+    assert isinstance(component.factory(SmartConfig(), tiny_model()), Smart)
     assert "smart" not in Registries(make_plugin_manager(enabled=(), third_party=False)).regularizers
 
-    parser, _ = build_parser(pm)
-    args = parser.parse_args(["run", "--plugins", "smart", "--smart-weight", "2", "--smart-norm", "l2",
-                              "--smart-bregman-weight", "0"])
-    assert (args.smart_weight, args.smart_norm, args.smart_bregman_weight) == (2.0, "l2", 0.0)
+    assert "--smart-weight" in parser_for(["run", "--plugins", "smart"]).format_help()
+    assert "--smart-weight" not in parser_for(["run"]).format_help()  # an option exists only when its plugin is on
+    _, _, invocation = read(["run", "--plugins", "smart", "--smart-weight", "2", "--smart-norm", "l2",
+                             "--smart-bregman-weight", "0"])
+    assert invocation.values["components"]["smart"] == {"weight": 2.0, "norm": "l2", "bregman_weight": 0.0}
 
 
 @pytest.mark.parametrize("bad", [{"weight": -1.0}, {"epsilon": 0.0}, {"step_size": 0.0}, {"noise": -1e-5},
@@ -249,7 +349,6 @@ class StopAtEpoch(RuntimeError):
 
 
 def test_resumed_run_restores_the_teacher_and_ends_identically(smart_config, reference, tmp_path):
-    from core.build.run import plugin_manager
     from core.plugin.hookspecs import hookimpl
 
     class Interrupt:
@@ -259,7 +358,7 @@ def test_resumed_run_restores_the_teacher_and_ends_identically(smart_config, ref
                 raise StopAtEpoch
 
     config = attrs.evolve(smart_config, output_dir=str(tmp_path / "stopped"))
-    pm = plugin_manager(config)
+    pm = make_plugin_manager(enabled=config.plugins)
     pm.register(Interrupt(), name="interrupt")
     stopped = prepare(config, pm)
     with pytest.raises(StopAtEpoch):

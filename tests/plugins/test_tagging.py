@@ -3,10 +3,10 @@ entity F1 by hand, and rows whose tags do not fit their words."""
 
 import pytest
 import torch
-from plugins.standard.tagging import IGNORE, first_pieces
 
 from core.tasks.spec import TaskSpec
 from core.tasks.splits import SplitData, load_split, make_batch
+from plugins.standard.tagging import IGNORE, first_pieces
 from tests.helpers import bind_tasks
 
 

@@ -15,6 +15,7 @@ MODULE = '''
 
 import torch.nn.functional as F
 
+from core.plugin.component import Component
 from core.plugin.hookspecs import hookimpl
 from core.tasks.spec import TaskSpec
 from plugins.standard.kinds import SingleRegression
@@ -42,13 +43,13 @@ SST_SCORE = TaskSpec(
 
 
 @hookimpl
-def platform_register_task_kinds(register):
-    register(SingleRegressionL1())
+def platform_task_kinds():
+    return [Component.of(SingleRegressionL1())]
 
 
 @hookimpl
-def platform_register_tasks(register):
-    register(SST_SCORE)
+def platform_tasks():
+    return [Component.of(SST_SCORE)]
 '''
 
 PYPROJECT = '''

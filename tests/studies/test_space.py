@@ -5,9 +5,12 @@ from pathlib import Path
 import optuna
 import pytest
 
+from core.build.parts import RunParts
 from core.cli.main import main
-from core.plugin.manager import Registries, make_plugin_manager
+from core.plugin.component import Component
+from core.plugin.manager import make_plugin_manager
 from core.runs.config import RunConfig
+from studies.runner import active_spaces
 from studies.space import SpaceError, SpaceTrial, dry_run, load_space_file, trial_config
 
 EXAMPLE = Path(__file__).parents[2] / "studies" / "interleaved_ratios.toml"
@@ -21,7 +24,7 @@ def show_space(capsys, *args):
 
 
 def spaces_of(base):
-    return list(Registries(make_plugin_manager(enabled=base.plugins, third_party=False)).search_spaces)
+    return active_spaces(RunParts(base, make_plugin_manager(enabled=base.plugins, third_party=False)))
 
 
 def test_show_space_lists_the_core_space_and_the_interleaved_ratios(capsys):
@@ -64,8 +67,8 @@ def test_space_file_narrows_and_fixes_every_suggestion():
         config = trial_config(base, spaces, SpaceTrial(trial, rules), "out")
         assert 1e-4 <= config.lr <= 1e-3 and config.pooling == "mean" and config.dropout == 0.1
         assert trial.user_attrs["fixed:dropout"] == 0.1 and "dropout" not in trial.params
-        ratios = dict(entry.split("=") for entry in config.components["interleaved"]["ratios"].split(","))
-        assert set(ratios) == {"sst", "sts"} and all(2 <= int(r) <= 8 for r in ratios.values())
+        ratios = config.components["interleaved"]["ratios"]
+        assert set(ratios) == {"sst", "sts"} and all(2 <= r <= 8 for r in ratios.values())
         assert 0.0 <= config.warmup <= 0.2  # not in the file: the space's own range
         study.tell(trial, 0.0)
 
@@ -101,14 +104,15 @@ def test_two_spaces_suggesting_one_parameter_are_refused():
 
     class Plugin:
         @hookimpl
-        def platform_register_search_spaces(self, register):
-            register("again", lambda trial, base: {"warmup": trial.suggest_float("lr", 1e-5, 1e-3, log=True)})
+        def platform_search_spaces(self):
+            return [Component("again", lambda trial, base: {"warmup": trial.suggest_float("lr", 1e-5, 1e-3, log=True)})]
 
     base = RunConfig(tasks=("sst",), checkpoint="tiny", sampler="rrobin")
     pm = make_plugin_manager(enabled=(), third_party=False)
     pm.register(Plugin(), name="fixture")
-    with pytest.raises(SpaceError, match="parameter 'lr' is suggested by two search spaces: 'again' \\(plugin fixture\\) and 'core'"):
-        dry_run(base, list(Registries(pm).search_spaces), {})
+    with pytest.raises(SpaceError, match="parameter 'lr' is suggested by two search spaces: 'core' \\(plugin "
+                                         "search_space\\) and 'again' \\(plugin fixture\\)"):
+        dry_run(base, active_spaces(RunParts(base, pm)), {})
 
 
 def test_loss_weights_are_searched_for_every_task_but_the_first_and_only_when_multitask(capsys, tmp_path):

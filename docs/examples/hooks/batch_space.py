@@ -1,6 +1,6 @@
 """A search space: the batch size and the sequence length, for `platform study`."""
 
-from core.api import hookimpl
+from core.api import Component, hookimpl
 
 
 def batch_space(trial, base):
@@ -9,5 +9,5 @@ def batch_space(trial, base):
 
 
 @hookimpl
-def platform_register_search_spaces(register):
-    register("batches", batch_space, help="batch size and max length")
+def platform_search_spaces():
+    return [Component("batches", batch_space, help="batch size and max length")]

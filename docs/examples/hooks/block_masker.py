@@ -3,14 +3,14 @@ Song et al., 2019), as many as the mask rate asks for."""
 
 import torch
 
-from core.api import budget, hookimpl
+from core.api import Component, budget, hookimpl
 
 
 class Block:
     static = False  # a new block at every visit of a sequence
 
-    def __init__(self, config=None):
-        self.config = config
+    def __init__(self, settings=None):
+        self.settings = settings
 
     def select(self, ids, candidates, word_starts, rate, generator):
         positions = candidates.nonzero().squeeze(1)  # (C,): the tokens that may be predicted
@@ -22,5 +22,5 @@ class Block:
 
 
 @hookimpl
-def platform_register_maskers(register):
-    register("block", Block, help="one contiguous block of tokens per sequence (MASS)")
+def platform_maskers():
+    return [Component("block", Block, help="one contiguous block of tokens per sequence (MASS)")]

@@ -3,7 +3,7 @@ weights. Opt-in: `--plugins l2sp`, tuned with `--l2sp-weight`."""
 
 import attrs
 
-from core.api import Regularizer, field, hookimpl
+from core.api import Component, Regularizer, field, hookimpl
 
 PLATFORM_OPT_IN = True
 
@@ -14,8 +14,8 @@ class L2SPConfig:
 
 
 class L2SP(Regularizer):
-    def __init__(self, config, model):
-        self.config = config or L2SPConfig()
+    def __init__(self, settings, model):
+        self.config = settings or L2SPConfig()
         self.start = [p.detach().clone() for p in model.encoder.parameters()]
 
     def terms(self, model, batch, output, forward, progress):
@@ -30,5 +30,5 @@ class L2SP(Regularizer):
 
 
 @hookimpl
-def platform_register_regularizers(register):
-    register("l2sp", L2SP, config=L2SPConfig, help="L2-SP: stay near the pretrained encoder")
+def platform_regularizers():
+    return [Component("l2sp", L2SP, settings=L2SPConfig, help="L2-SP: stay near the pretrained encoder")]

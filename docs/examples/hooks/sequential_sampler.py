@@ -1,10 +1,10 @@
 """A sampler: one task after another within each epoch (no mixing), in the order of --tasks."""
 
-from core.api import ConfigError, hookimpl, permutation
+from core.api import Component, ConfigError, hookimpl, permutation
 
 
 class Sequential:
-    def __init__(self, config, sizes, batch_size, seed, epochs):
+    def __init__(self, settings, sizes, batch_size, seed, epochs):
         self.sizes, self.batch_size, self.seed = dict(sizes), batch_size, seed
 
     def plan(self, epoch):
@@ -26,5 +26,5 @@ class Sequential:
 
 
 @hookimpl
-def platform_register_samplers(register):
-    register("sequential", Sequential, help="one task after another within each epoch")
+def platform_samplers():
+    return [Component("sequential", Sequential, help="one task after another within each epoch")]

@@ -2,12 +2,12 @@
 
 import torch.nn as nn
 
-from core.api import hookimpl
+from core.api import Component, hookimpl
 
 PLATFORM_OPT_IN = True
 
 
-def tied_heads(config, tasks, widths, dropout):
+def tied_heads(settings, tasks, widths, dropout):
     shared = {}
     for task in tasks:  # the first task of each (kind, labels) builds the head the others reuse
         key = (task.kind.name, task.spec.num_labels, task.spec.labels)
@@ -17,5 +17,5 @@ def tied_heads(config, tasks, widths, dropout):
 
 
 @hookimpl
-def platform_register_topologies(register):
-    register("tied", tied_heads, help="tasks of the same kind and label space share one head")
+def platform_topologies():
+    return [Component("tied", tied_heads, help="tasks of the same kind and label space share one head")]

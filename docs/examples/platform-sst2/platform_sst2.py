@@ -4,16 +4,9 @@ It reuses the SST files but keeps only clearly negative (0, 1) and clearly posit
 sentences, as GLUE's SST-2 does; neutral rows (2) are outside the label space and skipped.
 """
 
-from core.api import TaskSpec, hookimpl
+from core.api import Component, TaskSpec, hookimpl
 
-
-def fold(text):
-    """SST's five classes folded into two: 0 (from 0, 1) or 1 (from 3, 4); None skips the row."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return {0.0: 0, 1.0: 0, 3.0: 1, 4.0: 1}.get(value)  # neutral (2) or out of range: skipped and counted
+FOLD = {"0": 0, "1": 0, "3": 1, "4": 1}  # SST's five classes folded into two; neutral (2) is not in the map: skipped
 
 
 SST2 = TaskSpec(
@@ -23,12 +16,12 @@ SST2 = TaskSpec(
     text_columns=("sentence",),
     label_column="sentiment",
     num_labels=2,
-    label_parser=fold,
+    label_map=FOLD,
     prediction_header="Predicted_Sentiment",
     description="SST folded to binary sentiment (neutral dropped), accuracy",
 )
 
 
 @hookimpl
-def platform_register_tasks(register):
-    register(SST2)
+def platform_tasks():
+    return [Component.of(SST2)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from core.api import DataError, TaskSpec, hookimpl
+from core.api import Component, DataError, TaskSpec, hookimpl
 
 TYPES = ("company", "facility", "geo-loc", "movie", "musicartist", "other", "person", "product", "sportsteam",
          "tvshow")
@@ -95,5 +95,5 @@ WNUT16 = TaskSpec(
 
 
 @hookimpl
-def platform_register_tasks(register):
-    register(WNUT16)
+def platform_tasks():
+    return [Component.of(WNUT16)]
