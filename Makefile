@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench venv
+.PHONY: run test check bench venv
 
 venv: $(STAMP)
 
@@ -22,7 +22,11 @@ $(STAMP): pyproject.toml Makefile
 run: $(STAMP)
 	$(BIN)/platform run --tasks sst,quora,sts $(ARGS)
 
-test: $(STAMP)
+# The architecture's contracts (layers import only downward, no cycle, plugins import only core.api), then the suite.
+check: $(STAMP)
+	$(BIN)/lint-imports
+
+test: check
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)

@@ -17,7 +17,7 @@ def kill_during(config_file: str, step: int) -> None:
 
     def killing(run, batch):
         result = train_step(run, batch)
-        if run.step + 1 == step:  # step N's update is done, its counter and checkpoint are not
+        if run.global_step + 1 == step:  # step N's update is done, its counter and checkpoint are not
             os.kill(os.getpid(), signal.SIGKILL)
         return result
 

@@ -38,21 +38,27 @@ class KillAtStep:
             die()
 
 
+def written(target) -> str:
+    """The name of the file ``torch.save`` writes: a path, or an open file (the atomic writer's temporary)."""
+    if hasattr(target, "fileno"):
+        return Path(os.readlink(f"/proc/self/fd/{target.fileno()}")).name
+    return Path(target).name
+
+
 def kill_in_save(name: str, count: int, partial: bool) -> None:
     """Make the ``count``-th save of the file ``name`` die before it writes (or halfway through)."""
     real_save, seen = torch.save, []
 
     def save(state, target):
-        if Path(target).name == name + ".tmp":
+        if written(target).startswith(f".{name}.") and written(target).endswith(".tmp"):
             seen.append(target)
             if len(seen) == count:
                 if partial:
                     buffer = io.BytesIO()
                     real_save(state, buffer)
-                    with open(target, "wb") as handle:
-                        handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-                        handle.flush()
-                        os.fsync(handle.fileno())
+                    target.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                    target.flush()
+                    os.fsync(target.fileno())
                 die()
         real_save(state, target)
 

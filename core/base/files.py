@@ -1,23 +1,26 @@
-"""Run checkpoints: written atomically, read safely, with errors that name the file.
+"""Files written atomically and state files read safely, with errors that name the file.
 
-``last.pt`` holds everything a resumed run needs (model, optimizer, scheduler, sampler, regularizer
-state, RNG states, position in the plan); ``best.pt`` holds the best model and its configuration,
-which ``platform evaluate`` and ``platform predict`` rebuild the model from.
+Every file the platform writes goes through :func:`atomic_write`: the bytes go to a temporary of a
+unique name in the same folder, created exclusively (so a link planted there is never followed), synced,
+then renamed over the target. A killed write leaves the target as it was (and at most a ``.NAME.*.tmp``
+beside it); a full disk is said as such, the partial temporary removed.
 
-Files are read with ``torch.load(weights_only=True)``: only tensors and plain data (dicts, lists,
-tuples, strings, numbers) load, so a crafted file cannot run code. Everything saved here is kept in
-that form, RNG states included.
+State files (``last.pt``, ``best.pt``, caches) are read with ``torch.load(weights_only=True)``: only tensors
+and plain data (dicts, lists, tuples, strings, numbers) load, so a crafted file cannot run code.
+Everything saved here is kept in that form, RNG states included.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
 import re
+import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -32,16 +35,57 @@ class CheckpointFileError(PlatformError):
 FORMAT = "platform-run-checkpoint/1"
 
 
-def save(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a killed write never leaves a half file behind (at most a
-    ``.tmp`` beside it, which the next save replaces)."""
+def atomic_write(path: Path, content: bytes | str | Callable[[BinaryIO], None]) -> None:
+    """Write ``content`` (bytes, text as UTF-8, or a function writing to a binary file) to ``path``
+    atomically, through a temporary of a unique name created exclusively in the same folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if callable(content):
+                content(handle)
+            else:
+                handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # the mode a plain open() gives (mkstemp's is 0600)
+        os.replace(tmp, path)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)
+        if (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+                (isinstance(error, Exception) and _disk_full(path.parent)):  # torch.save reports ENOSPC its own way
+            raise FileWriteError(f"{path}: the disk is full; it was not written (what it held before is kept, the "
+                                 "partial copy removed): free some space and run again") from None
+        if isinstance(error, PermissionError):
+            raise FileWriteError(f"{path}: cannot be written ({error.strerror}); choose a folder you may write to") \
+                from None
+        raise
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has less than a mebibyte left."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 1 << 20
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class FileWriteError(PlatformError):
+    """A file could not be written: a full disk, a folder one may not write to."""
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (:func:`atomic_write`): a killed write never leaves a half
+    file behind."""
+    atomic_write(path, lambda handle: torch.save({"format": FORMAT, **state}, handle))
 
 
 def load(path: Path) -> dict[str, Any]:

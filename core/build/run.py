@@ -13,6 +13,8 @@ from core.base import distributed
 from core.base import files as checkpoints
 from core.base.devices import resolve_device
 from core.build.parts import RunParts, with_defaults
+from core.data.folders import resolve_data_dir
+from core.runs import fingerprint
 from core.runs import folder as runfolder
 from core.runs.config import RunConfig
 from core.tasks.splits import VALIDATION
@@ -23,29 +25,52 @@ from core.train.optim import build_optimizer
 
 def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume: bool = False,
             overwrite: bool = False) -> TrainingRun:
-    """Build every part of a run from ``config``. A new run claims its folder (see
-    :func:`core.runs.folder.claim`; ``overwrite`` clears an earlier run there); with ``resume``, ``config``
-    must be the run's saved one (but for :data:`core.runs.folder.MAY_CHANGE_ON_RESUME`) and ``last.pt`` is
-    restored."""
+    """Build every part of a run from ``config``. Every name and setting is checked first; then a new run
+    claims its folder (see :func:`core.runs.folder.claim`; ``overwrite`` clears an earlier run there) or,
+    with ``resume``, the run's folder is locked, ``config`` must be its saved one (but for
+    :data:`core.runs.folder.MAY_CHANGE_ON_RESUME`), its data unchanged, and ``last.pt`` is restored. The
+    folder stays locked until the run is closed; a folder this call made and left empty is removed when
+    building fails."""
     distributed.setup(resolve_device(config.device))
     parts = RunParts(config, pm)
     config = with_defaults(config, parts.registries)
+    if not resume:
+        RunParts(config, parts.pm).check()  # every name and setting, before the folder is touched
+    named = config.output_dir
+    made = distributed.on_main(lambda: named is None or not Path(named).exists())  # this call makes the folder
     config = distributed.on_main(runfolder.finalize, config)  # one folder name (and precision) for every process
     output_dir = Path(config.output_dir)
+    locks: list[runfolder.FolderLock] = []  # the main process's
+    try:
+        return _build(config, parts, output_dir, locks, resume=resume, overwrite=overwrite)
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        if distributed.is_main() and made:
+            _remove_if_empty(output_dir)
+        raise
+
+
+def _build(config: RunConfig, parts: RunParts, output_dir: Path, locks: list[runfolder.FolderLock], *,
+           resume: bool, overwrite: bool) -> TrainingRun:
     has_last = False
     if resume:
         config = distributed.on_main(runfolder.check_resumable, config, output_dir,
                                      lambda saved: with_defaults(saved, parts.registries))
+        distributed.on_main(lambda: locks.append(runfolder.lock_for_resume(output_dir)))
         has_last = distributed.on_main((output_dir / "last.pt").exists)
         if not has_last:
             distributed.on_main(runfolder.check_restartable, output_dir)
     else:
-        distributed.on_main(runfolder.claim, output_dir, overwrite=overwrite)
+        distributed.on_main(lambda: locks.append(runfolder.claim(output_dir, overwrite=overwrite)))
     if config.threads:
         torch.set_num_threads(config.threads)
     parts = RunParts(config, parts.pm)  # the configuration as finalized (and, resumed, as saved)
     pm = parts.pm
     parts.check()
+    data_files = fingerprint.fingerprints(parts.tasks, resolve_data_dir(config.data_dir))
+    if resume:
+        distributed.on_main(fingerprint.check, output_dir, data_files)
     tokenizer = parts.tokenizer
     with distributed.local_main_first():  # one process per node fills the tokenization cache
         train_data = parts.data("train")
@@ -66,14 +91,21 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
                       train_data=train_data, dev_data=dev_data, sampler=sampler, optimizer=optimizer,
                       scheduler=scheduler, regularizers=regularizers, steps_per_epoch=len(first),
                       examples_per_epoch=sum(len(indices) for step in first for _, indices in step),
-                      validation_data=validation_data, loss_weights=config.task_loss_weights, ddp=ddp)
+                      validation_data=validation_data, loss_weights=config.task_loss_weights, ddp=ddp,
+                      folder_lock=locks[0] if locks else None)
     for name, regularizer in regularizers.items():  # a regularizer receives the loop hooks as plugins do
         pm.register(regularizer, name=f"regularizer:{name}")
-    if distributed.is_main():
-        output_dir.mkdir(parents=True, exist_ok=True)
     if has_last:
         runfiles.restore(run, distributed.on_main(checkpoints.load, output_dir / "last.pt"))
         runfiles.save_best_if_behind(run)
     if distributed.is_main():
+        if not resume:
+            fingerprint.record(output_dir, data_files)
         config.save(output_dir / "config.json")
     return run
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` when a failed start left it empty."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

@@ -14,9 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from types import SimpleNamespace
 from typing import Any
+
+import torch
 
 from core.base import distributed
 from core.base.errors import ConfigError, PlatformError
@@ -38,6 +42,8 @@ def main(argv: list[str] | None = None, pm: PluginManager | None = None) -> int:
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 says what it does
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     name = argv[0] if argv and not argv[0].startswith("-") else ""
     command: Component[Any] | None = None
     try:
@@ -49,12 +55,28 @@ def main(argv: list[str] | None = None, pm: PluginManager | None = None) -> int:
     except PlatformError as error:  # bad input, named; anything else is a bug and keeps its traceback
         print(f"platform {name}: error: {error}".replace("platform : ", "platform: "), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (torch.OutOfMemoryError, MemoryError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"platform {name}: error: out of memory ({detail[:200]}); lower --batch-size, --max-batch-tokens or "
+              "--eval-batch-size", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as stop:
         said = command.factory.interrupted if command is not None else "nothing was changed"
-        print(f"interrupted; {said}", file=sys.stderr)
-        return 130
+        print(f"{'terminated' if isinstance(stop, Terminated) else 'interrupted'}; {said}", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     finally:
         distributed.teardown()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping a job, ``kill PID``): stops the command as Ctrl-C does, keeping what it
+    wrote."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 def read(argv: list[str], pm: PluginManager | None = None) -> tuple[Component[Any], Any, Invocation]:

@@ -12,8 +12,6 @@ and as MLMs here, head included.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.base.errors import CheckpointError
+from core.base.files import atomic_write
 from core.encoder.bert import INIT_STD, BertConfig, BertModel
 from core.encoder.loading import CheckpointSource, load_encoder, read_weights, resolve_checkpoint
 
@@ -112,7 +111,7 @@ class MaskedLM(nn.Module):
     def save_weights(self, path: Path) -> None:
         """Encoder (``bert.*``) and head (``cls.predictions.*``) into one safetensors file."""
         state = {f"bert.{key}": t for key, t in self.bert.state_dict().items()} | self.head_state()
-        safetensors.torch.save_file({key: t.detach().contiguous().cpu() for key, t in state.items()}, path)
+        atomic_write(path, safetensors.torch.save({key: t.detach().contiguous().cpu() for key, t in state.items()}))
 
 
 def head_weights(state: dict[str, Tensor], path: Path) -> dict[str, Tensor] | None:
@@ -164,13 +163,12 @@ def save_checkpoint_folder(model: MaskedLM, folder: Path, vocab: Path, lowercase
                            overrides: dict[str, Any] | None = None) -> None:
     """``folder`` as a checkpoint in the layout every other has: ``config.json`` (the encoder's BERT
     config, ``overrides`` applied), ``model.safetensors``, ``vocab.txt`` and ``tokenizer_config.json``
-    (the casing, which ``core.pretrained`` reads). Each file is written whole or not at all."""
+    (the casing, which ``core.encoder.loading`` reads). Each file is written whole or not at all, the weights
+    last: a folder with ``model.safetensors`` is a whole checkpoint."""
     config = {**model.config.to_dict(), "architectures": ["BertForMaskedLM"], "model_type": "bert",
               "hidden_act": "gelu", "position_embedding_type": "absolute", **(overrides or {})}
     tokenizer_config = {"do_lower_case": lowercase, "tokenizer_class": "BertTokenizer"}
     for name, data in (("config.json", config), ("tokenizer_config.json", tokenizer_config)):
-        (folder / f"{name}.tmp").write_text(json.dumps(data, indent=2) + "\n")
-    shutil.copyfile(vocab, folder / "vocab.txt.tmp")
-    model.save_weights(folder / "model.safetensors.tmp")
-    for name in ("config.json", "tokenizer_config.json", "vocab.txt", "model.safetensors"):
-        os.replace(folder / f"{name}.tmp", folder / name)
+        atomic_write(folder / name, json.dumps(data, indent=2) + "\n")
+    atomic_write(folder / "vocab.txt", Path(vocab).read_bytes())
+    model.save_weights(folder / "model.safetensors")

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from core.base.devices import autocast
+from core.base.errors import PlatformError
 from core.data.batch import Batch
 from core.encoder.pooling import needs_hidden_states, pool
 from core.tasks.task import Task
@@ -35,6 +36,7 @@ class MultitaskModel(nn.Module):
         self.pooling = pooling
         self.precision = precision  # "bf16": the forward runs under autocast (core.devices)
         self._hidden_states = needs_hidden_states(pooling)  # only pay for every layer's output when pooled
+        self._shapes_checked: set[str] = set()  # tasks whose head output was checked (on their first batch)
 
     @property
     def device(self) -> torch.device:
@@ -50,6 +52,9 @@ class MultitaskModel(nn.Module):
                                    output_hidden_states=self._hidden_states and pooled_input)
             pooled = pool(encoded, batch.attention_mask, self.pooling) if pooled_input else None  # (S·B, W)
             output = self.heads[batch.task](*task.kind.features(encoded, batch, pooled))
+        if batch.task not in self._shapes_checked:
+            check_output_shape(task, output, batch)
+            self._shapes_checked.add(batch.task)
         return output.float()
 
     def sentence_embeddings(self, batch: Batch) -> torch.Tensor:
@@ -63,3 +68,20 @@ class MultitaskModel(nn.Module):
         """``pretrain`` mode: the encoder is a fixed feature extractor; only heads train."""
         for parameter in self.encoder.parameters():
             parameter.requires_grad_(False)
+
+
+def check_output_shape(task: Task, output: torch.Tensor, batch: Batch) -> None:
+    """Refuse a head output whose shape is not what the task's kind declares: (B, outputs), or (B, T, outputs)
+    for a kind whose head reads every token; naming task, kind, where the kind comes from, and both shapes."""
+    width = task.kind.outputs(task.spec)
+    expected = (len(batch.ids), batch.input_ids.shape[1], width) if task.kind.head_input == "tokens" \
+        else (len(batch.ids), width)
+    if tuple(output.shape) != expected:
+        kind = task.kind
+        raise HeadShapeError(f"task {task.name!r}: the head of kind {kind.name!r} (from {type(kind).__module__}) "
+                             f"returned a {tuple(output.shape)} output for a batch of {len(batch.ids)}, expected "
+                             f"{expected} (batch, {'tokens, ' if len(expected) == 3 else ''}kind.outputs(spec) = {width})")
+
+
+class HeadShapeError(PlatformError):
+    """A task's head returns an output of another shape than its kind declares."""

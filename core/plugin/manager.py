@@ -109,11 +109,12 @@ def _break(pm: PluginManager, name: str, reason: str, chosen: list[str]) -> None
 
 
 def plugin_entry_points() -> tuple[list[EntryPoint], list[EntryPoint]]:
-    """The entry points of group ``platform``: this distribution's (its built-in plugins, in the order
-    ``pyproject.toml`` lists them), and every other distribution's."""
+    """The entry points of group ``platform``: this distribution's (its built-in plugins), and every other
+    distribution's, by distribution name."""
     builtin, others = [], []
     for ep in entry_points(group=hookspecs.PROJECT):
         (builtin if ep.dist is not None and ep.dist.name == DISTRIBUTION else others).append(ep)
+    others.sort(key=lambda ep: (ep.dist.name if ep.dist is not None else "", ep.name))  # not the order of sys.path
     if not builtin:
         raise PluginError(f"no built-in plugins found: the distribution {DISTRIBUTION!r} is not installed "
                           "(run `make venv`, or `pip install -e .` in the repository)")

@@ -13,6 +13,7 @@ from attrs import validators as v
 from core.base.devices import resolve_device, resolve_precision
 from core.base.errors import ConfigError
 from core.base.settings import build, field, names, positive_or_none
+from core.runs.folder import claim_new_name
 
 RUN_CONFIG = "pretrain.json"
 
@@ -90,6 +91,6 @@ class PretrainConfig:
 
 def finalize(config: PretrainConfig) -> PretrainConfig:
     precision = resolve_precision(config.precision, resolve_device(config.device))
-    output_dir = config.output_dir or str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-pretrain-"
-                                          f"{'-'.join(Path(t).stem for t in config.text)}")
+    output_dir = config.output_dir or str(claim_new_name(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-pretrain-"
+                                                         f"{'-'.join(Path(t).stem for t in config.text)}"))
     return attrs.evolve(config, precision=precision, output_dir=output_dir)

@@ -42,7 +42,7 @@ def read_texts(entry: str, tasks: dict[str, Task], data_dir: Path | None, limit:
         if data_dir is None:
             raise DataError(f"--text {entry}: the task's files need a data folder")
         rows = read_rows(task, Path(data_dir) / task.spec.files["train"], labelled=False)
-        rows = rows.select(sample(len(rows), limit))
+        rows = rows.select(sample(rows.ids, limit))
         return [_text(value) for example in zip(*rows.texts) for value in example]
     path = Path(entry).expanduser()
     if not path.is_file():

@@ -31,6 +31,7 @@ from core.encoder.mlm import MaskedLM, save_checkpoint_folder
 from core.pretrain.config import PretrainConfig
 from core.pretrain.corpus import Corpus
 from core.pretrain.masking import ReplacementRule, Vocabulary, mask_batch
+from core.train.context import Run
 from core.train.sampling import permutation
 
 log = logging.getLogger("platform")
@@ -42,10 +43,11 @@ _ORDER = 31  # salt of the per-epoch order of the training sequences
 
 
 
-@attrs.define
-class PretrainRun:
+@attrs.define(kw_only=True)
+class PretrainingRun(Run):
+    """The live state of a further-pretraining run, handed to the loop hooks as ``run``."""
+
     config: PretrainConfig
-    output_dir: Path
     model: MaskedLM
     tokenizer: Tokenizer
     vocab: Vocabulary
@@ -53,22 +55,14 @@ class PretrainRun:
     rule: ReplacementRule
     corpus: Corpus
     source: CheckpointSource
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
     head_from_checkpoint: bool
-    step: int = 0
     train_seconds: float = 0.0
     history: list[dict[str, float]] = attrs.Factory(list)
     _orders: dict[int, list[int]] = attrs.Factory(dict)
-    _writer: Any = None
 
     @property
-    def writer(self):
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.step or None)
-        return self._writer
+    def total_steps(self) -> int:
+        return self.config.steps
 
     def order(self, epoch: int) -> list[int]:
         """The training sequences' order in ``epoch``: a permutation of (seed, epoch)."""
@@ -76,9 +70,6 @@ class PretrainRun:
             self._orders = {epoch: permutation(len(self.corpus.train), self.config.seed, epoch, _ORDER)}
         return self._orders[epoch]
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,12 +88,9 @@ class PretrainRun:
 # --------------------------------------------------------------------------------------------------
 
 
-def state_of(run: PretrainRun) -> dict[str, Any]:
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+def state_of(run: PretrainingRun) -> dict[str, Any]:
     return {"config": run.config.to_dict(), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(), "rng": rng, "step": run.step,
+            "scheduler": run.scheduler.state_dict(), "rng": checkpoints.rng_state(), "step": run.global_step,
             "train_seconds": run.train_seconds, "history": run.history}
 
 
@@ -113,15 +101,20 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def restore(run: PretrainRun, state: dict[str, Any]) -> None:
+def restore(run: PretrainingRun, state: dict[str, Any]) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if state["rng"].get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    run.step, run.train_seconds, run.history = state["step"], state["train_seconds"], state["history"]
-    log.info("resumed %s at step %d", run.output_dir, run.step)
+    rng = state["rng"]
+    if "python" in rng:  # every generator, as a training run keeps them
+        checkpoints.set_rng_state(rng)
+    else:  # a last.pt of an earlier version: torch's generators only
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    run.global_step, run.train_seconds, run.history = state["step"], state["train_seconds"], state["history"]
+    run.examples_seen = run.global_step * run.config.batch_size
+    log.info("resumed %s at step %d", run.output_dir, run.global_step)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,7 +122,7 @@ def restore(run: PretrainRun, state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def training_batch(run: PretrainRun, step: int) -> dict[str, torch.Tensor]:
+def training_batch(run: PretrainingRun, step: int) -> dict[str, torch.Tensor]:
     """The masked batch of ``step``: positions step·B … of an endless stream of epochs, each a fresh
     permutation of the training sequences."""
     n, size = len(run.corpus.train), run.config.batch_size
@@ -139,7 +132,7 @@ def training_batch(run: PretrainRun, step: int) -> dict[str, torch.Tensor]:
                       run.config.seed)
 
 
-def mlm_loss(run: PretrainRun, batch: dict[str, torch.Tensor], reduction: str = "mean"):
+def mlm_loss(run: PretrainingRun, batch: dict[str, torch.Tensor], reduction: str = "mean"):
     """Cross-entropy over the predicted tokens (float32), their count, and how many were right."""
     batch = {key: t.to(run.model.device) for key, t in batch.items()}
     with autocast(run.model.device, run.model.precision):
@@ -149,17 +142,19 @@ def mlm_loss(run: PretrainRun, batch: dict[str, torch.Tensor], reduction: str = 
     return loss, len(labels), int((logits.argmax(-1) == labels).sum())
 
 
-def train_step(run: PretrainRun, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+def train_step(run: PretrainingRun, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """One update; the loss (detached) and the masked-token accuracy of the batch."""
     loss, n, correct = mlm_loss(run, batch)
     loss.backward()
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return loss.item(), correct / max(n, 1)
+    run.pm.hook.platform_on_after_optimizer_step(run=run)
+    return loss.detach(), correct / max(n, 1)
 
 
 @torch.no_grad()
-def evaluate_heldout(run: PretrainRun) -> dict[str, float]:
+def evaluate_heldout(run: PretrainingRun) -> dict[str, float]:
     """MLM loss, perplexity (exp of the mean loss per predicted token) and masked-token accuracy on the
     held-out sequences, masked by the run's masker with masks fixed per sequence (the same at every
     evaluation, so figures at different steps compare)."""
@@ -175,17 +170,18 @@ def evaluate_heldout(run: PretrainRun) -> dict[str, float]:
         total, tokens, correct = total + loss.item(), tokens + n, correct + right
     run.model.train(was_training)
     loss = total / max(tokens, 1)
-    return {"step": run.step, "loss": loss, "perplexity": math.exp(loss), "accuracy": correct / max(tokens, 1),
+    return {"step": run.global_step, "loss": loss, "perplexity": math.exp(loss), "accuracy": correct / max(tokens, 1),
             "tokens": tokens}
 
 
-def record_heldout(run: PretrainRun) -> dict[str, float]:
+def record_heldout(run: PretrainingRun) -> dict[str, float]:
+    """Evaluate on the held-out sequences; the figures go to ``metrics.json`` and to the loop hooks (the
+    telemetry plugin writes them as ``heldout/<name>``)."""
     result = evaluate_heldout(run)
     run.history.append(result)
-    for name in ("loss", "perplexity", "accuracy"):
-        run.writer.add_scalar(f"heldout/{name}", result[name], run.step)
-    run.writer.flush()
-    log.info("step %d held-out: perplexity %.3f, masked-token accuracy %.4f (%d tokens)", run.step,
+    run.pm.hook.platform_on_evaluate_end(run=run, split="heldout",
+                                         metrics={name: result[name] for name in ("loss", "perplexity", "accuracy")})
+    log.info("step %d held-out: perplexity %.3f, masked-token accuracy %.4f (%d tokens)", run.global_step,
              result["perplexity"], result["accuracy"], result["tokens"])
     return result
 
@@ -195,63 +191,68 @@ def record_heldout(run: PretrainRun) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------------
 
 
-def train(run: PretrainRun) -> dict[str, Any]:
-    """Train to ``config.steps`` from wherever ``run`` stands; returns the metrics (``metrics.json``)."""
+def train(run: PretrainingRun) -> dict[str, Any]:
+    """Train to ``config.steps`` from wherever ``run`` stands; returns the metrics (``metrics.json``). The
+    loop hooks fire as in a training run: train start, after every optimizer step and step, every
+    ``--log-every`` steps (the loss ``mlm``), after every held-out evaluation (split ``heldout``), train end."""
     config = run.config
-    if not run.history:
-        record_heldout(run)  # the "before" figure
-    run.model.train()
-    bar = tqdm(total=config.steps, initial=run.step, desc="pretrain", unit="step", dynamic_ncols=True)
-    sums = [0.0, 0.0, 0]  # loss, accuracy, steps since the last log
     try:
-        started = time.perf_counter()
-        while run.step < config.steps:
-            loss, accuracy = train_step(run, training_batch(run, run.step))
-            run.step += 1
-            sums = [sums[0] + loss, sums[1] + accuracy, sums[2] + 1]
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.3f}", refresh=False)
-            if run.step % config.log_every == 0:
-                run.writer.add_scalar("train/mlm_loss", sums[0] / sums[2], run.step)
-                run.writer.add_scalar("train/masked_accuracy", sums[1] / sums[2], run.step)
-                run.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], run.step)
-                sums = [0.0, 0.0, 0]
-            if run.step % config.eval_every == 0 and run.step < config.steps:
-                record_heldout(run)
-            if run.step % config.save_every == 0 and run.step < config.steps:
-                run.train_seconds += time.perf_counter() - started
-                started = time.perf_counter()
-                checkpoints.save(run.output_dir / "last.pt", state_of(run))
-        run.train_seconds += time.perf_counter() - started
+        run.pm.hook.platform_on_train_start(run=run)
+        if not run.history:
+            record_heldout(run)  # the "before" figure
+        run.model.train()
+        bar = tqdm(total=config.steps, initial=run.global_step, desc="pretrain", unit="step", dynamic_ncols=True)
+        losses: list[torch.Tensor] = []
+        accuracies: list[float] = []
+        try:
+            started = time.perf_counter()
+            while run.global_step < config.steps:
+                loss, accuracy = train_step(run, training_batch(run, run.global_step))
+                run.global_step += 1
+                run.examples_seen += config.batch_size
+                losses.append(loss)
+                accuracies.append(accuracy)
+                run.pm.hook.platform_on_after_step(run=run, step=run.global_step, losses={"mlm": loss})
+                bar.update(1)
+                if run.global_step % config.log_every == 0:
+                    mean = float(torch.stack(losses).mean())
+                    run.writer.add_scalar("train/masked_accuracy", sum(accuracies) / len(accuracies), run.global_step)
+                    run.pm.hook.platform_on_log(run=run, step=run.global_step, losses={"mlm": mean})
+                    bar.set_postfix(loss=f"{mean:.3f}", acc=f"{accuracies[-1]:.3f}", refresh=False)
+                    losses, accuracies = [], []
+                if run.global_step % config.eval_every == 0 and run.global_step < config.steps:
+                    record_heldout(run)
+                if run.global_step % config.save_every == 0 and run.global_step < config.steps:
+                    run.train_seconds += time.perf_counter() - started
+                    started = time.perf_counter()
+                    checkpoints.save(run.output_dir / "last.pt", state_of(run))
+            run.train_seconds += time.perf_counter() - started
+        finally:
+            bar.close()
+        if run.history[-1]["step"] != run.global_step:
+            record_heldout(run)  # the "after" figure
+        checkpoints.save(run.output_dir / "last.pt", state_of(run))
+        write_checkpoint_folder(run)
+        metrics = write_metrics(run)
+        run.pm.hook.platform_on_train_end(run=run, metrics=metrics["after"])
+        return metrics
     finally:
-        bar.close()
-    if run.history[-1]["step"] != run.step:
-        record_heldout(run)  # the "after" figure
-    checkpoints.save(run.output_dir / "last.pt", state_of(run))
-    write_checkpoint_folder(run)
-    metrics = write_metrics(run)
-    run.close()
-    return metrics
+        run.close()
 
 
-def write_metrics(run: PretrainRun) -> dict[str, Any]:
+def write_metrics(run: PretrainingRun) -> dict[str, Any]:
     corpus = run.corpus
-    metrics = {"before": run.history[0], "after": run.history[-1], "heldout": run.history, "steps": run.step,
+    metrics = {"before": run.history[0], "after": run.history[-1], "heldout": run.history, "steps": run.global_step,
                "train_seconds": round(run.train_seconds, 1), "head_from_checkpoint": run.head_from_checkpoint,
                "corpus": {"texts": corpus.texts, "train_sequences": len(corpus.train),
                           "heldout_sequences": len(corpus.heldout), "train_tokens": corpus.train_tokens}}
-    _write_atomic(run.output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    checkpoints.atomic_write(run.output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
-def write_checkpoint_folder(run: PretrainRun) -> None:
+def write_checkpoint_folder(run: PretrainingRun) -> None:
     # the checkpoint's dropout, not this run's --dropout (a fine-tuning run sets its own)
     dropout = {"hidden_dropout_prob": run.source.config.hidden_dropout_prob,
                "attention_probs_dropout_prob": run.source.config.attention_probs_dropout_prob}
     save_checkpoint_folder(run.model, run.output_dir, run.tokenizer.vocab_path, run.tokenizer.lowercase, dropout)
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.base.errors import ConfigError
+from core.base.files import atomic_write
 from core.runs.config import RunConfig
 
 FORMAT = "platform-result/1"
@@ -97,7 +98,7 @@ def write(row: dict[str, Any], folder: Path) -> Path:
         raise ConfigError(f"--json-dir {folder} is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{row['name']}.json"
-    path.write_text(json.dumps(row, indent=1) + "\n")
+    atomic_write(path, json.dumps(row, indent=1) + "\n")
     return path
 
 

@@ -12,6 +12,7 @@ import attrs
 from attrs import validators as v
 
 from core.base.errors import ConfigError
+from core.base.files import atomic_write
 from core.base.settings import assignments, build, field, is_positive, names, positive, positive_or_none, shown
 from core.data.folders import resolve_data_dir
 from core.data.tokenizer import Tokenizer
@@ -139,7 +140,7 @@ class RunConfig:
         return build(cls, data, source=source)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":

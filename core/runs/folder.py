@@ -1,19 +1,27 @@
-"""The run folder: which folder a run may write into, and what a resume may change.
+"""The run folder: which folder a run may write into, what a resume may change, and the one lock that
+keeps a folder to one run at a time.
 
 A new run writes only into a folder that does not exist, is empty, or (with ``--overwrite``) holds an
-earlier run, which is then cleared. A folder holding anything else (a checkpoint, someone's files) is
-never written into. ``--resume`` continues the run in its folder with the configuration it was started
-with; options that would change what is computed are refused by name.
+earlier run, of which only what a run writes is cleared: a folder holding anything else (a checkpoint,
+someone's files) is never written into, and the message names what is in the way. A default folder name
+is claimed atomically, so runs started in the same second never share one. While a run (or its resume)
+is in progress it holds a lock on the folder; a second run into the same folder is refused. ``--resume`` continues the run in its folder with the configuration it was started with;
+options that would change what is computed are refused by name.
+
+The same rules serve ``platform pretrain`` (its configuration file is ``pretrain.json``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import attrs
 
@@ -29,10 +37,63 @@ log = logging.getLogger("platform")
 MAY_CHANGE_ON_RESUME = ("threads", "data_dir", "save_every", "log_every")
 # What a run leaves behind that a restart from epoch 0 would rewrite.
 RESULTS = ("best.pt", "metrics.json", "predictions")
+# Everything a run (or a pretraining run) writes into its folder: all that --overwrite may clear.
+RUN_FILES = ("config.json", "pretrain.json", "data.json", "metrics.json", "last.pt", "best.pt", "predictions",
+             "tensorboard", "bam", "model.safetensors", "vocab.txt", "tokenizer_config.json")
+
+
+def written_by_a_run(name: str) -> bool:
+    """Whether an entry of a run folder is one a run writes (a temporary a killed write left included)."""
+    return name in RUN_FILES or (name.startswith(".") and name.endswith(".tmp"))
+
+
+class FolderLock:
+    """An exclusive lock on the run folder itself (``flock`` on the folder, so no file is left behind) for
+    the life of a run; a second run into it is refused. The operating system releases it when the process
+    ends, however it ends."""
+
+    def __init__(self, folder: Path, option: str = "--output-dir"):
+        self.folder, self.option = Path(folder), option
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"{self.option} {self.folder} is in use by another run, started before this one and "
+                              "not yet ended; wait for it to end, or choose another folder (nothing was changed)") \
+                from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
 
 def default_output_dir(config: RunConfig) -> Path:
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{'-'.join(config.tasks)}"
+    """A new folder under ``runs/`` named by the time and the tasks, claimed now (made exclusively): runs
+    started in the same second get ``-2``, ``-3``, …"""
+    return claim_new_name(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{'-'.join(config.tasks)}")
+
+
+def claim_new_name(base: Path) -> Path:
+    """``base`` (or ``base-2``, ``base-3``, …), made as an empty folder by this process."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 10_000):
+        candidate = base if number == 1 else base.with_name(f"{base.name}-{number}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise ConfigError(f"no free folder name beside {base}; pass --output-dir")
 
 
 def finalize(config: RunConfig) -> RunConfig:
@@ -47,36 +108,86 @@ def finalize(config: RunConfig) -> RunConfig:
     return attrs.evolve(config, output_dir=str(default_output_dir(config)))
 
 
-def is_run_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a platform run: its ``config.json`` is a saved run configuration."""
+def is_run_folder(folder: Path, config_file: str = "config.json") -> bool:
+    """Whether ``folder`` holds a platform run: its configuration file is a saved run configuration."""
     try:
-        RunConfig.load(folder / "config.json")
-    except (OSError, ValueError, TypeError):
+        data = json.loads((folder / config_file).read_text())
+    except (OSError, ValueError):
+        return False
+    if config_file != "config.json":
+        return isinstance(data, dict)
+    try:
+        RunConfig.from_dict(data)
+    except (ValueError, TypeError):
         return False
     return True
 
 
-def claim(folder: Path, *, overwrite: bool = False) -> None:
-    """Make sure a new run may write into ``folder``: new, empty, or an earlier run cleared by
-    ``overwrite``. Anything else is refused, and nothing in the folder is touched."""
+def claim(folder: Path, *, overwrite: bool = False, config_file: str = "config.json",
+          overwritable: bool = True) -> FolderLock:
+    """Make sure a new run may write into ``folder`` and hold it: new, empty, or an earlier run cleared by
+    ``overwrite`` (only of what a run writes). Anything else is refused, and nothing in the folder is
+    touched. Returns the folder's lock, held; the run releases it when it ends."""
     check_folder(folder, "--output-dir", "choose a folder for the run")  # a file, or a path below one
-    if not folder.exists() or not any(folder.iterdir()):
-        return
-    if not is_run_folder(folder):
-        held = ", ".join(sorted(p.name for p in folder.iterdir())[:5])
-        raise ConfigError(f"--output-dir {folder} is not empty and holds no platform run ({held}, ...); choose a new "
+    held = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if held:
+        _may_clear(folder, held, overwrite, config_file, overwritable)  # refused before anything is written into it
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe, name = tempfile.mkstemp(dir=folder, prefix=".probe.", suffix=".tmp")  # may the run write there?
+        os.close(probe)
+        os.unlink(name)
+    except OSError as error:
+        raise ConfigError(f"--output-dir {folder} cannot be written ({error.strerror}); choose a folder you may "
+                          "write to") from None
+    lock = FolderLock(folder)
+    lock.acquire()
+    try:
+        entries = sorted(p.name for p in folder.iterdir())  # again, now that it is ours
+        if entries:
+            _may_clear(folder, entries, overwrite, config_file, overwritable)
+            log.warning("--overwrite: clearing the earlier run in %s", folder)
+            for name in entries:
+                entry = folder / name
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _may_clear(folder: Path, entries: list[str], overwrite: bool, config_file: str, overwritable: bool) -> None:
+    """Refuse to clear a folder that holds no run, or anything a run did not write."""
+    if not is_run_folder(folder, config_file):
+        held = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ConfigError(f"--output-dir {folder} is not empty and holds no platform run ({held}); choose a new "
                           "or empty folder (nothing was changed)")
     if not overwrite:
-        raise ConfigError(f"--output-dir {folder} already holds a run; pass --resume {folder} to continue it, "
-                          "--overwrite to start it again from scratch, or choose another folder (nothing was changed)")
-    log.warning("--overwrite: clearing the earlier run in %s", folder)
-    for entry in folder.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        again = "--overwrite to start it again from scratch, " if overwritable else ""
+        raise ConfigError(f"--output-dir {folder} already holds a run; pass --resume {folder} to continue it, {again}"
+                          "or choose another folder (nothing was changed)")
+    foreign = [name for name in entries if not written_by_a_run(name)]
+    if foreign:
+        raise ConfigError(f"--overwrite would clear {folder}, which holds files no run writes ({', '.join(foreign)}); "
+                          "move them out of the folder, or choose another folder (nothing was changed)")
+
+
+def lock_for_resume(folder: Path) -> FolderLock:
+    """The lock of the run in ``folder``, held while it is resumed; the temporaries a killed write left
+    there are removed (they are the run's own, and nothing reads them)."""
+    lock = FolderLock(folder, "--resume")
+    lock.acquire()
+    for stale in [*folder.glob(".*.tmp"), *folder.glob("*/.*.tmp")]:
+        stale.unlink(missing_ok=True)
+    return lock
 
 
 def saved_config(folder: Path) -> RunConfig:
     """The configuration a run in ``folder`` was started with."""
     if not (folder / "config.json").is_file():
+        if (folder / "pretrain.json").is_file():
+            raise ConfigError(f"--resume {folder}: a pretraining run; continue it with `platform pretrain --resume "
+                              f"{folder}`")
         raise ConfigError(f"--resume {folder}: no run to resume there (config.json missing)")
     return RunConfig.load(folder / "config.json")
 
@@ -107,9 +218,11 @@ def check_restartable(folder: Path) -> None:
 
 
 def best_epoch_recorded(folder: Path) -> int | str | None:
-    """The best epoch ``metrics.json`` records; ``"none"`` in a run folder without one; None elsewhere."""
+    """The best epoch ``metrics.json`` records; ``"none"`` in a run folder without a readable one; None
+    elsewhere."""
     try:
-        return json.loads((folder / "metrics.json").read_text())["best"]["epoch"]
+        record: Any = json.loads((folder / "metrics.json").read_text())
+        return record["best"]["epoch"]
     except FileNotFoundError:
         return "none" if (folder / "config.json").is_file() else None
     except (OSError, ValueError, KeyError, TypeError):

@@ -65,13 +65,15 @@ def make_batch(data: SplitData, indices: Sequence[int], pad) -> Batch:
                  labels, [data.ids[i] for i in indices], torch.as_tensor(indices, dtype=torch.long), extras)
 
 
-def sample(size: int, limit: int | None) -> list[int]:
-    """``--limit``: a seeded random sample of ``limit`` rows, kept in file order (files may be sorted
-    by label, as the SST files are, so the first rows could be a single class); all rows without one.
-    The seed is fixed, so every run (and a BAM teacher) with the same limit reads the same rows."""
-    if limit is None or limit >= size:
-        return list(range(size))
-    return sorted(random.Random(LIMIT_SEED).sample(range(size), limit))
+def sample(ids: Sequence[str], limit: int | None) -> list[int]:
+    """``--limit``: the positions of a seeded random sample of ``limit`` rows, kept in file order (files may
+    be sorted by label, as the SST files are, so the first rows could be a single class); all rows without
+    one. A row is drawn by a hash of its id and a fixed seed, so every run (and a BAM teacher) with the same
+    limit reads the same rows, and editing or deleting a row outside the sample leaves the sample as it was."""
+    if limit is None or limit >= len(ids):
+        return list(range(len(ids)))
+    rank = sorted(range(len(ids)), key=lambda i: hashlib.sha256(f"{LIMIT_SEED}:{ids[i]}".encode()).digest())
+    return sorted(rank[:limit])
 
 
 def held_out(size: int, fraction: float) -> list[int]:
@@ -82,14 +84,15 @@ def held_out(size: int, fraction: float) -> list[int]:
     return sorted(random.Random(VALIDATION_SEED).sample(range(size), count))
 
 
-def split_rows(task: Task, split: str, size: int, limit: int | None, validation_split: float,
+def split_rows(task: Task, split: str, ids: Sequence[str], limit: int | None, validation_split: float,
                path: Path) -> list[int]:
-    """The rows of a file of ``size`` rows that ``split`` reads: with ``validation_split``, the
+    """The positions of the rows of a file (of ids ``ids``) that ``split`` reads: with ``validation_split``, the
     ``validation`` split is the held-out part of the train file and ``train`` the rest; then ``--limit``
     samples each (so a limited run validates on a subset of the same held-out rows)."""
     if split == VALIDATION and not validation_split > 0:
         raise DataError(f"task {task.name!r}: no validation split without --validation-split (a fraction of the "
                         "train file to hold out, e.g. 0.1)")
+    size = len(ids)
     rows = list(range(size))
     if validation_split > 0 and split in ("train", VALIDATION):
         if size < 2:
@@ -97,7 +100,7 @@ def split_rows(task: Task, split: str, size: int, limit: int | None, validation_
                             f"{task.name!r} (one to hold out, one to train on), the file has {size}")
         held = held_out(size, validation_split)
         rows = held if split == VALIDATION else sorted(set(rows) - set(held))
-    return [rows[i] for i in sample(len(rows), limit)]
+    return [rows[i] for i in sample([ids[row] for row in rows], limit)]
 
 
 def load_split(task: Task, split: str, *, data_dir: Path, tokenizer, max_length: int,
@@ -111,7 +114,7 @@ def load_split(task: Task, split: str, *, data_dir: Path, tokenizer, max_length:
         raise DataError(f"task {spec.name!r} has no {split!r} file (it has: {', '.join(spec.files)})")
     path = Path(data_dir) / spec.files[file_split]
     rows = read_rows(task, path, labelled=split != "test", split=file_split)
-    rows = rows.select(split_rows(task, split, len(rows), limit, validation_split, path))
+    rows = rows.select(split_rows(task, split, rows.ids, limit, validation_split, path))
     encoded = encode_cached(task, split, path, rows.ids, rows.texts, tokenizer, max_length)
     extras = {name: values for name, values in encoded.items() if name not in ("sequences", "token_types")}
     labels = None if rows.labels is None else task.kind.stack_labels(spec, rows.labels)

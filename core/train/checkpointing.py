@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from core.base import distributed
 from core.base import files as checkpoints
+from core.base.errors import PlatformError
 from core.runs.config import load_data
 from core.tasks.splits import SplitData
 from core.train.evaluation import evaluate, predict_split, write_predictions
@@ -42,10 +46,40 @@ def state_of(run: TrainingRun) -> dict[str, Any]:
 
 
 def save_last(run: TrainingRun) -> None:
-    """``last.pt``, written by the main process (every process takes part in :func:`state_of`)."""
+    """``last.pt``, written by the main process (every process takes part in :func:`state_of`); never of a
+    model whose weights are no longer finite (the run stops instead, keeping the last good one)."""
+    check_finite_weights(run)
     state = state_of(run)
     if distributed.is_main():
         checkpoints.save(run.output_dir / "last.pt", state)
+    run.saved_step = run.global_step
+
+
+class NonFiniteError(PlatformError):
+    """Training diverged: a loss or a weight is no longer a finite number."""
+
+
+def check_finite_losses(run: TrainingRun, losses: dict[str, float]) -> None:
+    """Stop a run whose training loss went non-finite, naming the step and the task."""
+    bad = {task: value for task, value in losses.items() if not math.isfinite(value)}
+    if bad:
+        task, value = next(iter(bad.items()))
+        raise NonFiniteError(f"training stopped at step {run.global_step} (epoch {run.epoch + 1}): the training loss "
+                             f"of task {task} is {value}; {_kept(run)}; lower --lr (or --loss-weights)")
+
+
+def check_finite_weights(run: TrainingRun) -> None:
+    """Stop a run whose weights went non-finite before they are saved, naming the step."""
+    finite = torch.stack([torch.isfinite(p).all() for p in run.model.parameters()]).all()
+    if not bool(finite):
+        raise NonFiniteError(f"training stopped at step {run.global_step} (epoch {run.epoch + 1}): the model's weights "
+                             f"are no longer finite numbers; {_kept(run)}; lower --lr (or --loss-weights)")
+
+
+def _kept(run: TrainingRun) -> str:
+    if run.saved_step is None:
+        return f"nothing was saved in {run.output_dir} yet"
+    return f"{run.output_dir / 'last.pt'} keeps step {run.saved_step}, the last one saved"
 
 
 def restore(run: TrainingRun, state: dict[str, Any]) -> None:
@@ -61,6 +95,7 @@ def restore(run: TrainingRun, state: dict[str, Any]) -> None:
         distributed.seed(run.config.seed + state["global_step"])
     for key in ("epoch", "step_in_epoch", "global_step", "examples_seen", "history", "best"):
         setattr(run, key, state[key])
+    run.saved_step = run.global_step
     log.info("resumed %s at epoch %d, step %d", run.output_dir, run.epoch, run.step_in_epoch)
 
 
@@ -104,12 +139,9 @@ def best_is_behind(run: TrainingRun) -> bool:
 def write_metrics(run: TrainingRun) -> None:
     if not distributed.is_main():
         return
-    path = run.output_dir / "metrics.json"
-    tmp = path.with_name("metrics.json.tmp")
     record = {"selected_on": run.selection_split, "best": run.best, "history": run.history,
               "examples_seen": run.examples_seen, **({"dev": run.dev} if run.dev else {})}
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    checkpoints.atomic_write(run.output_dir / "metrics.json", json.dumps(record, indent=2) + "\n")
 
 
 def write_split_predictions(run: TrainingRun, split: str, data: dict[str, SplitData], predictions: dict) -> None:

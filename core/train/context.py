@@ -13,6 +13,7 @@ from core.base import distributed
 from core.data.tokenizer import Tokenizer
 from core.model.multitask import MultitaskModel
 from core.runs.config import RunConfig
+from core.runs.folder import FolderLock
 from core.tasks.splits import VALIDATION, SplitData
 from core.train.regularizer import Regularizer
 from core.train.sampling import Sampler
@@ -35,6 +36,7 @@ class Run:
     global_step: int = 0
     examples_seen: int = 0  # training examples (sequences, for pretraining) seen so far
     plugin_state: dict[str, Any] = attrs.Factory(dict)  # scratch space of plugins, by plugin name
+    folder_lock: FolderLock | None = None  # held (by the main process) until the run is closed
     _writer: Any = None
 
     @property
@@ -58,8 +60,12 @@ class Run:
         return self._writer
 
     def close(self) -> None:
+        """End the run: the writer closes, the folder's lock is released (closing twice is harmless)."""
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
+        if self.folder_lock is not None:
+            self.folder_lock.release()
 
 
 @attrs.define(kw_only=True)
@@ -81,6 +87,7 @@ class TrainingRun(Run):
     history: list[dict[str, Any]] = attrs.Factory(list)  # per epoch: the selection split's metrics
     best: dict[str, float] = attrs.Factory(dict)  # the selection split's best epoch
     dev: dict[str, float] = attrs.Factory(dict)  # with --validation-split: dev metrics of the best model, at the end
+    saved_step: int | None = None  # the global step last.pt holds, once one was saved (or restored)
     ddp: Any = None  # the model in DistributedDataParallel under torchrun (core.distributed.wrap), else None
     loss_weights: dict[str, float] = attrs.Factory(dict)  # --loss-weights, per task of the run
     # per task since the last log point: this process's summed losses (on the device); every process's examples

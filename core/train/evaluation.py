@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.base import distributed
+from core.base.files import atomic_write
 from core.data.batch import Batch
 from core.tasks.splits import SplitData, make_batch
 
@@ -86,11 +87,8 @@ def evaluate(model: torch.nn.Module, splits: dict[str, SplitData], pad, batch_si
 
 def write_predictions(path: Path, data: SplitData, predictions: Any) -> None:
     """The CS224N output format: a header ``id \\t Predicted_<label>``, then ``id , prediction``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     spec = data.task.spec
     values = predictions.tolist() if isinstance(predictions, torch.Tensor) else predictions
     lines = [f"id \t {spec.prediction_header} \n"]
     lines += [f"{i} , {data.task.kind.format_prediction(spec, p)} \n" for i, p in zip(data.ids, values)]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(lines))
-    tmp.replace(path)
+    atomic_write(path, "".join(lines))

@@ -209,16 +209,18 @@ def train(run: TrainingRun) -> dict[str, float]:
                 bar.update(run.examples_seen - seen)
                 if run.global_step % config.log_every == 0:  # the step's only wait for the device
                     logged = logged_losses(run)
+                    runfiles.check_finite_losses(run, logged)
                     pm.hook.platform_on_log(run=run, step=run.global_step, losses=logged)
                     bar.set_postfix(epoch=f"{run.epoch + 1}/{config.epochs}",
                                     **{k: f"{v:.3f}" for k, v in logged.items()}, refresh=False)
                 if run.step_in_epoch % config.save_every == 0 and run.step_in_epoch < run.steps_per_epoch:
                     runfiles.save_last(run)
             end_epoch(run, started)
+        bar.close()
+        finish(run)
+        pm.hook.platform_on_train_end(run=run, metrics=run.best)
+        runfiles.write_metrics(run)
     finally:
         bar.close()
-    finish(run)
-    pm.hook.platform_on_train_end(run=run, metrics=run.best)
-    runfiles.write_metrics(run)
-    run.close()
+        run.close()  # its folder unlocked, whether it ended or stopped
     return run.best

@@ -58,8 +58,8 @@ def test_tensorboard_has_mlm_loss_accuracy_lr_and_perplexity(config):
 
     pretrain(config)
     events = EventAccumulator(str(Path(config.output_dir) / "tensorboard")).Reload()
-    assert {"train/mlm_loss", "train/masked_accuracy", "train/lr", "heldout/perplexity",
-            "heldout/accuracy"} <= set(events.Tags()["scalars"])
+    assert {"train/loss/mlm", "train/masked_accuracy", "train/lr", "heldout/perplexity",
+            "heldout/accuracy"} <= set(events.Tags()["scalars"])  # the loss, lr and held-out by the telemetry plugin
     assert [e.step for e in events.Scalars("train/lr")] == [2, 4, 6, 8]
 
 
@@ -107,13 +107,13 @@ def test_killed_run_resumes_to_identical_weights(config, tmp_path):
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root}, timeout=600)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
     out = tmp_path / "killed"
-    assert not (out / "model.safetensors").exists() and not list(out.glob("*.tmp"))
+    assert not (out / "model.safetensors").exists() and not list(out.glob(".*.tmp"))
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)  # the safe loader reads it
     assert state["step"] == 4  # saved every 2 steps; step 5 was lost with the process
 
     moved = out.rename(tmp_path / "moved")  # the folder as named now, not where the run began
     resumed = prepare(PretrainConfig(output_dir=str(moved)), resume=True)
-    assert resumed.step == 4 and resumed.output_dir == moved
+    assert resumed.global_step == 4 and resumed.output_dir == moved
     metrics = train(resumed)
     expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     assert metrics["heldout"] == expected["heldout"]
@@ -126,13 +126,13 @@ def test_a_used_folder_is_refused(config, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("someone else's")
-    with pytest.raises(ConfigError, match="exists and is not empty .it is not a pretraining run's"):
+    with pytest.raises(ConfigError, match="is not empty and holds no platform run .notes.txt."):
         prepare(attrs.evolve(config, output_dir=str(other)))
     with pytest.raises(ConfigError, match="--resume: .* holds no pretraining run"):
         prepare(PretrainConfig(output_dir=str(other)), resume=True)
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
     pretrain(attrs.evolve(config, steps=1))
-    with pytest.raises(ConfigError, match="pass --resume to continue it"):
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume .* to continue it, or choose another"):
         prepare(config)
 
 

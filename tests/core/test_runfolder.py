@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from core.base import files as checkpoints
+from core.base.errors import PlatformError
 from core.build import trained as inference
 from core.build.run import prepare
 from core.cli.main import main
@@ -198,9 +199,222 @@ def test_killed_halfway_through_a_checkpoint_write_resumes_exactly(tiny_config, 
     reference = train(prepare(attrs.evolve(tiny_config, output_dir=str(tmp_path / "reference"))))
     kill_run(tiny_config, tmp_path, "partial", file, count)
     folder = Path(tiny_config.output_dir)
-    assert (folder / f"{file}.tmp").exists(), "the kill came mid-write"
+    assert list(folder.glob(f".{file}.*.tmp")), "the kill came mid-write"
     for name in ("last.pt", "best.pt"):
         if (folder / name).exists():
             checkpoints.load(folder / name)  # never half a file under the real name
     final = train(prepare(tiny_config, resume=True))
-    assert final == reference and not list(folder.glob("*.tmp"))
+    assert final == reference and not list(folder.glob(".*.tmp"))  # the resume removed the partial write
+
+
+# --------------------------------------------------------------------------------------------------
+# Nothing written outside the run folder, nothing of a user's lost, one run per folder
+# --------------------------------------------------------------------------------------------------
+
+
+def test_planted_links_at_temporary_names_are_never_followed(capsys, tmp_path, tiny_config):
+    """A link planted where a fixed-name temporary used to be written leads nowhere: temporaries have
+    unique names, created exclusively, and the target is replaced, not written through."""
+    config = attrs.evolve(tiny_config, tasks=("sst", "sts"), epochs=2)
+    stopped = prepare(config, stop_at_epoch(1))
+    with pytest.raises(Stop):
+        train(stopped)
+    folder, outside = Path(config.output_dir), tmp_path / "outside.txt"
+    outside.write_text("a user's file\n")
+    for name in ("last.pt.tmp", "metrics.json.tmp", "best.pt.tmp", "config.json.tmp"):
+        (folder / name).symlink_to(outside)
+    (folder / "predictions" / "sst-dev-output.csv.tmp").symlink_to(outside)
+    train(prepare(config, resume=True))
+    code, _ = cli(capsys, "predict", folder)
+    assert code == 0 and outside.read_text() == "a user's file\n"
+    assert (folder / "metrics.json").is_file() and not (folder / "metrics.json").is_symlink()
+
+
+def test_overwrite_clears_only_what_a_run_writes(capsys, finished):
+    config, folder = finished
+    (folder / "paper.tex").write_text("my draft\n")
+    before = snapshot(folder)
+    code, err = cli(capsys, "run", *tiny_args(config), "--epochs", "1", "--output-dir", folder, "--overwrite")
+    assert code == 2 and err.strip().endswith(
+        f"--overwrite would clear {folder}, which holds files no run writes (paper.tex); move them out of the folder, "
+        "or choose another folder (nothing was changed)")
+    assert snapshot(folder) == before
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(tiny_config):
+    """A real second process, while this one holds the folder."""
+    import subprocess
+    import sys
+
+    from core.runs.folder import claim
+
+    folder = Path(tiny_config.output_dir)
+    lock = claim(folder)
+    try:
+        result = subprocess.run([sys.executable, "-m", "core.cli", "run", *tiny_args(tiny_config), "--epochs", "1",
+                                 "--output-dir", str(folder)], capture_output=True, text=True, timeout=300,
+                                cwd=Path(__file__).parents[2])
+    finally:
+        lock.release()
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"platform run: error: --output-dir {folder} is in use by another run, started before this one and not yet "
+        "ended; wait for it to end, or choose another folder (nothing was changed)")
+    assert list(folder.iterdir()) == []
+
+
+def test_default_folders_of_runs_started_in_the_same_second_differ(tmp_path, monkeypatch, tiny_config):
+    from core.runs.folder import finalize
+
+    monkeypatch.chdir(tmp_path)  # runs/ of this test only
+    config = attrs.evolve(tiny_config, output_dir=None, tasks=("sst",))
+    folders = [finalize(config).output_dir for _ in range(3)]
+    assert len(set(folders)) == 3 and all(Path(folder).is_dir() for folder in folders)
+    assert folders[1] == folders[0] + "-2" or Path(folders[1]).name[:15] != Path(folders[0]).name[:15]
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """Mount a file system of the given options on a new folder (root only: a real read-only folder, a real
+    full disk); unmounted after the test."""
+    import subprocess
+
+    mounts = []
+
+    def mount(options: str) -> Path:
+        point = tmp_path / f"mount-{len(mounts)}"
+        point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True,
+                                text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_a_read_only_output_dir_is_refused_before_anything_is_loaded(capsys, mounted, tiny_config):
+    folder = mounted("ro,size=1m") / "run"
+    code, err = cli(capsys, "run", *tiny_args(tiny_config), "--output-dir", folder)
+    assert code == 2 and err.strip().splitlines()[-1].startswith(f"platform run: error: --output-dir {folder} cannot "
+                                                                 "be written (Read-only file system)")
+    assert "tokenizing" not in err  # refused before the data was read
+
+
+def test_a_full_disk_is_said_and_leaves_no_partial_file(capsys, mounted, tiny_config):
+    folder = mounted("size=64k") / "run"
+    code, err = cli(capsys, "run", *tiny_args(tiny_config), "--epochs", "1", "--output-dir", folder)
+    assert code == 2 and "the disk is full" in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not [p for p in folder.rglob("*.tmp")], "the partial temporary is removed"
+
+
+# --------------------------------------------------------------------------------------------------
+# Data that changed under a run
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_data(tmp_path, tiny_config):
+    """A copy of the task files, for a test to edit."""
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(tiny_config.data_dir, folder)
+    return folder
+
+
+def test_edited_train_or_dev_files_are_refused_on_resume_and_a_test_file_is_reported(own_data, tiny_config, caplog):
+    config = attrs.evolve(tiny_config, tasks=("sst",), epochs=2, data_dir=str(own_data))
+    stopped = prepare(config, stop_at_epoch(1))
+    with pytest.raises(Stop):
+        train(stopped)
+    recorded = json.loads((Path(config.output_dir) / "data.json").read_text())["files"]
+    assert set(recorded) == {"ids-sst-train.csv", "ids-sst-dev.csv", "ids-sst-test-student.csv"}
+    original = (own_data / "ids-sst-dev.csv").read_text()
+    (own_data / "ids-sst-dev.csv").write_text(original.replace("\t4\n", "\t0\n", 1))  # one dev label edited
+    with pytest.raises(PlatformError, match="the data changed since the run started: ids-sst-dev.csv \\(sst/dev\\)"):
+        prepare(config, resume=True)
+    (own_data / "ids-sst-dev.csv").write_text(original)
+    test = own_data / "ids-sst-test-student.csv"
+    test.write_text(test.read_text() + "\n")
+    train(prepare(config, resume=True))
+    assert "ids-sst-test-student.csv changed since the run started (sst/test)" in caplog.text
+
+
+def test_limit_keeps_its_sample_when_an_unrelated_row_is_deleted(own_data, tiny_config):
+    from core.build.parts import RunParts
+
+    config = attrs.evolve(tiny_config, tasks=("sst",), data_dir=str(own_data), limit=24)
+    before = RunParts(config).data("train")["sst"].ids
+    path = own_data / "ids-sst-train.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    unrelated = next(i for i, line in enumerate(lines[1:], 1) if line.split("\t")[1] not in before)
+    path.write_text("".join(lines[:unrelated] + lines[unrelated + 1:]))
+    assert RunParts(config).data("train")["sst"].ids == before
+
+
+# --------------------------------------------------------------------------------------------------
+# Runs that go wrong: a diverging loss, a signal
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_naming_step_and_task_and_keeps_the_last_good_checkpoint(capsys, tiny_config):
+    config = attrs.evolve(tiny_config, tasks=("sst",), epochs=2)
+    code, err = cli(capsys, "run", *tiny_args(config), "--tasks", "sst", "--epochs", "2", "--lr", "1e10",
+                    "--output-dir", config.output_dir, "--log-every", "1")
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("platform run: error: training stopped at step ") and "task sst" in line
+    assert "lower --lr" in line
+    last = Path(config.output_dir) / "last.pt"
+    if last.exists():  # whatever was saved was saved before the loss diverged
+        state = checkpoints.load(last)
+        assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_sigterm_stops_a_run_saying_where_it_stands_and_it_resumes(tiny_config):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = Path(tiny_config.output_dir)
+    command = [sys.executable, "-m", "core.cli", "run", *tiny_args(tiny_config), "--epochs", "30", "--save-every", "1",
+               "--output-dir", str(folder)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    deadline = time.time() + 240
+    while not (folder / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == 143, err[-2000:]
+    lines = err.strip().splitlines()
+    assert lines[-1] == "terminated; everything written so far is kept (resume with --resume RUN_DIR)"
+    assert lines[-2].startswith("stopped at epoch ") and "last.pt holds step " in lines[-2]
+    state = checkpoints.load(folder / "last.pt")
+    assert 0 < state["global_step"]
+    from core.runs.folder import saved_config
+
+    resumed = prepare(saved_config(folder), resume=True)
+    assert resumed.global_step == state["global_step"]
+    resumed.close()
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at_epoch(epoch: int):
+    """A plugin manager whose fixture plugin stops the run as ``epoch`` starts (after the epoch before was saved)."""
+
+    class Stopper:
+        @hookimpl
+        def platform_on_epoch_start(self, run, epoch):
+            if epoch == stop_epoch:
+                raise Stop
+
+    stop_epoch = epoch
+    pm = make_plugin_manager(enabled=())
+    pm.register(Stopper(), name="stopper")
+    return pm

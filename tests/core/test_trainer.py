@@ -58,7 +58,7 @@ def test_killed_run_resumes_to_identical_metrics(tiny_config, tmp_path, precisio
     kill_at = steps_per_epoch + 2  # the second epoch's second step, before its checkpoint: resume after step 1
     kill_run_at_step(killed, kill_at, tmp_path)
     out = tmp_path / "killed"
-    assert (out / "last.pt").exists() and not list(out.glob("*.tmp"))
+    assert (out / "last.pt").exists() and not list(out.glob(".*.tmp"))
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [0], "the first epoch's results were written before the kill"
 

@@ -29,15 +29,16 @@ def test_held_out_rows_are_fixed_whatever_the_size_of_the_fraction_rounding():
 
 def test_train_and_validation_partition_the_file_and_limit_samples_each(tiny_config):
     task = RunParts(tiny_config).tasks["sst"]
-    train = split_rows(task, "train", 200, None, 0.25, Path("f"))
-    validation = split_rows(task, VALIDATION, 200, None, 0.25, Path("f"))
+    ids = [f"row-{i}" for i in range(200)]
+    train = split_rows(task, "train", ids, None, 0.25, Path("f"))
+    validation = split_rows(task, VALIDATION, ids, None, 0.25, Path("f"))
     assert len(validation) == 50 and not set(train) & set(validation) and sorted(train + validation) == list(range(200))
-    limited = split_rows(task, VALIDATION, 200, 8, 0.25, Path("f"))
+    limited = split_rows(task, VALIDATION, ids, 8, 0.25, Path("f"))
     assert len(limited) == 8 and set(limited) <= set(validation)  # a subset of the same held-out rows
-    assert split_rows(task, "train", 200, 8, 0.0, Path("f")) == sample(200, 8)  # off: the rows of before
-    assert split_rows(task, "dev", 200, None, 0.25, Path("f")) == list(range(200))  # dev is never split
+    assert split_rows(task, "train", ids, 8, 0.0, Path("f")) == sample(ids, 8)  # off: the rows of before
+    assert split_rows(task, "dev", ids, None, 0.25, Path("f")) == list(range(200))  # dev is never split
     with pytest.raises(PlatformError, match="no validation split without --validation-split"):
-        split_rows(task, VALIDATION, 200, None, 0.0, Path("f"))
+        split_rows(task, VALIDATION, ids, None, 0.0, Path("f"))
 
 
 def test_a_run_reads_the_held_out_rows_as_validation_the_rest_as_train(tiny_config):

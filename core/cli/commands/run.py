@@ -46,7 +46,15 @@ def run_command(settings: RunSettings, invocation: Invocation) -> int:
         run = prepare(build(RunConfig, invocation.values), overwrite=settings.overwrite)
     if distributed.is_main():
         print(f"run folder: {run.output_dir}", file=sys.stderr)
-    best = train(run)
+    try:
+        best = train(run)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (core.cli.main): say where the run stands
+        if distributed.is_main():
+            kept = (f"last.pt holds step {run.saved_step}" if run.saved_step is not None
+                    else "no checkpoint was written yet")
+            print(f"stopped at epoch {run.epoch + 1} of {run.config.epochs}, step {run.global_step}; {kept}",
+                  file=sys.stderr)
+        raise
     if distributed.is_main():
         print(format_metrics(f"best {run.selection_split}", best))
         if run.dev:
