@@ -128,6 +128,7 @@ def test_data_dir_resolution_order(tmp_path, monkeypatch):
         resolve_data_dir(tmp_path / "nowhere")
 
 
+@pytest.mark.integration
 def test_missing_data_fails_under_ci(tmp_path):
     """Without the data its tests are skipped, but under CI (CI=true) they fail: a suite without data cannot pass."""
     env = os.environ | {"CI": "true", "PLATFORM_DATA_DIR": str(tmp_path / "missing")}
