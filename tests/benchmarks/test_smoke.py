@@ -86,7 +86,8 @@ def test_gpu_mode_without_a_gpu_says_so(tiny_data_dir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_mode_measures_both_sides_on_the_gpu(tiny_data_dir, tmp_path):
     out = tmp_path / "gpu.json"
-    lines = run_script(tiny_data_dir, "--device", "cuda", "--multitask", "--no-isolate", "--json", str(out)).splitlines()
+    lines = run_script(tiny_data_dir, "--device", "cuda", "--multitask", "--no-isolate", "--json",
+                       str(out)).splitlines()
     report = json.loads(out.read_text())
     assert report["machine"]["device"].startswith("cuda") and report["settings"]["device"].startswith("cuda")
     precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"

@@ -68,7 +68,8 @@ def test_pretrain_then_finetune_from_the_folder(config, tmp_path, tiny_data_dir)
     pretrain(config)
     pretrained = safetensors.torch.load_file(Path(config.output_dir) / "model.safetensors")
     run_config = RunConfig(tasks=("sst", "sts"), checkpoint=config.output_dir, limit=16, batch_size=8, max_length=32,
-                           epochs=1, sampler="rrobin", data_dir=str(tiny_data_dir), output_dir=str(tmp_path / "finetuned"),
+                           epochs=1, sampler="rrobin", data_dir=str(tiny_data_dir),
+                           output_dir=str(tmp_path / "finetuned"),
                            threads=1, precision="fp32", device="cpu")
     registries = Registries(make_plugin_manager(enabled=()))
     model = build_model(run_config, select_tasks(run_config, registries),

@@ -131,8 +131,8 @@ def test_evaluate_refuses_validation_of_a_run_without_and_split_beside_file(vali
     assert main(["evaluate", plain.output_dir, "--split", "validation"]) == 2
     assert "held out no validation rows (it was trained without --validation-split); use --split dev" in \
         capsys.readouterr().err
-    assert main(["evaluate", config.output_dir, "--split", "validation", "--file", str(tiny_data_dir / "ids-sst-dev.csv"),
-                 "--task", "sst"]) == 2
+    assert main(["evaluate", config.output_dir, "--split", "validation",
+                 "--file", str(tiny_data_dir / "ids-sst-dev.csv"), "--task", "sst"]) == 2
     assert "both say what to evaluate: give one of them" in capsys.readouterr().err
     assert json.loads((Path(plain.output_dir) / "metrics.json").read_text())["selected_on"] == "dev"
 

@@ -218,7 +218,8 @@ def smart_config(tmp_path_factory, tiny_data_dir):
 
     return RunConfig(tasks=("sst", "quora", "sts"), plugins=("smart",), checkpoint="tiny", limit=16, batch_size=8,
                      eval_batch_size=16, max_length=32, epochs=2, lr=1e-3, sampler="rrobin", log_every=1,
-                     data_dir=str(tiny_data_dir), output_dir=str(tmp_path_factory.mktemp("smart") / "reference"), threads=1)
+                     data_dir=str(tiny_data_dir), output_dir=str(tmp_path_factory.mktemp("smart") / "reference"),
+                     threads=1)
 
 
 @pytest.fixture(scope="module")

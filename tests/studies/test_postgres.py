@@ -89,7 +89,8 @@ def test_workers_opening_a_new_database_at_once_all_succeed(postgres_url):  # no
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
                             "ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 @pytest.mark.integration
-def test_the_running_trial_of_a_dead_worker_is_marked_failed(postgres_url, tmp_path, tiny_data_dir, caplog):  # noqa: F811
+def test_the_running_trial_of_a_dead_worker_is_marked_failed(postgres_url, tmp_path, tiny_data_dir,  # noqa: F811
+                                                             caplog):
     # what a worker killed mid-trial leaves behind: a RUNNING trial whose heartbeats stopped
     storage = optuna.storages.RDBStorage(postgres_url, heartbeat_interval=1, grace_period=2)
     dead = optuna.create_study(storage=storage, study_name="dead", direction="maximize")

@@ -129,7 +129,8 @@ def test_a_study_with_a_validation_split_reports_and_selects_on_it(tmp_path, tin
 
 def test_a_pruned_trial_stops_and_says_why(tmp_path, tiny_data_dir):
     settings = StudySettings(name="pruned", trials=1, study_dir=str(tmp_path))
-    study = run_study(tiny_base(tiny_data_dir), settings, pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # always prunes
+    always = optuna.pruners.ThresholdPruner(lower=2.0)  # prunes every trial
+    study = run_study(tiny_base(tiny_data_dir), settings, pruner=always)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [1]
     assert trial.user_attrs["reason"].startswith("pruned after epoch 1 of 2: mean ")

@@ -13,7 +13,8 @@ def rows(path):
 
 
 def test_fold_keeps_clear_sentiment_and_skips_neutral():
-    assert [platform_sst2.fold(value) for value in ("0", "1.0", "2", "3", "4", "5", "")] == [0, 0, None, 1, 1, None, None]
+    folded = [platform_sst2.fold(value) for value in ("0", "1.0", "2", "3", "4", "5", "")]
+    assert folded == [0, 0, None, 1, 1, None, None]
 
 
 def test_the_sst_files_hold_rows_of_both_folded_classes(tiny_data_dir):
@@ -26,5 +27,6 @@ def test_sst2_trains_beside_a_built_in_task_and_predicts_binary_labels(train_tin
     lines = (run.folder / "predictions" / "sst2-dev-output.csv").read_text().splitlines()
     assert lines[0] == "id \t Predicted_Sentiment " and len(lines) > 1
     predicted = dict(tuple(part.strip() for part in line.split(" , ")) for line in lines[1:])
-    kept = {row["id"] for row in rows(tiny_data_dir / "ids-sst-dev.csv") if platform_sst2.fold(row["sentiment"]) is not None}
+    dev = rows(tiny_data_dir / "ids-sst-dev.csv")
+    kept = {row["id"] for row in dev if platform_sst2.fold(row["sentiment"]) is not None}
     assert set(predicted) <= kept and set(predicted.values()) <= {"0", "1"}  # neutral sentences are not predicted
