@@ -1,11 +1,12 @@
-# The two set-up commands of the README: `make run` (the main job) and `make test` (the suite).
+# The two set-up commands of the README: `make run` (the main job) and `make test` (the whole suite, as CI
+# runs it); `make quick` is the suite's quick tier: no CS224N data, no real checkpoint, no processes launched.
 # Each creates or refreshes the virtual environment first (when pyproject.toml changed).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check bench venv
+.PHONY: run test quick check bench venv
 
 venv: $(STAMP)
 
@@ -28,6 +29,9 @@ check: $(STAMP)
 
 test: check
 	$(BIN)/python -m pytest -q $(ARGS)
+
+quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration and not data and not checkpoint" $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py $(ARGS)

@@ -1,4 +1,9 @@
-"""Shared fixtures: a private cache folder per test session, the data folder, small run configs."""
+"""Shared fixtures: a private cache folder per test session, the CS224N data folder, small run configs.
+
+The tiny synthetic task files (``tiny_data_dir``) and ``tiny_run_config`` / ``train_tiny`` come from the
+platform's own pytest plugin, ``core/testing/fixtures.py``, which plugin authors use too. A test that takes
+``data_dir`` (the real CS224N files) is marked ``data`` here, so ``-m "not data"`` leaves it out.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "data_dir" in item.fixturenames:
+            item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(scope="session")
 def data_dir():
     """The CS224N data folder (``$PLATFORM_DATA_DIR``, else ``../shared/data/cs224n``). Without it the tests
@@ -48,13 +59,13 @@ def data_dir():
 
 
 @pytest.fixture
-def tiny_config(tmp_path, data_dir):
-    """A quick multitask run: tiny random-init encoder, 24 examples per task and split, on the CPU in
-    float32 (tests compare runs exactly and feed batches by hand; tests/core/test_devices.py covers bf16,
-    tests/core/test_cuda.py the GPU)."""
+def tiny_config(tmp_path, tiny_data_dir):
+    """A quick multitask run on the tiny synthetic files: tiny random-init encoder, 24 examples per task
+    and split, on the CPU in float32 (tests compare runs exactly and feed batches by hand;
+    tests/core/test_devices.py covers bf16, tests/core/test_cuda.py the GPU)."""
     from core.runs.config import RunConfig
 
     return RunConfig(tasks=("sst", "cfimdb", "quora", "sts"), checkpoint="tiny", limit=24, batch_size=8,
                      eval_batch_size=16, max_length=32, epochs=2, lr=1e-3, sampler="rrobin", save_every=2,
-                     log_every=1, data_dir=str(data_dir), output_dir=str(tmp_path / "run"), threads=1,
+                     log_every=1, data_dir=str(tiny_data_dir), output_dir=str(tmp_path / "run"), threads=1,
                      device="cpu", precision="fp32")

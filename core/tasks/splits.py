@@ -142,7 +142,7 @@ def encode_cached(task: Task, split: str, path: Path, ids: list[str], texts: lis
     rows = datasets.Dataset.from_dict(dict(zip(columns, texts)))
     encoded = rows.map(encode, batched=True, batch_size=2000, remove_columns=columns,
                        cache_file_name=str(cache_dir() / "tokens" / f"{task.name}-{split}-{key}.arrow"),
-                       load_from_cache_file=True, desc=f"tokenizing {task.name} {split}")
+                       load_from_cache_file=True, new_fingerprint=key, desc=f"tokenizing {task.name} {split}")
     names = sorted({name.partition(".")[0] for name in encoded.column_names})
     return {name: [encoded[f"{name}.{c}"] for c in range(_count(encoded.column_names, name))]
             if name in ("sequences", "token_types") else encoded[name] for name in names}

@@ -10,13 +10,13 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "data_parallel.py"
 
-pytestmark = pytest.mark.data
+pytestmark = pytest.mark.integration  # the script launches one- and two-process runs
 
 
-def test_one_and_two_processes_train_the_same_run(data_dir, tmp_path):
+def test_one_and_two_processes_train_the_same_run(tiny_data_dir, tmp_path):
     out = tmp_path / "dp.json"
     result = subprocess.run([sys.executable, str(SCRIPT), "--limit", "16", "--json", str(out), "--",
-                             "--max-length", "24", "--data-dir", str(data_dir)],
+                             "--max-length", "24", "--data-dir", str(tiny_data_dir)],
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "processes examples  train s     ex/s speed-up dev mean" in result.stdout

@@ -19,7 +19,7 @@ TOY = ["--checkpoint", "tiny", "--steps", "1", "--threads", "1", "--tasks", "sst
        "--eval-batch-size", "64"]
 NUMBER = r"(\d+(?:\.\d+)?)"
 
-pytestmark = pytest.mark.data
+pytestmark = pytest.mark.integration  # each test runs the script in a process of its own
 
 
 def run_script(data_dir: Path, *extra: str) -> str:
@@ -29,10 +29,10 @@ def run_script(data_dir: Path, *extra: str) -> str:
     return result.stdout
 
 
-def test_prints_the_table_and_the_ratios(data_dir, tmp_path):
+def test_prints_the_table_and_the_ratios(tiny_data_dir, tmp_path):
     # --no-isolate: the child process per configuration would take this past 60 s; --only is tested below
     out = tmp_path / "speed.json"
-    lines = run_script(data_dir, "--no-isolate", "--json", str(out)).splitlines()
+    lines = run_script(tiny_data_dir, "--no-isolate", "--json", str(out)).splitlines()
     header = next(line for line in lines if line.startswith("task "))
     for column in ("configuration", "prec.", "steps", "ex/s", "real tok/s", "pad tok/s", "real %", "s/step",
                    "RSS alone", "RSS cum."):
@@ -59,34 +59,35 @@ def test_prints_the_table_and_the_ratios(data_dir, tmp_path):
     assert report["eval_ratio_fp32"] > 0
 
 
-def test_only_measures_one_configuration_in_its_own_process(data_dir, tmp_path):
+def test_only_measures_one_configuration_in_its_own_process(tiny_data_dir, tmp_path):
     out = tmp_path / "one.json"
-    assert run_script(data_dir, "--only", "sst/platform", "--json", str(out)) == ""
+    assert run_script(tiny_data_dir, "--only", "sst/platform", "--json", str(out)) == ""
     figures = json.loads(out.read_text())
     assert figures["steps"] == 1 and figures["peak_rss_mb"] > 0
     assert all(figures[key] > 0 for key in ("examples_per_s", "real_tokens_per_s", "padded_tokens_per_s"))
     assert 0 < figures["real_fraction"] <= 1
 
 
-def test_the_main_jobs_step_is_measured_with_its_effective_batch(data_dir, tmp_path):
+def test_the_main_jobs_step_is_measured_with_its_effective_batch(tiny_data_dir, tmp_path):
     out = tmp_path / "multi.json"
-    assert run_script(data_dir, "--only", "multi/platform-multitask", "--json", str(out)) == ""
+    assert run_script(tiny_data_dir, "--only", "multi/platform-multitask", "--json", str(out)) == ""
     figures = json.loads(out.read_text())
     assert set(figures["batch_sizes"]) == {"sst", "quora", "sts"}  # `platform run`'s default tasks
     assert figures["examples_per_step"] == sum(figures["batch_sizes"].values()) and figures["examples_per_s"] > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
-def test_gpu_mode_without_a_gpu_says_so(data_dir):
-    result = subprocess.run([sys.executable, str(SCRIPT), *TOY, "--data-dir", str(data_dir), "--device", "cuda"],
+def test_gpu_mode_without_a_gpu_says_so(tiny_data_dir):
+    result = subprocess.run([sys.executable, str(SCRIPT), *TOY, "--data-dir", str(tiny_data_dir), "--device", "cuda"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--device cuda: no CUDA GPU is available here" in result.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_mode_measures_both_sides_on_the_gpu(data_dir, tmp_path):
+def test_gpu_mode_measures_both_sides_on_the_gpu(tiny_data_dir, tmp_path):
     out = tmp_path / "gpu.json"
-    lines = run_script(data_dir, "--device", "cuda", "--multitask", "--no-isolate", "--json", str(out)).splitlines()
+    lines = run_script(tiny_data_dir, "--device", "cuda", "--multitask", "--no-isolate", "--json",
+                       str(out)).splitlines()
     report = json.loads(out.read_text())
     assert report["machine"]["device"].startswith("cuda") and report["settings"]["device"].startswith("cuda")
     precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"

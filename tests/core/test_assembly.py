@@ -45,8 +45,8 @@ TINY = ["--tasks", "sst", "--checkpoint", "tiny", "--limit", "8", "--max-length"
      "--rlayer-width is a setting of topology 'rlayer', which is not the run's (--topology independent): "
      "use --topology rlayer, or leave --rlayer-width out"),
 ])
-def test_settings_of_a_component_not_in_the_run_are_refused_by_name(capsys, tmp_path, data_dir, args, message):
-    code = main(["run", *TINY, "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "run"), *args])
+def test_settings_of_a_component_not_in_the_run_are_refused_by_name(capsys, tmp_path, tiny_data_dir, args, message):
+    code = main(["run", *TINY, "--data-dir", str(tiny_data_dir), "--output-dir", str(tmp_path / "run"), *args])
     err = capsys.readouterr().err
     assert code == 2 and err == f"platform run: error: {message}\n"
     assert not (tmp_path / "run").exists()  # refused before anything was written
@@ -61,9 +61,10 @@ def test_the_same_settings_are_taken_when_their_component_is_enabled(tiny_config
     run.close()
 
 
-def test_the_command_line_refuses_in_a_subprocess_without_a_traceback(tmp_path, data_dir):
+@pytest.mark.integration
+def test_the_command_line_refuses_in_a_subprocess_without_a_traceback(tmp_path, tiny_data_dir):
     root = Path(__file__).parents[2]
-    result = subprocess.run([sys.executable, "-m", "core.cli", "run", *TINY, "--data-dir", str(data_dir),
+    result = subprocess.run([sys.executable, "-m", "core.cli", "run", *TINY, "--data-dir", str(tiny_data_dir),
                              "--output-dir", str(tmp_path / "run"), "--smart-weight", "2"],
                             capture_output=True, text=True, cwd=root, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr

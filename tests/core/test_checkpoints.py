@@ -33,10 +33,10 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict", "resume"])
-def test_every_command_that_reads_a_run_refuses_a_crafted_file(tmp_path, capsys, command):
+def test_every_command_that_reads_a_run_refuses_a_crafted_file(tmp_path, capsys, command, tiny_data_dir):
     run, marker = tmp_path / "run", tmp_path / "ran"
     run.mkdir()
-    RunConfig(checkpoint="tiny", output_dir=str(run)).save(run / "config.json")
+    RunConfig(checkpoint="tiny", output_dir=str(run), data_dir=str(tiny_data_dir)).save(run / "config.json")
     craft(run / ("last.pt" if command == "resume" else "best.pt"), marker, config={}, model={})
     args = ["run", "--resume", str(run)] if command == "resume" else [command, str(run)]
     code = main(args)

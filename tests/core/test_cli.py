@@ -40,19 +40,19 @@ def test_bare_command_lists_commands(capsys):
     (["--sampler", "interleaved", "--interleaved-ratios", "sst=0"],
      "--interleaved-ratios: bad entry 'sst=0'; expected TASK=POSITIVE_INT, e.g. 'sst=8,quora=32'"),
 ])
-def test_bad_run_options_give_one_clear_message(capsys, tmp_path, data_dir, args, message):
-    code, _, err = run_cli(capsys, "run", *TINY, "--data-dir", data_dir, "--output-dir", tmp_path / "r", *args)
+def test_bad_run_options_give_one_clear_message(capsys, tmp_path, tiny_data_dir, args, message):
+    code, _, err = run_cli(capsys, "run", *TINY, "--data-dir", tiny_data_dir, "--output-dir", tmp_path / "r", *args)
     assert code == 2
     assert err.splitlines()[-1] == f"platform run: error: {message}" and "Traceback" not in err  # after progress bars
     assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("below", [False, True])
-def test_an_output_dir_that_is_a_file_is_refused(capsys, tmp_path, data_dir, below):
+def test_an_output_dir_that_is_a_file_is_refused(capsys, tmp_path, tiny_data_dir, below):
     file = tmp_path / "notes.txt"
     file.write_text("mine\n")
     target = file / "run" if below else file
-    code, _, err = run_cli(capsys, "run", *TINY, "--tasks", "sst", "--data-dir", data_dir, "--output-dir", target)
+    code, _, err = run_cli(capsys, "run", *TINY, "--tasks", "sst", "--data-dir", tiny_data_dir, "--output-dir", target)
     where = f"{target}: {file} is a file" if below else f"{file} is a file"
     assert code == 2
     assert err == f"platform run: error: --output-dir {where}, not a folder; choose a folder for the run\n"
@@ -67,9 +67,9 @@ def test_missing_data_dir_says_where_it_looked(capsys, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir):
+def trained(tmp_path_factory, tiny_data_dir):
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["run", "--tasks", "sst,sts", *TINY, "--epochs", "1", "--data-dir", str(data_dir),
+    assert main(["run", "--tasks", "sst,sts", *TINY, "--epochs", "1", "--data-dir", str(tiny_data_dir),
                  "--output-dir", str(out)]) == 0
     return out
 
@@ -81,8 +81,8 @@ def test_evaluate_reproduces_the_best_dev_metrics(capsys, trained):
     assert f"sst {best['sst']:.4f}" in out and f"sts {best['sts']:.4f}" in out
 
 
-def test_evaluate_any_file_of_the_task_format(capsys, trained, tmp_path, data_dir):
-    lines = (data_dir / "ids-sst-dev.csv").read_text().splitlines()
+def test_evaluate_any_file_of_the_task_format(capsys, trained, tmp_path, tiny_data_dir):
+    lines = (tiny_data_dir / "ids-sst-dev.csv").read_text().splitlines()
     subset = tmp_path / "my-sst.csv"
     subset.write_text("\n".join(lines[:11]) + "\n")
     code, out, _ = run_cli(capsys, "evaluate", trained, "--file", subset, "--task", "sst")
@@ -128,12 +128,12 @@ def test_predict_into_a_file_is_refused(capsys, trained, tmp_path):
     (["--batch-size", "0"], "--batch-size must be a positive number of sentences, got 0"),
     (["--batch-size", "-1"], "--batch-size must be a positive number of sentences, got -1"),
 ])
-def test_bad_encode_options_give_one_clear_message(capsys, data_dir, args, message):
-    code, out, err = run_cli(capsys, "encode", "--checkpoint", "tiny", "--data-dir", data_dir, *args)
+def test_bad_encode_options_give_one_clear_message(capsys, tiny_data_dir, args, message):
+    code, out, err = run_cli(capsys, "encode", "--checkpoint", "tiny", "--data-dir", tiny_data_dir, *args)
     assert code == 2 and out == "" and err == f"platform encode: error: {message}\n"
 
 
-def test_encode_with_a_limit_correlates_that_many_pairs(capsys, data_dir):
-    code, out, _ = run_cli(capsys, "encode", "--checkpoint", "tiny", "--data-dir", data_dir, "--limit", "8",
+def test_encode_with_a_limit_correlates_that_many_pairs(capsys, tiny_data_dir):
+    code, out, _ = run_cli(capsys, "encode", "--checkpoint", "tiny", "--data-dir", tiny_data_dir, "--limit", "8",
                            "--batch-size", "3")
     assert code == 0 and out.startswith("tiny zero-shot cosine pearson on sts dev (mean pooling): ")

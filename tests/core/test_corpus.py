@@ -36,8 +36,8 @@ def test_a_text_longer_than_a_sequence_is_split():
     assert sequences == [[CLS] + [7] * 8 + [SEP]] * 3 + [[CLS, 7, SEP]]
 
 
-def test_packing_fills_sequences(tokenizer, data_dir):
-    pieces = tokenizer.encode_pieces(read_texts("quora", bind_tasks(QUORA), data_dir, limit=500))
+def test_packing_fills_sequences(tokenizer, tiny_data_dir):
+    pieces = tokenizer.encode_pieces(read_texts("quora", bind_tasks(QUORA), tiny_data_dir, limit=500))
     sequences = pack(pieces, 128, tokenizer.cls_id, tokenizer.sep_id)
     fill = sum(map(len, sequences)) / (128 * len(sequences))
     assert fill > 0.9, fill  # little compute goes to padding
@@ -91,12 +91,12 @@ def test_corpus_needs_something_held_out(tmp_path, tokenizer):
         load_corpus((str(path),), {}, None, tokenizer, 128, 50)
 
 
-def test_corpus_of_tasks_and_files_in_order(tmp_path, tokenizer, data_dir):
+def test_corpus_of_tasks_and_files_in_order(tmp_path, tokenizer, tiny_data_dir):
     path = tmp_path / "domain.txt"
     path.write_text("\n".join(f"domain sentence number {i}" for i in range(40)) + "\n")
-    corpus = load_corpus(("sst", str(path)), bind_tasks(SST), data_dir, tokenizer, 32, 4, limit=30)
+    corpus = load_corpus(("sst", str(path)), bind_tasks(SST), tiny_data_dir, tokenizer, 32, 4, limit=30)
     assert corpus.texts == {"sst": 30, str(path): 30}
-    texts = read_texts("sst", bind_tasks(SST), data_dir, 30) + [f"domain sentence number {i}" for i in range(30)]
+    texts = read_texts("sst", bind_tasks(SST), tiny_data_dir, 30) + [f"domain sentence number {i}" for i in range(30)]
     packed = pack(tokenizer.encode_pieces(texts), 32, tokenizer.cls_id, tokenizer.sep_id)
     assert (corpus.train, corpus.heldout) == split_heldout(packed, 4)
     assert packed[0][1:6] == tokenizer.encode_pieces(texts[:1])[0][:5]  # the first text opens the first sequence

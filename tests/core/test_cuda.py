@@ -61,6 +61,7 @@ def test_a_whole_run_on_the_gpu(cuda_config):
     assert 0.0 <= best["sst"] <= 1.0 and -1.0 <= best["sts"] <= 1.0
 
 
+@pytest.mark.integration
 def test_a_killed_gpu_run_resumes_with_its_cuda_generator(cuda_config, tmp_path):
     """Dropout draws from the CUDA generator: a resume restores it exactly. The final metrics match the
     uninterrupted run's up to the GPU's own non-determinism (atomic adds in the embedding backward)."""

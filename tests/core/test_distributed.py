@@ -98,6 +98,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.integration
 def test_collectives_in_two_processes():
     results = mp.Manager().dict()
     mp.spawn(_collectives, args=(free_port(), results), nprocs=2)
@@ -172,8 +173,8 @@ def assert_same_training(one: Path, two: Path, tolerance: float) -> None:
 
 
 
-@pytest.mark.data
-def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, data_dir):
+@pytest.mark.integration
+def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, tiny_data_dir):
     """Dropout off (each process has its own dropout streams), so the only difference is the order of
     floating-point sums. Interleaved batches of 8 SST, 1 Quora and 3 STS examples: shards of 4/4, 1/0
     (the second process runs an example at weight 0) and 2/1, three steps an epoch; --max-batch-tokens 40
@@ -181,8 +182,8 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, data_di
     logged losses (means over both processes) agree, and only the main process wrote."""
     extra = ["--tasks", "sst,quora,sts", "--batch-size", "8", "--interleaved-ratios", "sst=8,quora=1,sts=3",
              "--dropout", "0", "--max-batch-tokens", "40"]
-    train(prepare(config_of(run_options(data_dir, tmp_path / "one", *extra))))
-    platform_run_on_two(*run_options(data_dir, tmp_path / "two", *extra))
+    train(prepare(config_of(run_options(tiny_data_dir, tmp_path / "one", *extra))))
+    platform_run_on_two(*run_options(tiny_data_dir, tmp_path / "two", *extra))
     assert_same_training(tmp_path / "one", tmp_path / "two", tolerance=1e-5)
     names = {folder: sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if "tensorboard" not in p.parts)
              for folder in (tmp_path / "one", tmp_path / "two")}
@@ -192,43 +193,43 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, data_di
     assert saved["output_dir"] == str(tmp_path / "two") and saved["precision"] == "fp32"
 
 
-@pytest.mark.data
+@pytest.mark.integration
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs (nccl: one GPU per process)")
-def test_two_gpus_train_as_one_with_nccl(tmp_path, data_dir):
+def test_two_gpus_train_as_one_with_nccl(tmp_path, tiny_data_dir):
     """The same comparison on two GPUs: nccl, each process on the GPU of its LOCAL_RANK. GPU kernels
     add their own non-determinism (atomic adds in the embedding backward): a looser tolerance."""
     extra = ["--tasks", "sst,quora,sts", "--batch-size", "8", "--dropout", "0"]
-    train(prepare(config_of(run_options(data_dir, tmp_path / "one", *extra, device="cuda"))))
-    platform_run_on_two(*run_options(data_dir, tmp_path / "two", *extra, device="cuda"))
+    train(prepare(config_of(run_options(tiny_data_dir, tmp_path / "one", *extra, device="cuda"))))
+    platform_run_on_two(*run_options(tiny_data_dir, tmp_path / "two", *extra, device="cuda"))
     assert_same_training(tmp_path / "one", tmp_path / "two", tolerance=1e-4)
 
 
-@pytest.mark.data
-def test_bam_under_ddp_distils_as_one_process_with_summed_updates(tmp_path, data_dir):
+@pytest.mark.integration
+def test_bam_under_ddp_distils_as_one_process_with_summed_updates(tmp_path, tiny_data_dir):
     """Teacher outputs are predicted by both processes (every other batch) and gathered: the student
     trains as it does in one process; the main process wrote the cache."""
     teacher = tmp_path / "teacher"
-    train(prepare(config_of(run_options(data_dir, teacher, "--tasks", "sst", "--epochs", "1"))))
+    train(prepare(config_of(run_options(tiny_data_dir, teacher, "--tasks", "sst", "--epochs", "1"))))
     extra = ["--tasks", "sst,sts", "--plugins", "bam", "--bam-teachers", f"sst={teacher}", "--dropout", "0",
              "--update", "summed", "--sampler", "rrobin", "--batch-size", "6"]
-    train(prepare(config_of(run_options(data_dir, tmp_path / "one", *extra))))
-    platform_run_on_two(*run_options(data_dir, tmp_path / "two", *extra))
+    train(prepare(config_of(run_options(tiny_data_dir, tmp_path / "one", *extra))))
+    platform_run_on_two(*run_options(tiny_data_dir, tmp_path / "two", *extra))
     assert_same_training(tmp_path / "one", tmp_path / "two", tolerance=1e-5)
     caches = [torch.load(folder / "bam" / "sst-teacher.pt", weights_only=True) for folder in (tmp_path / "one",
                                                                                             tmp_path / "two")]
     assert torch.equal(caches[0]["outputs"], caches[1]["outputs"])  # the gathered batches are one process's
 
 
-@pytest.mark.data
-def test_a_killed_two_process_run_with_smart_resumes_to_the_uninterrupted_results(tmp_path, data_dir):
+@pytest.mark.integration
+def test_a_killed_two_process_run_with_smart_resumes_to_the_uninterrupted_results(tmp_path, tiny_data_dir):
     """Dropout on, SMART on (its ascent is local to each process, its teacher follows the averaged
     parameters): each process's random generators are saved in last.pt and restored, so the resumed
     run ends exactly where the uninterrupted one does."""
     extra = ["--tasks", "sst,sts", "--plugins", "smart", "--sampler", "rrobin", "--batch-size", "8"]
-    platform_run_on_two(*run_options(data_dir, tmp_path / "reference", *extra))
+    platform_run_on_two(*run_options(tiny_data_dir, tmp_path / "reference", *extra))
 
     killed = tmp_path / "killed"
-    config = config_of(run_options(data_dir, killed, *extra))
+    config = config_of(run_options(tiny_data_dir, killed, *extra))
     config.save(tmp_path / "killed.json")
     died = torchrun(str(ROOT / "tests" / "kill_run.py"), str(tmp_path / "killed.json"), "step", "5")
     assert died.returncode != 0 and "Signal 9" in died.stderr, died.stderr[-4000:]
@@ -252,8 +253,8 @@ def _tensors(tree) -> list[torch.Tensor]:
     return []
 
 
-@pytest.mark.data
-def test_one_process_resumes_a_two_process_run(tmp_path, data_dir, tiny_config):
+@pytest.mark.integration
+def test_one_process_resumes_a_two_process_run(tmp_path, tiny_data_dir, tiny_config):
     """The global batch is the run's, not the processes': a run may continue on another number of them."""
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), epochs=2, output_dir=str(tmp_path / "run"))
     config.save(tmp_path / "run.json")

@@ -25,13 +25,13 @@ def train(config, seed, folder, **changes):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir):
+def runs(tmp_path_factory, tiny_data_dir):
     """Three tiny runs of SST and STS: seeds 1, 1 again (identical), and 2."""
     from core.runs.config import RunConfig
 
     root = tmp_path_factory.mktemp("ensemble")
     config = RunConfig(tasks=("sst", "sts"), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16,
-                       max_length=32, lr=1e-3, sampler="rrobin", data_dir=str(data_dir), threads=1, device="cpu",
+                       max_length=32, lr=1e-3, sampler="rrobin", data_dir=str(tiny_data_dir), threads=1, device="cpu",
                        precision="fp32")
     return config, [train(config, seed, root / name) for seed, name in [(1, "a"), (1, "a-again"), (2, "b")]]
 

@@ -303,11 +303,11 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory, data_dir):
+def recorded(tmp_path_factory, tiny_data_dir):
     from core.runs.config import RunConfig
 
     config = RunConfig(tasks=("sst", "sts"), checkpoint="tiny", limit=16, batch_size=8, max_length=24, epochs=2,
-                       sampler="rrobin", log_every=2, data_dir=str(data_dir), threads=1,
+                       sampler="rrobin", log_every=2, data_dir=str(tiny_data_dir), threads=1,
                        output_dir=str(tmp_path_factory.mktemp("hooks") / "run"))
     recorder = Recorder()
     pm = make_plugin_manager(enabled=config.plugins)

@@ -26,11 +26,11 @@ from core.train import loop as loop_
 
 
 @pytest.fixture
-def config(tmp_path, data_dir):
+def config(tmp_path, tiny_data_dir):
     return PretrainConfig(text=("sst", "quora"), checkpoint="tiny", limit=120, steps=8, batch_size=4, max_length=48,
                           lr=5e-3, warmup=0.0, heldout_every=5, eval_every=4, eval_batch_size=16, save_every=2,
                           log_every=2,
-                          data_dir=str(data_dir), output_dir=str(tmp_path / "pretrained"), threads=1,
+                          data_dir=str(tiny_data_dir), output_dir=str(tmp_path / "pretrained"), threads=1,
                           precision="fp32")
 
 
@@ -63,11 +63,12 @@ def test_tensorboard_has_mlm_loss_accuracy_lr_and_perplexity(config):
     assert [e.step for e in events.Scalars("train/lr")] == [2, 4, 6, 8]
 
 
-def test_pretrain_then_finetune_from_the_folder(config, tmp_path, data_dir):
+def test_pretrain_then_finetune_from_the_folder(config, tmp_path, tiny_data_dir):
     pretrain(config)
     pretrained = safetensors.torch.load_file(Path(config.output_dir) / "model.safetensors")
     run_config = RunConfig(tasks=("sst", "sts"), checkpoint=config.output_dir, limit=16, batch_size=8, max_length=32,
-                           epochs=1, sampler="rrobin", data_dir=str(data_dir), output_dir=str(tmp_path / "finetuned"),
+                           epochs=1, sampler="rrobin", data_dir=str(tiny_data_dir),
+                           output_dir=str(tmp_path / "finetuned"),
                            threads=1, precision="fp32", device="cpu")
     model = RunParts(run_config).model()
     for name, tensor in model.encoder.state_dict().items():  # the fine-tuning run starts from what was pretrained
@@ -96,6 +97,7 @@ def test_head_only_leaves_the_encoder_as_it_was(config):
     assert any(not torch.equal(t, head[k]) for k, t in run.model.head_state().items())
 
 
+@pytest.mark.integration
 def test_killed_run_resumes_to_identical_weights(config, tmp_path):
     reference = attrs.evolve(config, output_dir=str(tmp_path / "reference"), eval_every=100)
     pretrain(reference)
@@ -144,18 +146,18 @@ def test_a_used_folder_is_refused(config, tmp_path):
     (["--mask-token", "0.95"], "exceed 1"),
     (["--max-length", "1000"], "exceeds the checkpoint's max_position_embeddings 512"),
 ])
-def test_bad_options_give_one_clear_message(capsys, tmp_path, data_dir, args, message):
+def test_bad_options_give_one_clear_message(capsys, tmp_path, tiny_data_dir, args, message):
     code = main(["pretrain", "--checkpoint", "tiny", "--limit", "50", "--steps", "1", "--threads", "1",
-                 "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "p"), *args])
+                 "--data-dir", str(tiny_data_dir), "--output-dir", str(tmp_path / "p"), *args])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err, err
 
 
-def test_cli_pretrains_with_a_masker_setting(capsys, tmp_path, data_dir):
+def test_cli_pretrains_with_a_masker_setting(capsys, tmp_path, tiny_data_dir):
     out = tmp_path / "p"
     code = main(["pretrain", "--checkpoint", "tiny", "--text", "sst", "--limit", "100", "--steps", "2",
                  "--batch-size", "4", "--max-length", "32", "--heldout-every", "4", "--masker", "span",
-                 "--span-max-words", "3", "--threads", "1", "--precision", "fp32", "--data-dir", str(data_dir),
+                 "--span-max-words", "3", "--threads", "1", "--precision", "fp32", "--data-dir", str(tiny_data_dir),
                  "--output-dir", str(out)])
     assert code == 0
     printed = capsys.readouterr().out

@@ -17,11 +17,11 @@ from core.train.loop import train
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir):
+def runs(tmp_path_factory, tiny_data_dir):
     """Three tiny runs: two epochs with a validation split, and one epoch on dev under two seeds."""
     folder = tmp_path_factory.mktemp("report")
     base = RunConfig(tasks=("sst", "quora", "sts"), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16,
-                     max_length=32, epochs=2, lr=1e-3, sampler="rrobin", data_dir=str(data_dir), threads=1,
+                     max_length=32, epochs=2, lr=1e-3, sampler="rrobin", data_dir=str(tiny_data_dir), threads=1,
                      device="cpu", precision="fp32", log_every=1, validation_split=0.25,
                      output_dir=str(folder / "validated"))
     configs = [base, attrs.evolve(base, epochs=1, validation_split=0.0, output_dir=str(folder / "seed-1")),

@@ -98,6 +98,7 @@ def test_resume_without_last_pt_after_results_is_refused(capsys, finished):
     assert snapshot(folder) == before
 
 
+@pytest.mark.integration
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_over(tiny_config, tmp_path, caplog):
     config = attrs.evolve(tiny_config, tasks=("sst",), epochs=1, save_every=100)
     kill_run(config, tmp_path, "step", 1)
@@ -165,6 +166,7 @@ def test_resume_of_a_finished_run_changes_nothing(finished):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_killed_between_last_pt_and_best_pt_resumes_to_a_consistent_folder(tiny_config, tmp_path):
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"))
     reference_dir = tmp_path / "reference"
@@ -178,6 +180,7 @@ def test_killed_between_last_pt_and_best_pt_resumes_to_a_consistent_folder(tiny_
     assert snapshot(folder / "predictions") == snapshot(reference_dir / "predictions")
 
 
+@pytest.mark.integration
 def test_evaluate_says_when_metrics_json_is_behind_best_pt(tiny_config, tmp_path, caplog):
     config = attrs.evolve(tiny_config, epochs=1)
     kill_run(config, tmp_path, "call", "write_metrics", 1)  # killed after the epoch's best.pt, before metrics.json
@@ -194,6 +197,7 @@ def test_evaluate_says_when_metrics_json_is_behind_best_pt(tiny_config, tmp_path
     assert "records epoch" not in caplog.text
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("file,count", [("last.pt", 1), ("last.pt", 3), ("best.pt", 1)])
 def test_killed_halfway_through_a_checkpoint_write_resumes_exactly(tiny_config, tmp_path, file, count):
     reference = train(prepare(attrs.evolve(tiny_config, output_dir=str(tmp_path / "reference"))))

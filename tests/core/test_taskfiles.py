@@ -283,6 +283,7 @@ def test_run_names_a_broken_file(capsys, tmp_path, split, case):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.integration
 def test_the_command_prints_one_line(trained, tmp_path):
     """The real command in a process of its own, progress bars off: stderr is the one error line."""
     data = data_folder(tmp_path / "data", "test", broken("test", 2, stray_tab))

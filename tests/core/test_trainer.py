@@ -48,6 +48,7 @@ def test_tensorboard_has_losses_and_dev_metrics(tiny_config):
     assert {"train/loss/sst", "train/loss/quora", "train/lr", "train/examples_per_second", "dev/mean", "dev/sts"} <= tags
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_killed_run_resumes_to_identical_metrics(tiny_config, tmp_path, precision):
     tiny_config = attrs.evolve(tiny_config, precision=precision)

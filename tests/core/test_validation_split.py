@@ -75,11 +75,11 @@ class Splits:
 
 
 @pytest.fixture(scope="module")
-def validated(tmp_path_factory, data_dir):
+def validated(tmp_path_factory, tiny_data_dir):
     """A tiny two-epoch run that holds out a quarter of each train file (limited to 24 rows each)."""
     out = tmp_path_factory.mktemp("validated") / "run"
     config = RunConfig(tasks=("sst", "quora", "sts"), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16,
-                       max_length=32, epochs=2, lr=1e-3, sampler="rrobin", data_dir=str(data_dir),
+                       max_length=32, epochs=2, lr=1e-3, sampler="rrobin", data_dir=str(tiny_data_dir),
                        output_dir=str(out), threads=1, device="cpu", precision="fp32", validation_split=0.25)
     pm, splits = make_plugin_manager(enabled=config.plugins), Splits()
     pm.register(splits)
@@ -125,19 +125,20 @@ def test_evaluate_reproduces_dev_and_validation_of_the_chosen_model(validated, c
     assert f"validation: sst {best['sst']:.4f}" in capsys.readouterr().out
 
 
-def test_evaluate_refuses_validation_of_a_run_without_and_split_beside_file(validated, tmp_path, data_dir, capsys):
+def test_evaluate_refuses_validation_of_a_run_without_and_split_beside_file(validated, tmp_path, tiny_data_dir, capsys):
     config, *_ = validated
     plain = attrs.evolve(config, validation_split=0.0, epochs=1, tasks=("sst",), output_dir=str(tmp_path / "plain"))
     loop_.train(run_.prepare(plain))
     assert main(["evaluate", plain.output_dir, "--split", "validation"]) == 2
     assert "held out no validation rows (it was trained without --validation-split); use --split dev" in \
         capsys.readouterr().err
-    assert main(["evaluate", config.output_dir, "--split", "validation", "--file", str(data_dir / "ids-sst-dev.csv"),
-                 "--task", "sst"]) == 2
+    assert main(["evaluate", config.output_dir, "--split", "validation",
+                 "--file", str(tiny_data_dir / "ids-sst-dev.csv"), "--task", "sst"]) == 2
     assert "both say what to evaluate: give one of them" in capsys.readouterr().err
     assert json.loads((Path(plain.output_dir) / "metrics.json").read_text())["selected_on"] == "dev"
 
 
+@pytest.mark.integration
 def test_a_killed_run_with_a_validation_split_resumes_to_the_same_end(tiny_config, tmp_path):
     config = attrs.evolve(tiny_config, tasks=("sst", "sts"), validation_split=0.25)
     reference = run_.prepare(attrs.evolve(config, output_dir=str(tmp_path / "reference")))

@@ -73,3 +73,8 @@ def test_the_kind_of_ones_own_registers_and_trains_on_absolute_error():
     output, labels = torch.tensor([[0.5], [0.25]]), torch.tensor([4.0, 0.0], dtype=torch.float64)
     assert task.kind.loss(spec, output, labels).item() == pytest.approx((0.5 + 0.25) / 2)  # |0.5 - 1| and |0.25 - 0|
     assert task.metrics == ("spearman", "pearson")
+
+
+def test_the_testing_example_is_the_sst2_packages_test_file():
+    [code] = [code for language, code in BLOCKS if language == "python" and "train_tiny" in code]
+    assert code in (ROOT / "docs" / "examples" / "platform-sst2" / "test_platform_sst2.py").read_text()

@@ -20,19 +20,19 @@ from core.train.loop import train
 from plugins.methods.bam import BamConfig, BamError, BamRegularizer, teacher_loss, teacher_outputs, teacher_weight
 
 
-def tiny_run_config(tmp_path, data_dir, **changes):
+def teacher_config(tmp_path, data_dir, **changes):
     """The shape of the ``tiny_config`` fixture, for module-scoped runs."""
     base = RunConfig(tasks=("sst",), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16, max_length=32,
                      epochs=1, lr=1e-3, sampler="rrobin", save_every=2, log_every=1, data_dir=str(data_dir),
-                     output_dir=str(tmp_path), threads=1, device="cpu")
+                     output_dir=str(tmp_path), threads=1, device="cpu", precision="fp32")
     return attrs.evolve(base, **changes)
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, data_dir):
+def teacher_dir(tmp_path_factory, tiny_data_dir):
     """A single-task sst teacher trained by the platform."""
     out = tmp_path_factory.mktemp("bam") / "sst-teacher"
-    train(prepare(tiny_run_config(out, data_dir)))
+    train(prepare(teacher_config(out, tiny_data_dir)))
     return out
 
 

@@ -13,12 +13,12 @@ from tests.helpers import kill_run_at_step
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, data_dir):
+def teacher(tmp_path_factory, tiny_data_dir):
     from core.runs.config import RunConfig
 
     out = tmp_path_factory.mktemp("teacher") / "sst"
     config = RunConfig(tasks=("sst",), checkpoint="tiny", limit=24, batch_size=8, max_length=32, epochs=1, lr=1e-3,
-                       sampler="rrobin", data_dir=str(data_dir), output_dir=str(out), threads=1)
+                       sampler="rrobin", data_dir=str(tiny_data_dir), output_dir=str(out), threads=1)
     train(prepare(config))
     return out
 
@@ -29,6 +29,7 @@ def student(tiny_config, teacher, out):
                         components={"bam": {"teachers": f"sst={teacher}"}, "smart": {"weight": 2.0}})
 
 
+@pytest.mark.integration
 def test_all_three_compose_and_resume_exactly(tiny_config, teacher, tmp_path):
     reference = prepare(student(tiny_config, teacher, tmp_path / "reference"))
     assert set(reference.regularizers) == {"smart", "bam"}

@@ -170,7 +170,7 @@ def check_prediction(spec: TaskSpec, value: str, texts: list[str]) -> None:
 
 @pytest.mark.parametrize("task, kind", END_TO_END)
 def test_every_kind_trains_evaluates_predicts_and_resumes(task, kind, request, tmp_path):
-    data_dir = request.getfixturevalue("synthetic_dir" if task in SPECS else "data_dir")
+    data_dir = request.getfixturevalue("synthetic_dir" if task in SPECS else "tiny_data_dir")
     config = RunConfig(tasks=(task,), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16, max_length=32,
                        epochs=2, lr=1e-3, sampler="rrobin", save_every=1, log_every=1, data_dir=str(data_dir),
                        output_dir=str(tmp_path / "reference"), threads=1, device="cpu", precision="fp32")

@@ -312,13 +312,14 @@ def test_config_rejects_out_of_range_settings(bad):
 
 
 @pytest.fixture(scope="module")
-def smart_config(tmp_path_factory, data_dir):
+def smart_config(tmp_path_factory, tiny_data_dir):
     """Two epochs of a tiny run with SMART over one task of each head kind (ce, bce, mse)."""
     from core.runs.config import RunConfig
 
     return RunConfig(tasks=("sst", "quora", "sts"), plugins=("smart",), checkpoint="tiny", limit=16, batch_size=8,
                      eval_batch_size=16, max_length=32, epochs=2, lr=1e-3, sampler="rrobin", log_every=1,
-                     data_dir=str(data_dir), output_dir=str(tmp_path_factory.mktemp("smart") / "reference"), threads=1)
+                     data_dir=str(tiny_data_dir), output_dir=str(tmp_path_factory.mktemp("smart") / "reference"),
+                     threads=1)
 
 
 @pytest.fixture(scope="module")

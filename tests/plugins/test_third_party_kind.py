@@ -10,6 +10,8 @@ import torch
 
 from tests.helpers import pip_install_outside, platform_beside
 
+pytestmark = pytest.mark.integration  # pip installs the package, runs the platform beside it
+
 MODULE = '''
 """Sentence regression trained on absolute error: a third-party task kind, and SST read as a 0-4 score."""
 
@@ -98,12 +100,12 @@ def test_plugins_command_lists_the_kind(installed):
                            "    task sst-score: SST sentiment as a 0-4 score, Spearman"]
 
 
-def test_a_task_of_the_kind_trains(installed, tmp_path, data_dir):
+def test_a_task_of_the_kind_trains(installed, tmp_path, tiny_data_dir):
     out = tmp_path / "run"
     result = platform_beside([
         "run", "--tasks", "sst-score,sts", "--checkpoint", "tiny", "--limit", "32", "--batch-size", "8",
         "--max-length", "32", "--epochs", "1", "--sampler", "rrobin", "--threads", "1",
-        "--data-dir", str(data_dir), "--output-dir", str(out)], installed)
+        "--data-dir", str(tiny_data_dir), "--output-dir", str(out)], installed)
     assert result.returncode == 0, result.stderr[-3000:]
     best = json.loads((out / "metrics.json").read_text())["best"]
     assert best["sst-score"] == best["sst-score/spearman"] and -1.0 <= best["sst-score/pearson"] <= 1.0

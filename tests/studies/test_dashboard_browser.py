@@ -24,15 +24,17 @@ SCREENSHOTS_ENV = "PLATFORM_TEST_SCREENSHOTS"
 DEFAULT_SCREENSHOTS = Path(__file__).parents[2] / "runs" / "test-screenshots"
 TRIALS = 3
 
+pytestmark = pytest.mark.integration  # a headless browser
+
 
 @pytest.fixture(scope="module")
-def finished_study(tmp_path_factory, data_dir):
+def finished_study(tmp_path_factory, tiny_data_dir):
     """A tiny study of 3 trials, two epochs each, median pruner, run through the real command."""
     folder = tmp_path_factory.mktemp("browser-studies")
     args = ["study", "browser", "--study-dir", folder, "--trials", TRIALS, "--pruner", "median",
             "--space-file", EXAMPLE, "--tasks", "sst,sts", "--checkpoint", "tiny", "--limit", "16",
             "--max-length", "24", "--threads", "1", "--batch-size", "8", "--epochs", "2",
-            "--sampler", "interleaved", "--data-dir", data_dir]
+            "--sampler", "interleaved", "--data-dir", tiny_data_dir]
     with contextlib.redirect_stdout(io.StringIO()):
         assert main([str(a) for a in args]) == 0
     return folder

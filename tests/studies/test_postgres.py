@@ -36,10 +36,11 @@ def start_worker(url: str, name: str, folder: Path, data_dir, cache: Path, proce
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("processes", [(1, 1), (1, 2)], ids=["two-plain-workers", "a-plain-worker-and-a-torchrun-job"])
-def test_two_workers_complete_one_study_together(postgres_url, tmp_path, data_dir, processes):  # noqa: F811
+def test_two_workers_complete_one_study_together(postgres_url, tmp_path, tiny_data_dir, processes):  # noqa: F811
     name = f"shared-{'-'.join(map(str, processes))}"
-    workers = [start_worker(postgres_url, name, tmp_path, data_dir, tmp_path / f"cache-{i}", n)
+    workers = [start_worker(postgres_url, name, tmp_path, tiny_data_dir, tmp_path / f"cache-{i}", n)
                for i, n in enumerate(processes)]
     outputs = []
     try:
@@ -63,6 +64,7 @@ def test_two_workers_complete_one_study_together(postgres_url, tmp_path, data_di
     assert [len(r) for r in ran] == [2, 2] and ran[0] | ran[1] == {0, 1, 2, 3}, outputs
 
 
+@pytest.mark.integration
 def test_workers_opening_a_new_database_at_once_all_succeed(postgres_url):  # noqa: F811
     # they race to create its tables; plain RDBStorage fails in all but one of them
     url = create_database(postgres_url, "race")
@@ -86,7 +88,9 @@ def test_workers_opening_a_new_database_at_once_all_succeed(postgres_url):  # no
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
                             "ignore:Heartbeat of storage is supposed to be used with Study.optimize")
-def test_the_running_trial_of_a_dead_worker_is_marked_failed(postgres_url, tmp_path, data_dir, caplog):  # noqa: F811
+@pytest.mark.integration
+def test_the_running_trial_of_a_dead_worker_is_marked_failed(postgres_url, tmp_path, tiny_data_dir,  # noqa: F811
+                                                             caplog):
     # what a worker killed mid-trial leaves behind: a RUNNING trial whose heartbeats stopped
     storage = optuna.storages.RDBStorage(postgres_url, heartbeat_interval=1, grace_period=2)
     dead = optuna.create_study(storage=storage, study_name="dead", direction="maximize")
@@ -97,7 +101,7 @@ def test_the_running_trial_of_a_dead_worker_is_marked_failed(postgres_url, tmp_p
     time.sleep(3)  # past the grace period (twice the heartbeat) of the next worker
 
     base = RunConfig(tasks=("sst",), checkpoint="tiny", limit=16, max_length=24, batch_size=8, epochs=1, threads=1,
-                     sampler="rrobin", data_dir=str(data_dir))
+                     sampler="rrobin", data_dir=str(tiny_data_dir))
     settings = StudySettings(name="dead", trials=1, storage=postgres_url, study_dir=str(tmp_path), pruner="none",
                              heartbeat=1)
     study = run_study(base, settings)

@@ -39,11 +39,11 @@ def tiny_base(data_dir, **changes):
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, data_dir):
+def study(tmp_path_factory, tiny_data_dir):
     """`platform study` twice under one NAME: 2 trials with the median pruner, then 1 more."""
     folder = tmp_path_factory.mktemp("studies")
     args = ["study", "tiny", "--study-dir", folder, "--pruner", "median", "--space-file", EXAMPLE, *TINY,
-            "--epochs", "2", "--sampler", "interleaved", "--data-dir", data_dir]
+            "--epochs", "2", "--sampler", "interleaved", "--data-dir", tiny_data_dir]
     outputs, first = [], None
     for trials in (2, 1):
         with contextlib.redirect_stdout(io.StringIO()) as out:
@@ -106,9 +106,9 @@ def test_the_table_lists_trials_and_the_best_run_folder(study):
     assert f"best trial: {best.number} (mean {best.value:.4f}), run folder {best.user_attrs['run_dir']}" in table
 
 
-def test_pareto_objective_makes_a_multi_objective_study(capsys, tmp_path, data_dir):
+def test_pareto_objective_makes_a_multi_objective_study(capsys, tmp_path, tiny_data_dir):
     code, out, _ = run_cli(capsys, "study", "front", "--study-dir", tmp_path, "--objective", "pareto", "--trials", 1,
-                           *TINY, "--epochs", "1", "--sampler", "rrobin", "--data-dir", data_dir)
+                           *TINY, "--epochs", "1", "--sampler", "rrobin", "--data-dir", tiny_data_dir)
     assert code == 0 and "pruning is off for --objective pareto" in out
     loaded = load(tmp_path, "front")
     assert loaded.directions == [optuna.study.StudyDirection.MAXIMIZE] * 2 and loaded.metric_names == ["sst", "sts"]
@@ -118,9 +118,9 @@ def test_pareto_objective_makes_a_multi_objective_study(capsys, tmp_path, data_d
     assert "Pareto-optimal trials: 0" in out
 
 
-def test_a_study_with_a_validation_split_reports_and_selects_on_it(tmp_path, data_dir):
+def test_a_study_with_a_validation_split_reports_and_selects_on_it(tmp_path, tiny_data_dir):
     settings = StudySettings(name="held", trials=1, study_dir=str(tmp_path), pruner="none")
-    trial = run_study(tiny_base(data_dir, validation_split=0.25), settings).trials[0]
+    trial = run_study(tiny_base(tiny_data_dir, validation_split=0.25), settings).trials[0]
     metrics = json.loads((Path(trial.user_attrs["run_dir"]) / "metrics.json").read_text())
     assert metrics["selected_on"] == trial.user_attrs["selected_on"] == "validation"
     assert [trial.intermediate_values[epoch] for epoch in (1, 2)] == [h["mean"] for h in metrics["history"]]
@@ -128,9 +128,10 @@ def test_a_study_with_a_validation_split_reports_and_selects_on_it(tmp_path, dat
     assert trial.user_attrs["dev_metrics"] == metrics["dev"] != metrics["best"]
 
 
-def test_a_pruned_trial_stops_and_says_why(tmp_path, data_dir):
+def test_a_pruned_trial_stops_and_says_why(tmp_path, tiny_data_dir):
     settings = StudySettings(name="pruned", trials=1, study_dir=str(tmp_path))
-    study = run_study(tiny_base(data_dir), settings, pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # always prunes
+    always = optuna.pruners.ThresholdPruner(lower=2.0)  # prunes every trial
+    study = run_study(tiny_base(tiny_data_dir), settings, pruner=always)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [1]
     assert trial.user_attrs["reason"].startswith("pruned after epoch 1 of 2: mean ")
@@ -157,7 +158,7 @@ def test_hyperband_prunes_a_poor_trial_after_its_first_epoch():
     assert outcomes == ["continues", "pruned after epoch 1 of 2: mean 0.1000"]
 
 
-def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, data_dir):
+def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, tiny_data_dir):
     class Broken:
         @hookimpl
         def platform_search_spaces(self):
@@ -165,7 +166,7 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, data_dir):
 
     settings = StudySettings(name="broken", trials=2, study_dir=str(tmp_path))
     with pytest.raises(StudyError, match="all 2 trial"):
-        run_study(tiny_base(data_dir), settings, plugins=[Broken()])
+        run_study(tiny_base(tiny_data_dir), settings, plugins=[Broken()])
     trials = load(tmp_path, "broken").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
     assert all("no data folder found" in t.user_attrs["error"] for t in trials)
@@ -192,9 +193,9 @@ def test_an_existing_study_of_another_objective_is_refused(capsys, tmp_path):
     assert code == 2 and "study 'mean'" in err and "optimizes mean, not weighted:sst=1" in err
 
 
-def test_a_study_continued_with_another_base_configuration_is_refused_and_kept(capsys, tmp_path, data_dir):
+def test_a_study_continued_with_another_base_configuration_is_refused_and_kept(capsys, tmp_path, tiny_data_dir):
     args = ["study", "base", "--study-dir", tmp_path, "--trials", 1, "--pruner", "none", *TINY, "--epochs", 1,
-            "--sampler", "rrobin", "--data-dir", data_dir]
+            "--sampler", "rrobin", "--data-dir", tiny_data_dir]
     code, _, _ = run_cli(capsys, *args)
     assert code == 0
     before = load(tmp_path, "base")
@@ -214,19 +215,19 @@ def test_a_study_continued_with_another_base_configuration_is_refused_and_kept(c
     assert sorted(p.name for p in (tmp_path / "base").glob("trial-*")) == ["trial-0"]
 
     # where the data is, how many threads, how evaluation is batched: a worker's own business
-    (tmp_path / "data-link").symlink_to(data_dir, target_is_directory=True)
+    (tmp_path / "data-link").symlink_to(tiny_data_dir, target_is_directory=True)
     code, _, _ = run_cli(capsys, *args, "--data-dir", tmp_path / "data-link", "--threads", 2, "--eval-batch-size", 4)
     assert code == 0 and len(load(tmp_path, "base").trials) == 2
 
 
-def test_a_study_without_a_recorded_base_records_the_first_one_it_is_run_with(capsys, caplog, tmp_path, data_dir):
+def test_a_study_without_a_recorded_base_records_the_first_one_it_is_run_with(capsys, caplog, tmp_path, tiny_data_dir):
     (tmp_path / "old").mkdir()
     old = optuna.create_study(study_name="old", storage=f"sqlite:///{tmp_path / 'old' / 'study.db'}",
                               direction="maximize")
     old.set_user_attr("objective", "mean")  # as studies were made before they recorded their base
     old.add_trial(optuna.trial.create_trial(value=0.5))
     args = ["study", "old", "--study-dir", tmp_path, "--trials", 1, "--pruner", "none", *TINY, "--epochs", 1,
-            "--sampler", "rrobin", "--data-dir", data_dir]
+            "--sampler", "rrobin", "--data-dir", tiny_data_dir]
     code, _, err = run_cli(capsys, *args)
     assert code == 0 and "study 'old' has no recorded base configuration" in caplog.text
     continued = load(tmp_path, "old")
@@ -243,7 +244,7 @@ def test_base_options_of_a_component_not_in_the_study_are_refused(capsys, tmp_pa
     assert not (tmp_path / "off").exists()
 
 
-def test_a_search_space_that_sets_a_components_settings_is_refused(tmp_path, data_dir):
+def test_a_search_space_that_sets_a_components_settings_is_refused(tmp_path, tiny_data_dir):
     """A space over the run's own settings cannot reach a component's: those are searched by the component's
     own space, which a study calls only when the component takes part in the run."""
 
@@ -255,7 +256,7 @@ def test_a_search_space_that_sets_a_components_settings_is_refused(tmp_path, dat
 
     settings = StudySettings(name="stray", trials=1, study_dir=str(tmp_path))
     with pytest.raises(PlatformError) as info:
-        run_study(tiny_base(data_dir), settings, plugins=[Stray()])
+        run_study(tiny_base(tiny_data_dir), settings, plugins=[Stray()])
     assert str(info.value).startswith("search space 'stray' (plugin study-extra-0) overrides 'components', which is "
                                       "not a searchable setting; known: ")
     assert not (tmp_path / "stray").exists()
@@ -283,10 +284,10 @@ def test_bad_study_options_give_one_clear_message(capsys, tmp_path, args, messag
     assert code == 2 and message in err and "Traceback" not in err
 
 
-def test_an_enqueued_trial_runs_first_with_its_values_and_only_once(tmp_path, data_dir):
+def test_an_enqueued_trial_runs_first_with_its_values_and_only_once(tmp_path, tiny_data_dir):
     queued = {"ratio_sst": 8, "ratio_sts": 2, "lr": 2e-4}
     args = ["study", "queued", "--study-dir", tmp_path, "--space-file", EXAMPLE, *TINY, "--epochs", "1",
-            "--sampler", "interleaved", "--pruner", "none", "--data-dir", data_dir,
+            "--sampler", "interleaved", "--pruner", "none", "--data-dir", tiny_data_dir,
             "--enqueue", ",".join(f"{name}={value}" for name, value in queued.items())]
     for trials in (2, 1):  # the second invocation continues the study: the values are not run again
         with contextlib.redirect_stdout(io.StringIO()):

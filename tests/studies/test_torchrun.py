@@ -15,12 +15,12 @@ from core.runs.config import RunConfig
 
 ROOT = Path(__file__).parents[2]
 
-pytestmark = pytest.mark.data
+pytestmark = pytest.mark.integration
 
 
-def test_a_study_under_torchrun_trains_each_trial_on_every_process(tmp_path, data_dir):
+def test_a_study_under_torchrun_trains_each_trial_on_every_process(tmp_path, tiny_data_dir):
     base = RunConfig(tasks=("sst",), checkpoint="tiny", limit=16, max_length=24, batch_size=8, epochs=2, threads=1,
-                     sampler="rrobin", device="cpu", data_dir=str(data_dir))
+                     sampler="rrobin", device="cpu", data_dir=str(tiny_data_dir))
     base.save(tmp_path / "base.json")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                str(ROOT / "tests" / "study_worker.py"), str(tmp_path / "base.json"), str(tmp_path)]

