@@ -2,21 +2,23 @@
 
 A plugin module imports from here and nowhere else in ``core``; the rest of ``core`` may change between
 versions, this module's ``__all__`` changes only with notice. The built-in plugins (``plugins/``), the
-built-in tasks (``tasks/``), the documentation's examples and the WNUT-16 example package are held to
-it by the import contracts in ``pyproject.toml``.
+built-in tasks (``tasks/``), the documentation's examples and the example packages are held to it by the
+import contracts in ``pyproject.toml``. What a plugin author needs to know, on one screen:
+``docs/writing-a-task-plugin.md``; every hook: ``docs/hooks.md``.
 
-What a plugin author needs, by the job at hand (``docs/writing-a-plugin.md`` has the whole guide):
-
-- **Declare hooks**: ``hookimpl`` marks a function of a plugin module as the implementation of the hook
-  of the same name (``core.plugin.hookspecs`` lists them, ``docs/hooks.md`` documents each).
-- **A task**: a :class:`TaskSpec` names its files, columns, labels and *kind*; a run binds it to a
-  :class:`Task`. A new shape of task is a :class:`TaskKind`: how labels parse, how texts become token
-  ids (:class:`Tokenizer`), how a :class:`SplitData` collates into a :class:`Batch`, what the head sees
-  (:class:`EncoderOutput`, :class:`Widths`), the loss, predictions and metrics.
-- **Settings**: an attrs class whose fields are made with :func:`field` becomes command-line options.
-- **Training components**: a :class:`Sampler` (plans an epoch's steps), a :class:`Regularizer` (extra
-  loss terms), a topology (heads), a masker (``platform pretrain``); loop hooks receive the live
-  :class:`RunContext`.
+- **Provide components**: a registration hook (``platform_tasks``, ``platform_samplers``, …; marked
+  ``hookimpl``) returns :class:`Component` s, one descriptor for every family: a name, the family's
+  factory (:class:`TaskSpec`, :class:`TaskKind`, :class:`SamplerFactory`, :class:`RegularizerFactory`,
+  :class:`TopologyFactory`, :class:`MaskerFactory`, a :class:`SearchSpace`, a :class:`Command`), its
+  settings class (fields made with :func:`field`; per-task settings with :func:`assignments`), its own
+  search space, whether it is the family's default.
+- **A task** is a :class:`TaskSpec`; a run binds it to a :class:`Task`. A new shape of task is a
+  :class:`TaskKind`: labels, encoding with the :class:`Tokenizer`, collating a :class:`SplitData` into a
+  :class:`Batch`, what the head sees (:class:`EncoderOutput`, :class:`Widths`), the head, the form of its
+  output, the loss, predictions and metrics (:class:`Metric`).
+- **React to a run**: the ``platform_on_…`` hooks receive the live :class:`Run` (:class:`TrainingRun` in
+  ``platform run``); a :class:`Regularizer` receives them too.
+- **Declare hooks of your own** for other plugins with ``hookspec`` (``PLATFORM_HOOKSPECS``).
 - **Errors**: raise :class:`PlatformError` (or :class:`ConfigError`, :class:`DataError`) for a user's
   mistake; the command line prints it as one line.
 """

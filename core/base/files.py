@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from core.base.errors import ConfigError, PlatformError
+from core.base.interrupts import uninterrupted
 
 
 class CheckpointFileError(PlatformError):
@@ -40,6 +41,11 @@ def atomic_write(path: Path, content: bytes | str | Callable[[BinaryIO], None]) 
     atomically, through a temporary of a unique name created exclusively in the same folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with uninterrupted():  # a stop signal waits until the file is whole (or removed)
+        _write(path, content)
+
+
+def _write(path: Path, content: bytes | str | Callable[[BinaryIO], None]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from core.base import distributed
+from core.base import distributed, interrupts
 from core.base.errors import ConfigError, PlatformError
 from core.base.settings import build
 from core.build.parts import chosen_topology, default_of, lookup, not_active
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None, pm: PluginManager | None = None) -> int:
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 says what it does
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
-        else None
+    previous = {number: signal.signal(number, interrupts.handler) for number in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
     name = argv[0] if argv and not argv[0].startswith("-") else ""
     command: Component[Any] | None = None
     try:
@@ -62,21 +62,12 @@ def main(argv: list[str] | None = None, pm: PluginManager | None = None) -> int:
         return 2
     except KeyboardInterrupt as stop:
         said = command.factory.interrupted if command is not None else "nothing was changed"
-        print(f"{'terminated' if isinstance(stop, Terminated) else 'interrupted'}; {said}", file=sys.stderr)
-        return 143 if isinstance(stop, Terminated) else 130
+        print(f"{'terminated' if isinstance(stop, interrupts.Terminated) else 'interrupted'}; {said}", file=sys.stderr)
+        return 143 if isinstance(stop, interrupts.Terminated) else 130
     finally:
         distributed.teardown()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler stopping a job, ``kill PID``): stops the command as Ctrl-C does, keeping what it
-    wrote."""
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def read(argv: list[str], pm: PluginManager | None = None) -> tuple[Component[Any], Any, Invocation]:

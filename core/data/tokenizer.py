@@ -121,6 +121,15 @@ class Tokenizer:
         self._truncate_to(max_length, 3)
         return [e.ids for e in self._encode_batch(list(texts))]
 
+    def encode_with_offsets(self, texts: list[str], max_length: int) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        """``[CLS] text [SEP]`` ids per text, as :meth:`encode`, and per token its character span
+        ``(start, end)`` in the text (``(0, 0)`` for [CLS] and [SEP]): to align spans of the raw text
+        (entities, answers) with tokens."""
+        _check_texts(texts, "texts")
+        self._truncate_to(max_length, 3)
+        encodings = self._tok.encode_batch(list(texts))  # the fast path computes no offsets
+        return [e.ids for e in encodings], [[tuple(span) for span in e.offsets] for e in encodings]
+
     def encode_pairs(self, first: list[str], second: list[str],
                      max_length: int) -> tuple[list[list[int]], list[list[int]]]:
         """``[CLS] a [SEP] b [SEP]`` ids and token type ids, longest-first truncated, unpadded."""

@@ -82,13 +82,14 @@ def train_tiny(tiny_run_config, tmp_path_factory: pytest.TempPathFactory,
     def train_tiny(*tasks: str, register: Iterable[ModuleType] = (), **settings: Any) -> TinyRun:
         import json
 
-        from core.build.run import plugin_manager, prepare
+        from core.build.run import prepare
+        from core.plugin.manager import make_plugin_manager
         from core.train.loop import train
 
         folder = tmp_path_factory.mktemp("tiny-run")
         config = attrs.evolve(tiny_run_config, **{"tasks": tasks or tiny_run_config.tasks,
                                                   "output_dir": str(folder), **settings})
-        pm = plugin_manager(config)
+        pm = make_plugin_manager(enabled=config.plugins)
         for module in register:
             if not pm.is_registered(module):
                 pm.register(module)

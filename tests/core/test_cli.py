@@ -2,6 +2,7 @@
 
 import json
 
+import attrs
 import pytest
 
 from core.cli.main import main
@@ -137,3 +138,39 @@ def test_encode_with_a_limit_correlates_that_many_pairs(capsys, tiny_data_dir):
     code, out, _ = run_cli(capsys, "encode", "--checkpoint", "tiny", "--data-dir", tiny_data_dir, "--limit", "8",
                            "--batch-size", "3")
     assert code == 0 and out.startswith("tiny zero-shot cosine pearson on sts dev (mean pooling): ")
+
+
+def test_config_file_in_toml_with_options_over_it(tmp_path):
+    from core.base.settings import build
+    from core.cli.main import read
+    from core.runs.config import RunConfig
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('tasks = ["sst", "sts"]\nplugins = ["smart"]\nepochs = 3\nloss_weights = {sts = 20}\n\n'
+                      "[components.smart]\nweight = 2.0\n")
+    _, _, invocation = read(["run", "--config", str(recipe), "--epochs", "1", "--smart-steps", "2"])
+    config = build(RunConfig, invocation.values)
+    assert (config.tasks, config.plugins, config.epochs, config.loss_weights) == (("sst", "sts"), ("smart",), 1,
+                                                                                   {"sts": 20.0})
+    assert config.components == {"smart": {"weight": 2.0, "steps": 2}}  # the file's and the typed, merged
+
+
+def test_an_earlier_runs_config_json_repeats_it_elsewhere(capsys, tiny_config, tmp_path):
+    first = attrs.evolve(tiny_config, tasks=("sst",), epochs=1)
+    first.save(tmp_path / "first.json")
+    code, _, err = run_cli(capsys, "run", "--config", tmp_path / "first.json", "--output-dir", tmp_path / "again")
+    assert code == 0, err
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert {**again, "output_dir": None} == {**json.loads((tmp_path / "first.json").read_text()), "output_dir": None}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("epoch = 3\n", "--config {file}: unknown setting(s) epoch; known: "),
+    ("epochs = \n", "--config {file}: not valid TOML: "),
+    ("[components]\nsmart = 2\n", "--config {file}: components must be tables of settings, [components.NAME]"),
+])
+def test_a_bad_config_file_is_one_line_naming_it(capsys, tmp_path, text, message):
+    file = tmp_path / "bad.toml"
+    file.write_text(text)
+    code, _, err = run_cli(capsys, "run", "--config", file, "--checkpoint", "tiny")
+    assert code == 2 and err.startswith("platform run: error: " + message.format(file=file))

@@ -245,6 +245,7 @@ def test_overwrite_clears_only_what_a_run_writes(capsys, finished):
     assert snapshot(folder) == before
 
 
+@pytest.mark.integration
 def test_a_second_run_into_a_folder_in_use_is_refused(tiny_config):
     """A real second process, while this one holds the folder."""
     import subprocess
@@ -377,6 +378,7 @@ def test_a_diverging_run_stops_naming_step_and_task_and_keeps_the_last_good_chec
         assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
+@pytest.mark.integration
 def test_sigterm_stops_a_run_saying_where_it_stands_and_it_resumes(tiny_config):
     import signal
     import subprocess

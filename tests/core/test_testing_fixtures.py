@@ -8,7 +8,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from core.api import TaskSpec, hookimpl
+from core.api import Component, TaskSpec, hookimpl
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "platform-sst2"
 
@@ -30,7 +30,7 @@ def sentence_score_plugin() -> types.ModuleType:
     module = types.ModuleType("sst_score_plugin")
     spec = TaskSpec(name="sst-score", kind="single-regression", label_column="sentiment", label_range=(0.0, 4.0),
                     files={"train": "ids-sst-train.csv", "dev": "ids-sst-dev.csv"}, text_columns=("sentence",))
-    module.platform_register_tasks = hookimpl(lambda register: register(spec))
+    module.platform_tasks = hookimpl(lambda: [Component.of(spec)])
     return module
 
 

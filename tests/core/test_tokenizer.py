@@ -229,3 +229,17 @@ def test_vocabulary_is_the_vocab_file_in_id_order(tok, vocab):
     tokens = tok.vocabulary()
     assert tokens == vocab.read_text(encoding="utf-8").splitlines()
     assert [tokens[i] for i in tok.special_ids] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def test_character_offsets_locate_every_token_in_its_text():
+    from core.data.tokenizer import Tokenizer
+    from core.encoder.loading import resolve_checkpoint
+
+    source = resolve_checkpoint("tiny")
+    tokenizer = Tokenizer(source.vocab, lowercase=source.lowercase)
+    texts = ["Anna lives in Paris.", "Unbelievably good!"]
+    ids, offsets = tokenizer.encode_with_offsets(texts, 32)
+    assert ids == tokenizer.encode(texts, 32)  # the same tokens as encode()
+    assert offsets[0] == [(0, 0), (0, 4), (5, 10), (11, 13), (14, 19), (19, 20), (0, 0)]  # [CLS], words, ".", [SEP]
+    pieces = [tokenizer.decode([token]).replace("##", "") for token in ids[1][1:-1]]
+    assert [texts[1][start:end].lower() for start, end in offsets[1][1:-1]] == pieces  # a word's pieces, spans apart

@@ -12,13 +12,17 @@ def rows(path):
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
-def test_fold_keeps_clear_sentiment_and_skips_neutral():
-    folded = [platform_sst2.fold(value) for value in ("0", "1.0", "2", "3", "4", "5", "")]
+def fold(value):
+    return platform_sst2.FOLD.get(value.strip())
+
+
+def test_the_map_keeps_clear_sentiment_and_leaves_neutral_out():
+    folded = [fold(value) for value in ("0", "1", "2", "3", "4", "5", "")]
     assert folded == [0, 0, None, 1, 1, None, None]
 
 
 def test_the_sst_files_hold_rows_of_both_folded_classes(tiny_data_dir):
-    assert {platform_sst2.fold(row["sentiment"]) for row in rows(tiny_data_dir / "ids-sst-train.csv")} == {0, 1, None}
+    assert {fold(row["sentiment"]) for row in rows(tiny_data_dir / "ids-sst-train.csv")} == {0, 1, None}
 
 
 def test_sst2_trains_beside_a_built_in_task_and_predicts_binary_labels(train_tiny, tiny_data_dir):
@@ -28,5 +32,5 @@ def test_sst2_trains_beside_a_built_in_task_and_predicts_binary_labels(train_tin
     assert lines[0] == "id \t Predicted_Sentiment " and len(lines) > 1
     predicted = dict(tuple(part.strip() for part in line.split(" , ")) for line in lines[1:])
     dev = rows(tiny_data_dir / "ids-sst-dev.csv")
-    kept = {row["id"] for row in dev if platform_sst2.fold(row["sentiment"]) is not None}
+    kept = {row["id"] for row in dev if fold(row["sentiment"]) is not None}
     assert set(predicted) <= kept and set(predicted.values()) <= {"0", "1"}  # neutral sentences are not predicted
