@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from core.data.tables import file_error, read_table
+from core.data.tables import check_file, file_error, read_table, unreadable
 from core.tasks.spec import TaskSpec
 from core.tasks.task import Task
 
@@ -86,9 +86,11 @@ def read_custom(task: Task, path: Path, split: str, wanted: list[str]) -> tuple[
     """Rows of ``split`` from the task's own reader: dicts holding the ``wanted`` columns (and optionally
     ``line``)."""
     spec = task.spec
-    if not path.is_file():
-        raise file_error(path, None, "file not found", spec.name)
-    rows = list(spec.reader(spec, path, split))
+    check_file(path, spec.name)
+    try:
+        rows = list(spec.reader(spec, path, split))
+    except OSError as error:
+        raise unreadable(path, error, spec.name) from None
     if not rows:
         raise file_error(path, None, "no examples in the file", spec.name)
     for number, row in enumerate(rows, 1):
@@ -113,11 +115,29 @@ def check_ids(path: Path, task: TaskSpec, lines: list[int], ids: list[str]) -> N
         seen[value] = line
 
 
+def parser_name(task: Task) -> str:
+    """What parses a task's labels: its spec's ``label_parser`` (by module and name), or its kind's."""
+    parser = task.spec.label_parser
+    if parser is None:
+        return f"parse_label of task kind {task.kind.name!r}"
+    name = getattr(parser, "__qualname__", None) or repr(parser)
+    module = getattr(parser, "__module__", None)
+    return f"label_parser {module}.{name}" if module else f"label_parser {name}"
+
+
 def parse_labels(path: Path, task: Task, lines: list[int], columns: dict[str, list]) -> list[Any]:
     """The label of each row as the task parses it, None where it is missing, unparsable, or does not fit
     the row's texts as the task's kind sees them (one tag per word), counted in one warning."""
     spec = task.spec
-    labels = [task.parse_label(value) for value in columns[spec.label_column]]
+    labels = []
+    for line, value in zip(lines, columns[spec.label_column]):
+        try:
+            labels.append(task.parse_label(value))
+        except Exception as error:  # a plugin's code: name it, and the row it failed on
+            reason = (str(error).strip().splitlines() or [""])[0]
+            raise file_error(path, line, f"the task's {parser_name(task)} raised {type(error).__name__}"
+                             f"{': ' + reason if reason else ''} on {spec.label_column} {value!r} (a parser returns "
+                             "None for a row it cannot parse: the row is skipped)", spec.name) from None
     texts = zip(*(columns[column] for column in spec.text_columns))  # per row, its text fields
     labels = [None if label is None or not task.kind.label_fits(spec, list(row), label) else label
               for label, row in zip(labels, texts)]
