@@ -17,7 +17,7 @@ from core.base.devices import resolve_device, resolve_precision
 from core.base.errors import ConfigError
 from core.base.settings import build
 from core.data.tokenizer import Tokenizer
-from core.encoder.loading import load_encoder, resolve_checkpoint
+from core.encoder.loading import check_max_length, load_encoder, resolve_checkpoint
 from core.encoder.pooling import check_layers, pooled_width
 from core.model.multitask import MultitaskModel
 from core.plugin.manager import Registries, is_opt_in, make_plugin_manager
@@ -143,6 +143,7 @@ def lookup(registry, name: str, option: str) -> Entry:
 
 def load_tokenizer(config: RunConfig) -> Tokenizer:
     source = resolve_checkpoint(config.checkpoint)
+    check_max_length(source, config.max_length)
     return Tokenizer(source.vocab, lowercase=source.lowercase)
 
 

@@ -3,17 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import decimal
 import typing
 from typing import Any
 
 import attrs
 
 
+def _integer(text: str) -> int | None:
+    """An integer option's value: ``none``, digits, or any exact integer in number notation (``1e23``:
+    the settings class then says whether it is in range)."""
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or value != value.to_integral_value():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(value)
+
+
+def _number(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
 def _parser_for(annotation: Any):
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = args[0] if args else annotation
-    if base in (int, float):
-        return lambda text: None if text.lower() == "none" else base(text)
+    if base is int:
+        return _integer
+    if base is float:
+        return _number
     if base is bool:
         return lambda text: text.lower() in ("1", "true", "yes", "on")
     return str

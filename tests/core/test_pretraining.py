@@ -173,3 +173,33 @@ def test_options_given_with_resume_are_refused_by_name(capsys, tmp_path):
     code = main(["pretrain", "--resume", str(tmp_path), "--steps", "9", "--span-p", "0.3"])
     err = capsys.readouterr().err
     assert code == 2 and "--steps, --span-p would change it" in err and "would change it" in err
+
+
+def test_a_pretraining_folder_is_named_where_a_fine_tuning_run_or_a_checkpoint_was_expected(config, capsys, tmp_path,
+                                                                                           data_dir):
+    import shutil
+
+    pretrain(attrs.evolve(config, steps=1))
+    capsys.readouterr()  # its progress bar
+    folder = Path(config.output_dir)
+    # `platform run --resume` of it: its config.json is the checkpoint's, not a run configuration
+    assert main(["run", "--resume", str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"platform run: error: {folder} is a `platform pretrain` run folder, not a `platform run` one: continue it "
+        f"with `platform pretrain --resume {folder}`, or fine-tune from it with `platform run --checkpoint "
+        f"{folder}`\n")
+    # a pretraining run that has not written its weights yet, as --checkpoint
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(folder, unfinished)
+    (unfinished / "model.safetensors").unlink()
+    assert main(["run", "--tasks", "sst", "--checkpoint", str(unfinished), "--limit", "8", "--data-dir",
+                 str(data_dir), "--output-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (
+        f"platform run: error: --checkpoint {unfinished}: a `platform pretrain` run folder without its weights yet "
+        f"(no model.safetensors): finish it with `platform pretrain --resume {unfinished}`, then pass it again\n")
+    # a pretrain.json cut short
+    (unfinished / "pretrain.json").write_text('{"text": ["sst"')
+    assert main(["pretrain", "--resume", str(unfinished)]) == 2
+    assert capsys.readouterr().err == (
+        f"platform pretrain: error: {unfinished / 'pretrain.json'}: not a readable pretraining configuration "
+        "(Expecting ',' delimiter: line 1 column 16 (char 15))\n")

@@ -203,3 +203,12 @@ def test_killed_halfway_through_a_checkpoint_write_resumes_exactly(tiny_config, 
             checkpoints.load(folder / name)  # never half a file under the real name
     final = train(prepare(tiny_config, resume=True))
     assert final == reference and not list(folder.glob("*.tmp"))
+
+
+def test_a_corrupt_config_json_is_one_line_on_resume(capsys, finished):
+    _, folder = finished
+    capsys.readouterr()  # its progress bars
+    (folder / "config.json").write_text('{"tasks": ["sst"')
+    code, err = cli(capsys, "run", "--resume", folder)
+    assert code == 2 and err == (f"platform run: error: {folder / 'config.json'}: not a readable run configuration "
+                                 "(Expecting ',' delimiter: line 1 column 17 (char 16))\n")
