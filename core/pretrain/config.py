@@ -41,7 +41,7 @@ class PretrainConfig:
     mask_token: float = field(0.8, "share of the predicted tokens replaced by [MASK]", validator=[v.ge(0.0), v.le(1.0)])
     random_token: float = field(0.1, "share of the predicted tokens replaced by a random token (the rest keep "
                                      "theirs)", validator=[v.ge(0.0), v.le(1.0)])
-    lr: float = field(1e-4, "peak learning rate", validator=v.gt(0.0))
+    lr: float = field(1e-4, "peak learning rate, at most 1", validator=[v.gt(0.0), v.le(1.0)])
     warmup: float = field(0.06, "fraction of the steps of linear warm-up before linear decay to 0 (0: constant rate)",
                           validator=[v.ge(0.0), v.le(1.0)])
     weight_decay: float = field(0.01, "decoupled weight decay (weight matrices and embeddings only)",

@@ -146,6 +146,9 @@ def test_a_used_folder_is_refused(config, tmp_path):
     (["--span-p", "0"], "p"),
     (["--mask-token", "0.95"], "exceed 1"),
     (["--max-length", "1000"], "exceeds the checkpoint's max_position_embeddings 512"),
+    (["--lr", "1e10"], "--lr must be <= 1.0: 10000000000.0"),
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--seed", "1e23"], "--seed must be an integer in 0..4294967295, got 100000000000000000000000"),
 ])
 def test_bad_options_give_one_clear_message(capsys, tmp_path, data_dir, args, message):
     code = main(["pretrain", "--checkpoint", "tiny", "--limit", "50", "--steps", "1", "--threads", "1",
