@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import sys
 import time
 import warnings
@@ -136,6 +137,7 @@ def open_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
     long (their worker died), so a trial is never lost nor counted twice."""
     import sqlalchemy.exc
 
+    _check_url(url)
     attempts = 5
     for attempt in range(attempts):
         try:
@@ -144,17 +146,22 @@ def open_storage(url: str, heartbeat: int = 60) -> optuna.storages.RDBStorage:
                 return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
                                                   heartbeat_stale_trial_callback=_report_stale)
         except ImportError as error:
-            raise StudyError(f"--storage: cannot open {_safe(url)}: the database driver for this URL is not installed "
-                             f"({error.__cause__ or error}; pip install -e '.[postgres]' for postgresql://)") from None
+            raise StudyError(f"--storage: cannot open {safe_url(url)}: the database driver for this URL is not "
+                             f"installed ({_hidden(str(error.__cause__ or error), url)}; pip install -e '.[postgres]' "
+                             "for postgresql://)") from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
                 optuna.exceptions.StorageInternalError) as error:
             # workers that open a new database at once race to create its tables: the loser tries again
             if attempt == attempts - 1:
-                raise StudyError(f"--storage: cannot open {_safe(url)}: {str(error).splitlines()[0]}") from None
+                raise _cannot_open(url, error) from None
             time.sleep(0.5 + random.random())
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
-            raise StudyError(f"--storage: cannot open {_safe(url)}: {str(error).splitlines()[0]}") from None
+            raise _cannot_open(url, error) from None
     raise AssertionError("not reached")
+
+
+def _cannot_open(url: str, error: Exception) -> StudyError:
+    return StudyError(f"--storage: cannot open {safe_url(url)}: {_hidden(str(error).splitlines()[0], url)}")
 
 
 def _report_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -162,14 +169,52 @@ def _report_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
                                         "its worker stopped sending heartbeats")
 
 
-def _safe(url: str) -> str:
-    """The URL with its password hidden."""
+def safe_url(url: str) -> str:
+    """``url`` as it may be shown (printed, logged, put in an error): its password hidden, as ``***``.
+
+    The whole text from the ``:`` after the user name to the *last* ``@`` is hidden, whichever parser
+    reads the URL: SQLAlchemy ends the password at the first ``@``, ``urllib`` at the last one, so a
+    password holding an unencoded ``@`` would leak in part with either alone. A ``password=`` query
+    parameter is hidden too."""
+    shown = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m["password"] is not None else m[0], url)
+    return _QUERY_PASSWORD.sub(r"\1***", shown)
+
+
+_USERINFO = re.compile(r"^(?P<scheme>[\w+.-]+://)(?P<user>[^:/@]*)(?::(?P<password>.*))?@", re.DOTALL)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
+
+
+def _hidden(text: str, url: str) -> str:
+    """``text`` (a driver's message about ``url``) with every form of the URL's password hidden."""
+    secrets = set()
+    for match in (_USERINFO.match(url), re.search(r"[?&]password=([^&]*)", url, re.IGNORECASE)):
+        if match is not None and match.lastindex and match[match.lastindex]:
+            secrets.add(match[match.lastindex])
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+        password = make_url(url).password
+        secrets |= {str(password)} if password else set()
+    except Exception:  # not a URL SQLAlchemy parses: the patterns above are all there is
+        pass
+    text = text.replace(url, safe_url(url))
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _check_url(url: str) -> None:
+    """Refuse a URL whose user name or password holds an unencoded ``@``: SQLAlchemy would take what
+    follows the first ``@`` for the host (and try to connect there)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        host = make_url(url).host
+    except Exception:  # reported by the storage, as any URL it cannot parse
+        return
+    if host and "@" in host:
+        raise StudyError(f"--storage {safe_url(url)}: the user name or password holds an '@'; write it as %40 in "
+                         "the URL, or leave the password out of the URL and set PGPASSWORD (PostgreSQL)")
 
 
 def open_study(storage: optuna.storages.RDBStorage, url: str, name: str, objective: Objective,
@@ -184,16 +229,16 @@ def open_study(storage: optuna.storages.RDBStorage, url: str, name: str, objecti
     if study_id is not None:
         existing = [d.name.lower() for d in storage.get_study_directions(study_id)]
         if existing != objective.directions:
-            raise StudyError(f"study {name!r} in {_safe(url)} has direction(s) {existing}, but --objective "
+            raise StudyError(f"study {name!r} in {safe_url(url)} has direction(s) {existing}, but --objective "
                              f"{objective.spec} needs {objective.directions}; choose another NAME (the existing "
                              "study was left as it is)")
         user_attrs = storage.get_study_user_attrs(study_id)
         recorded = user_attrs.get("objective")
         if recorded is not None and recorded != objective.spec:
-            raise StudyError(f"study {name!r} in {_safe(url)} optimizes {recorded}, not {objective.spec}; choose "
+            raise StudyError(f"study {name!r} in {safe_url(url)} optimizes {recorded}, not {objective.spec}; choose "
                              "another NAME or the same --objective (the existing study was left as it is)")
         if base is not None and user_attrs.get(BASE_ATTR) is not None and user_attrs[BASE_ATTR] != base:
-            raise StudyError(f"study {name!r} in {_safe(url)} was created with another base configuration: "
+            raise StudyError(f"study {name!r} in {safe_url(url)} was created with another base configuration: "
                              f"{'; '.join(differences(user_attrs[BASE_ATTR], base))}; give the options it was created "
                              "with, or choose another NAME (the existing study was left as it is)")
     study = optuna.create_study(storage=storage, study_name=name, directions=objective.directions, pruner=pruner,

@@ -12,6 +12,7 @@ averages the gradients, evaluates every N-th batch and gathers the outputs, and 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -84,15 +85,25 @@ def setup(device: torch.device) -> World:
             raise DistributedError(f"LOCAL_RANK {env.local_rank}: this node has {torch.cuda.device_count()} CUDA "
                                    "GPU(s); start at most that many processes per node")
         torch.cuda.set_device(env.local_rank)
+    # Before the group exists: torch.distributed.nn.functional (imported by DistributedDataParallel on first
+    # use) binds the default group of the moment as the default argument of ten functions. Imported once a
+    # group exists, it would hold that group for good: destroy_process_group would leave it alive, with its
+    # gloo threads, and a thread releasing its last collective's tensors as the interpreter shuts down
+    # aborts the process ("terminate called without an active exception", SIGABRT) after a run that succeeded.
+    import torch.distributed.nn  # noqa: F401
+
     dist.init_process_group(backend, timeout=TIMEOUT)
     _world = attrs.evolve(env, backend=backend)
     return _world
 
 
 def teardown() -> None:
-    """Leave the process group (at the end of a command)."""
+    """Leave the process group (at the end of a command). What the command built on the group and left in
+    reference cycles (a ``DistributedDataParallel`` model holds the group) is collected first, so that
+    leaving destroys the group: its threads end here, not while the interpreter shuts down."""
     global _world
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
     _world = World()
 

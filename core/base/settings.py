@@ -34,6 +34,31 @@ def positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> N
         positive(instance, attribute, value)
 
 
+SEED_MAX = 2**32 - 1  # seeds are mixed into derived 64-bit seeds (per epoch, per process): 32 bits leave room
+
+
+def valid_seed(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A random seed: an integer in 0..SEED_MAX (torch takes 64 bits, and the platform derives seeds from it)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise ValueError(f"{attribute.name} must be an integer in 0..{SEED_MAX}, got {value}")
+
+
+def distinct(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    """No name given twice in a list of names (``--tasks sst,sst``)."""
+    repeated = sorted({name for name in value if value.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{attribute.name}: {', '.join(repr(name) for name in repeated)} given twice in "
+                         f"{','.join(value)}; name each once")
+
+
+def check_finite(values: dict[str, Any], prefix: str = "") -> None:
+    """Refuse an infinite or NaN float (``--lr inf``, ``--lr nan``): it passes range checks such as ``> 0``
+    and then poisons every weight, or waits forever. Raises ValueError naming the field."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{prefix}{name} must be a finite number, got {value}")
+
+
 def parse_assignments(text: str, option: str, expected: str, key: str = "task",
                       error: type[ValueError] = ConfigError) -> dict[str, str]:
     """``"sst=8,quora=32"`` -> ``{"sst": "8", "quora": "32"}``: the NAME=VALUE lists that options take
@@ -101,6 +126,7 @@ def build(cls: type, values: dict[str, Any], source: str = "", prefix: str = "")
     """``cls(**values)``; a bad value is reported naming its option (``--[prefix]field-name``), after
     ``source`` (where the values came from: a file, a component) when given."""
     try:
+        check_finite(values)
         return cls(**values)
     except (TypeError, ValueError) as error:
         text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)  # attrs' in_ adds args

@@ -21,7 +21,7 @@ from core.base.devices import resolve_device, resolve_precision
 from core.base.errors import ConfigError
 from core.base.settings import build
 from core.data.tokenizer import Tokenizer
-from core.encoder.loading import CheckpointSource, load_encoder, resolve_checkpoint
+from core.encoder.loading import CheckpointSource, check_max_length, load_encoder, resolve_checkpoint
 from core.encoder.pooling import check_layers, pooled_width
 from core.model.multitask import MultitaskModel
 from core.model.topology import TopologyFactory
@@ -114,6 +114,7 @@ class RunParts(Parts):
         components before anything is loaded; returns :meth:`check_components`."""
         if not self.tasks:  # binding them checks their names, kinds and metrics
             raise ConfigError("--tasks: no task to train")
+        check_max_length(self.source, self.config.max_length)
         return self.check_components()
 
     def check_components(self) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ to the settings class as typed, so each field's converter and validators parse a
 from __future__ import annotations
 
 import argparse
+import decimal
 import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -66,13 +67,42 @@ def _parser_for(annotation: Any) -> Callable[[str], Any]:
     base = args[0] if args else annotation
     if typing.get_origin(base) in (list, tuple) and typing.get_args(base):
         base = typing.get_args(base)[0]  # the type of one of several values (nargs)
-    if base in (int, float):
-        return lambda text: None if text.lower() == "none" else base(text)
+    if base is int:
+        return _integer
+    if base is float:
+        return _number
     if base is bool:
         return lambda text: text.lower() in ("1", "true", "yes", "on")
     if base is Path:
         return Path
     return str
+
+
+def _integer(text: str) -> int | None:
+    """An integer option's value: ``none``, digits, or any exact integer in number notation (``1e23``:
+    the settings class then says whether it is in range)."""
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or value != value.to_integral_value():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(value)
+
+
+def _number(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def merged(base: Mapping[str, Any], typed: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 The CS224N files are tab-separated as released: a header row, a leading unnamed index column (two
 in the test-student files), and quoted fields. They are read with Python's csv module (tab delimiter,
 ``"`` quotes doubled inside a quoted field, as pandas reads them), after one rule that every released
-file keeps: a row lies on one line and has as many fields as the header. A file that breaks it (a
-stray tab, an extra column, a quote that never closes), is not UTF-8 or has no data rows raises
-:class:`DataError` as one line ``FILE:LINE: what (task NAME)``, with 1-based physical line numbers,
-because reading on would shift columns (sentences read as ids) without a word. Blank lines are skipped.
+file keeps: a row lies on one line and has as many fields as the header. A field may hold up to
+:data:`FIELD_LIMIT` characters (far more than the csv module's default). A file that breaks the rule
+(a stray tab, an extra column, a quote that never closes), has a longer field, is not UTF-8, has no
+data rows, or is a folder or cannot be read raises :class:`DataError` as one line ``FILE:LINE: what
+(task NAME)``, with 1-based physical line numbers, because reading on would shift columns (sentences
+read as ids) without a word. Blank lines are skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import io
 from pathlib import Path
 
 from core.base.errors import PlatformError
+
+# the most characters one field may hold: Python's csv default (131,072) is below a long review or article
+# sometimes, and a field of this size is surely not one sentence or document of a task file any more
+FIELD_LIMIT = 10_000_000
 
 
 class DataError(PlatformError):
@@ -32,9 +38,7 @@ def file_error(path: Path, line: int | None, what: str, task: str) -> DataError:
 def read_table(path: Path, task: str) -> tuple[tuple[int, list[str]], list[int], list[list[str]]]:
     """The header (with its line number), and the line number and fields of each data row, of a
     tab-separated UTF-8 file."""
-    if not path.is_file():
-        raise file_error(path, None, "file not found", task)
-    raw = path.read_bytes()
+    raw = read_bytes(path, task)
     body = raw[len(codecs.BOM_UTF8):] if raw.startswith(codecs.BOM_UTF8) else raw
     try:
         text = body.decode("utf-8")
@@ -47,33 +51,63 @@ def read_table(path: Path, task: str) -> tuple[tuple[int, list[str]], list[int],
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
     header, header_line, lines, rows = None, 0, [], []
     line = 0  # the last line read so far
-    while True:
-        first = line + 1
-        try:
-            fields = next(reader, None)
-        except csv.Error as error:
-            raise quote_error(path, first, reader.line_num, str(error), task) from None
-        if fields is None:
-            break
-        line = reader.line_num
-        if line > first:
-            raise quote_error(path, first, line, "", task)
-        if not fields:
-            continue  # a blank line
-        if header is None:
-            header, header_line = fields, first
-        elif len(fields) != len(header):
-            hint = "a stray tab or an extra column" if len(fields) > len(header) else "a missing tab or column"
-            raise file_error(path, first, f"{len(fields)} fields where the header (line {header_line}) has "
-                             f"{len(header)}: {hint} would shift the columns", task)
-        else:
-            lines.append(first)
-            rows.append(fields)
+    limit = csv.field_size_limit(FIELD_LIMIT)  # a process-wide setting: restored below
+    try:
+        while True:
+            first = line + 1
+            try:
+                fields = next(reader, None)
+            except csv.Error as error:
+                if reader.line_num == first and "field limit" in str(error):
+                    raise file_error(path, first, f"a field longer than {FIELD_LIMIT:,} characters, the most one "
+                                     "field of a task file may hold; split the text, or check that the line is "
+                                     "what it should be", task) from None
+                raise quote_error(path, first, reader.line_num, str(error), task) from None
+            if fields is None:
+                break
+            line = reader.line_num
+            if line > first:
+                raise quote_error(path, first, line, "", task)
+            if not fields:
+                continue  # a blank line
+            if header is None:
+                header, header_line = fields, first
+            elif len(fields) != len(header):
+                hint = "a stray tab or an extra column" if len(fields) > len(header) else "a missing tab or column"
+                raise file_error(path, first, f"{len(fields)} fields where the header (line {header_line}) has "
+                                 f"{len(header)}: {hint} would shift the columns", task)
+            else:
+                lines.append(first)
+                rows.append(fields)
+    finally:
+        csv.field_size_limit(limit)
     if header is None:
         raise file_error(path, None, "empty file: no header row", task)
     if not rows:
         raise file_error(path, None, "no data rows below the header", task)
     return (header_line, header), lines, rows
+
+
+def check_file(path: Path, task: str) -> None:
+    """A task file must be there, and be a file (not a folder)."""
+    if path.is_dir():
+        raise file_error(path, None, "a folder, not a task file", task)
+    if not path.is_file():
+        raise file_error(path, None, "file not found", task)
+
+
+def unreadable(path: Path, error: OSError, task: str) -> DataError:
+    return file_error(path, None, f"cannot read the file ({error.strerror or error}); check its permissions and the "
+                      "disk it is on", task)
+
+
+def read_bytes(path: Path, task: str) -> bytes:
+    """The bytes of a task file; a missing file, a folder or a file that cannot be read is named."""
+    check_file(path, task)
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise unreadable(path, error, task) from None
 
 
 def quote_error(path: Path, first: int, last: int, reason: str, task: str) -> DataError:

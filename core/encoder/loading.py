@@ -19,6 +19,7 @@ import safetensors.torch
 import torch
 
 from core.base.errors import CheckpointError
+from core.data.tokenizer import SPECIAL_TOKENS
 from core.encoder.bert import BertConfig, BertModel
 
 MINILM = "minilm-l6"
@@ -33,6 +34,8 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of prefere
 HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
 # embedding rows a checkpoint may have beyond its vocabulary: tables are padded to a multiple of 8, 64 or 128
 VOCAB_PADDING = 128
+# where Google's BERT vocabularies (and minilm's) have their special tokens
+BERT_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
 # "name" or "org/name", as the hub accepts them
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
 
@@ -54,6 +57,9 @@ def resolve_checkpoint(name: str) -> CheckpointSource:
         raise CheckpointError(f"empty checkpoint name; pass a folder, a hub id, or one of: {known}")
     path = Path(name).expanduser()
     if path.exists():
+        folder = path if path.is_dir() else path.parent
+        if (hint := _not_an_encoder(folder)) is not None:
+            raise CheckpointError(hint)
         if not path.is_dir():
             raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds it")
         return _from_folder(name, path)
@@ -61,13 +67,22 @@ def resolve_checkpoint(name: str) -> CheckpointSource:
         return _from_folder(name, _minilm_folder())
     if name in PRESETS:
         vocab = _minilm_folder() / "vocab.txt"
-        check_vocab(vocab, PRESETS[name].vocab_size, f"preset {name!r} (core/pretrained.py)")
+        check_vocab(vocab, PRESETS[name], f"preset {name!r} (core/encoder/loading.py)", vocab.parent)
         return CheckpointSource(name, None, PRESETS[name], None, vocab, lowercase=True)
     if _HUB_ID.match(name) and ".." not in name and "--" not in name:
         return _from_folder(name, _download(name))
     if any(sep in name for sep in ("/", "\\")) or name.startswith((".", "~")):
         raise CheckpointError(f"no checkpoint folder {path}; or use one of: {known}")
     raise CheckpointError(f"unknown checkpoint {name!r}: not a folder, a hub id (org/name), or one of: {known}")
+
+
+def check_max_length(source: CheckpointSource, max_length: int, option: str = "--max-length") -> None:
+    """A sequence of ``max_length`` tokens must have position embeddings in the checkpoint: refused here,
+    before any data is read, rather than by the first longer batch in the middle of an epoch."""
+    limit = source.config.max_position_embeddings
+    if max_length > limit:
+        raise CheckpointError(f"{option} {max_length}: checkpoint {source.name!r} has position embeddings for "
+                              f"{limit} tokens (max_position_embeddings of its config); give at most {limit}")
 
 
 def load_encoder(
@@ -136,6 +151,21 @@ def _first(names: list[str], n: int = 10) -> str:
     return ", ".join(names[:n]) + (f", ... {len(names) - n} more" if len(names) > n else "")
 
 
+def _not_an_encoder(folder: Path) -> str | None:
+    """What a run folder of the platform given as a checkpoint is, and how to use it; None for any other."""
+    if any((folder / f).is_file() for f in WEIGHT_FILES):
+        return None  # a checkpoint (a finished `platform pretrain` folder is one)
+    if (folder / "pretrain.json").is_file():
+        return (f"--checkpoint {folder}: a `platform pretrain` run folder without its weights yet (no "
+                f"{WEIGHT_FILES[0]}): finish it with `platform pretrain --resume {folder}`, then pass it again")
+    if (folder / "config.json").is_file() and any((folder / f).is_file() for f in ("best.pt", "last.pt")):
+        return (f"--checkpoint {folder}: a `platform run` folder (a trained multitask model), not an encoder "
+                f"checkpoint; use it with `platform evaluate {folder}` or `platform predict {folder}`. --checkpoint "
+                "needs an encoder checkpoint folder (config.json, model.safetensors, vocab.txt: a `platform "
+                f"pretrain` run folder, a downloaded model), {MINILM}, a hub id, or a preset")
+    return None
+
+
 def _from_folder(name: str, folder: Path) -> CheckpointSource:
     config_file, vocab = folder / "config.json", folder / "vocab.txt"
     for needed in (config_file, vocab):
@@ -148,23 +178,72 @@ def _from_folder(name: str, folder: Path) -> CheckpointSource:
         config = BertConfig.from_json_file(config_file)
     except ValueError as err:
         raise CheckpointError(str(err)) from err
-    check_vocab(vocab, config.vocab_size, str(config_file))
+    check_vocab(vocab, config, str(config_file), folder)
     return CheckpointSource(name, folder, config, weights, vocab, _lowercase(name, folder))
 
 
-def check_vocab(vocab: Path, vocab_size: int, source: str) -> None:
-    """The tokens of ``vocab`` must fill the embedding table of ``vocab_size`` rows (``source`` says
+def check_vocab(vocab: Path, config: BertConfig, source: str, folder: Path | None = None) -> None:
+    """The tokens of ``vocab`` must fill the embedding table of ``config.vocab_size`` rows (``source`` says
     where that number comes from), but for at most :data:`VOCAB_PADDING` padding rows: a token beyond
-    the table has no embedding, and a table much larger than the vocabulary belongs to another one."""
+    the table has no embedding, and a table much larger than the vocabulary belongs to another one. The
+    special tokens must be where the checkpoint has them (:func:`special_ids`): a vocabulary of the right
+    size in another order (shuffled, sorted, another model's) would load and train on the wrong rows."""
     with vocab.open(encoding="utf-8") as f:
-        tokens = sum(1 for _ in f)
-    if tokens > vocab_size:
-        raise CheckpointError(f"{vocab} has {tokens} tokens but {source} says vocab_size {vocab_size}: the last "
-                              f"{tokens - vocab_size} would have no embedding; are the two from the same checkpoint?")
-    if vocab_size - tokens > VOCAB_PADDING:
-        raise CheckpointError(f"{vocab} has {tokens} tokens but {source} says vocab_size {vocab_size}: "
-                              f"{vocab_size - tokens} embedding rows would have no token (up to {VOCAB_PADDING} "
+        tokens = [line.rstrip("\r\n") for line in f]
+    vocab_size = config.vocab_size
+    if len(tokens) > vocab_size:
+        raise CheckpointError(f"{vocab} has {len(tokens)} tokens but {source} says vocab_size {vocab_size}: the last "
+                              f"{len(tokens) - vocab_size} would have no embedding; are the two from the same "
+                              "checkpoint?")
+    if vocab_size - len(tokens) > VOCAB_PADDING:
+        raise CheckpointError(f"{vocab} has {len(tokens)} tokens but {source} says vocab_size {vocab_size}: "
+                              f"{vocab_size - len(tokens)} embedding rows would have no token (up to {VOCAB_PADDING} "
                               "padding rows are allowed); are the two from the same checkpoint?")
+    ids = {token: index for index, token in reversed(list(enumerate(tokens)))}  # a repeated token: its first id
+    for token, (expected, where) in special_ids(tokens, config, source, folder).items():
+        if token in ids and ids[token] != expected:
+            raise CheckpointError(f"{vocab}: {token} is token {ids[token]} here, but {where} puts it at {expected}: "
+                                  "this vocabulary is not the checkpoint's (shuffled, sorted, or another model's); "
+                                  "use the vocab.txt that came with the checkpoint")
+
+
+def special_ids(tokens: list[str], config: BertConfig, source: str,
+                folder: Path | None) -> dict[str, tuple[int, str]]:
+    """Where the checkpoint has its special tokens, and what says so: its fast tokenizer's file
+    (``tokenizer.json``) or ``tokenizer_config.json`` when the folder has one, then ``pad_token_id``
+    of its config; and, for a vocabulary in Google BERT's layout (``[unused0]`` right after ``[PAD]``
+    reserves rows for added words; minilm's is one), BERT's ids: [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102,
+    [MASK] 103."""
+    found: dict[str, tuple[int, str]] = {}
+    if "[unused0]" in tokens:
+        found |= {token: (index, "BERT's vocabulary layout (this one has its [unused0] tokens)")
+                  for token, index in BERT_SPECIAL_IDS.items()}
+    found["[PAD]"] = (config.pad_token_id, f"pad_token_id of {source}")
+    if folder is not None:
+        found |= _tokenizer_files(folder)
+    return found
+
+
+def _tokenizer_files(folder: Path) -> dict[str, tuple[int, str]]:
+    """The special tokens' ids that the checkpoint's tokenizer files record (unreadable files record none:
+    only vocab.txt is needed)."""
+    found: dict[str, tuple[int, str]] = {}
+    fast, slow = folder / "tokenizer.json", folder / "tokenizer_config.json"
+    try:
+        if fast.is_file():
+            data = json.loads(fast.read_text(encoding="utf-8"))
+            vocab = (data.get("model") or {}).get("vocab")
+            entries = [(token, vocab[token]) for token in SPECIAL_TOKENS if isinstance(vocab, dict) and token in vocab]
+            entries += [(t.get("content"), t.get("id")) for t in data.get("added_tokens") or []]
+            where = str(fast)
+        elif slow.is_file():
+            decoder = json.loads(slow.read_text(encoding="utf-8")).get("added_tokens_decoder") or {}
+            entries, where = [(t.get("content"), int(i)) for i, t in decoder.items()], str(slow)
+        else:
+            return found
+    except (OSError, ValueError, TypeError, AttributeError):
+        return found
+    return {token: (index, where) for token, index in entries if token in SPECIAL_TOKENS and isinstance(index, int)}
 
 
 def _lowercase(name: str, folder: Path) -> bool:

@@ -11,6 +11,7 @@ import torch.nn as nn
 from core.base.devices import autocast
 from core.base.errors import PlatformError
 from core.data.batch import Batch
+from core.encoder.bert import EncoderOutput
 from core.encoder.pooling import needs_hidden_states, pool
 from core.tasks.task import Task
 
@@ -43,15 +44,14 @@ class MultitaskModel(nn.Module):
         return next(self.parameters()).device
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        """The head output of ``batch``'s task, in float32 whatever the precision of the forward."""
+        """The head output of ``batch``'s task, in float32 whatever the precision of the forward: under
+        ``bf16`` only the encoder runs in autocast; pooling and the head compute in float32 (as the loss
+        does after them), so a regression head's scores are not rounded to bfloat16's 8 bits."""
         task = self.tasks[batch.task]
         pooled_input = task.kind.head_input != "tokens"
-        with autocast(self.device, self.precision):
-            encoded = self.encoder(batch.input_ids, attention_mask=batch.attention_mask,
-                                   token_type_ids=batch.token_type_ids,
-                                   output_hidden_states=self._hidden_states and pooled_input)
-            pooled = pool(encoded, batch.attention_mask, self.pooling) if pooled_input else None  # (S·B, W)
-            output = self.heads[batch.task](*task.kind.features(encoded, batch, pooled))
+        encoded = self.encode(batch, self._hidden_states and pooled_input)
+        pooled = pool(encoded, batch.attention_mask, self.pooling) if pooled_input else None  # (S·B, W)
+        output = self.heads[batch.task](*task.kind.features(encoded, batch, pooled))
         if batch.task not in self._shapes_checked:
             check_output_shape(task, output, batch)
             self._shapes_checked.add(batch.task)
@@ -59,10 +59,18 @@ class MultitaskModel(nn.Module):
 
     def sentence_embeddings(self, batch: Batch) -> torch.Tensor:
         """Pooled embeddings (S·B, W) of every sequence of ``batch``, W = ``pooled_width(pooling, H)``."""
+        return pool(self.encode(batch, self._hidden_states), batch.attention_mask, self.pooling).float()
+
+    def encode(self, batch: Batch, output_hidden_states: bool) -> EncoderOutput:
+        """The encoder's output for ``batch``, computed under the run's autocast (``bf16``) and handed on
+        in float32."""
         with autocast(self.device, self.precision):
             encoded = self.encoder(batch.input_ids, attention_mask=batch.attention_mask,
-                                   token_type_ids=batch.token_type_ids, output_hidden_states=self._hidden_states)
-            return pool(encoded, batch.attention_mask, self.pooling).float()
+                                   token_type_ids=batch.token_type_ids, output_hidden_states=output_hidden_states)
+        if self.precision == "fp32":
+            return encoded
+        hidden = None if encoded.hidden_states is None else tuple(h.float() for h in encoded.hidden_states)
+        return EncoderOutput(encoded.last_hidden_state.float(), encoded.pooler_output.float(), hidden)
 
     def freeze_encoder(self) -> None:
         """``pretrain`` mode: the encoder is a fixed feature extractor; only heads train."""

@@ -12,7 +12,7 @@ from attrs import validators as v
 
 from core.base.devices import resolve_device, resolve_precision
 from core.base.errors import ConfigError
-from core.base.settings import build, field, names, positive_or_none
+from core.base.settings import build, field, names, positive_or_none, valid_seed
 from core.runs.folder import claim_new_name
 
 RUN_CONFIG = "pretrain.json"
@@ -42,7 +42,7 @@ class PretrainConfig:
     mask_token: float = field(0.8, "share of the predicted tokens replaced by [MASK]", validator=[v.ge(0.0), v.le(1.0)])
     random_token: float = field(0.1, "share of the predicted tokens replaced by a random token (the rest keep "
                                      "theirs)", validator=[v.ge(0.0), v.le(1.0)])
-    lr: float = field(1e-4, "peak learning rate", validator=v.gt(0.0))
+    lr: float = field(1e-4, "peak learning rate, at most 1", validator=[v.gt(0.0), v.le(1.0)])
     warmup: float = field(0.06, "fraction of the steps of linear warm-up before linear decay to 0 (0: constant rate)",
                           validator=[v.ge(0.0), v.le(1.0)])
     weight_decay: float = field(0.01, "decoupled weight decay (weight matrices and embeddings only)",
@@ -56,7 +56,8 @@ class PretrainConfig:
     eval_every: int = field(500, "steps between held-out evaluations (also at the start and the end)",
                             validator=v.ge(1))
     eval_batch_size: int = field(64, "held-out sequences per forward", validator=v.ge(1))
-    seed: int = field(11711, "random seed (head init, data order, masks, dropout)")
+    seed: int = field(11711, "random seed (head init, data order, masks, dropout), 0 .. 4294967295",
+                      validator=valid_seed)
     limit: int | None = field(None, "read at most N texts per source (quick runs, tests)",
                               validator=positive_or_none)
     data_dir: str | None = field(None, "folder of the task files (default: $PLATFORM_DATA_DIR, then "
@@ -82,7 +83,13 @@ class PretrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> "PretrainConfig":
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:  # json's errors are ValueErrors
+            raise ConfigError(f"{path}: not a readable pretraining configuration "
+                              f"({getattr(error, 'strerror', None) or error})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: not a pretraining configuration (a JSON object of settings)")
         unknown = sorted(set(data) - {f.name for f in attrs.fields(cls)})
         if unknown:
             raise ConfigError(f"{path}: unknown setting(s) {unknown}")

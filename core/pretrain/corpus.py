@@ -51,6 +51,8 @@ def read_texts(entry: str, tasks: dict[str, Task], data_dir: Path | None, limit:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:
         raise DataError(f"--text {path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise DataError(f"--text {path}: cannot read the file ({error.strerror or error})") from None
     texts = [line.strip() for line in lines if line.strip()]
     return texts[:limit] if limit is not None else texts
 

@@ -39,7 +39,7 @@ def summarize(run_dir: Path, *, name: str | None = None, label: str | None = Non
         raise ConfigError(f"{run_dir}: the run has no metrics.json yet (it has not finished an epoch)")
     # checked, defaults filled in (a run older than a setting), as JSON has it (lists): a row reads back equal
     config = json.loads(json.dumps(RunConfig.load(config_file).to_dict()))
-    metrics = json.loads(metrics_file.read_text())
+    metrics = read_metrics(metrics_file)
     selected_on = metrics.get("selected_on", "dev")
     return {
         "format": FORMAT,
@@ -57,6 +57,22 @@ def summarize(run_dir: Path, *, name: str | None = None, label: str | None = Non
         "train_loss": train_losses(run_dir / "tensorboard"),
         "machine": machine(),
     }
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A run's ``metrics.json``, checked to hold what a row needs; a file cut short or edited into
+    something else is named, with what would write it again."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(metrics, dict):
+            raise ValueError(f"a JSON {type(metrics).__name__}, not an object")
+        missing = [key for key in ("best", "history") if key not in metrics]
+        if missing:
+            raise ValueError(f"no {' and no '.join(missing)}")
+    except (OSError, ValueError) as error:  # json's errors are ValueErrors
+        raise ConfigError(f"{path}: not a readable metrics file ({getattr(error, 'strerror', None) or error}); "
+                          f"`platform run --resume {path.parent}` writes it again") from None
+    return metrics
 
 
 def train_losses(folder: Path) -> dict[str, list[list[float]]]:

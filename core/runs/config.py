@@ -13,7 +13,8 @@ from attrs import validators as v
 
 from core.base.errors import ConfigError
 from core.base.files import atomic_write
-from core.base.settings import assignments, build, field, is_positive, names, positive, positive_or_none, shown
+from core.base.settings import (assignments, build, distinct, field, is_positive, names, positive, positive_or_none,
+                                shown, valid_seed)
 from core.data.folders import resolve_data_dir
 from core.data.tokenizer import Tokenizer
 from core.encoder.pooling import parse as parse_pooling
@@ -33,6 +34,15 @@ def _check_layer_decay(instance: Any, attribute: attrs.Attribute, value: float) 
         raise ValueError(f"--layer-decay must be in (0, 1] (1: no decay), got {value}")
 
 
+MAX_LR = 1.0  # AdamW moves every weight by about lr a step: past 1, the first steps wreck a pretrained encoder
+
+
+def _check_lr(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None and not 0.0 < value <= MAX_LR:
+        raise ValueError(f"--lr must be in (0, {MAX_LR:g}] (AdamW moves every weight by about the learning rate each "
+                         f"step; fine-tuning uses 1e-5 .. 1e-4), got {value}")
+
+
 
 
 def _check_loss_weights(instance: Any, attribute: attrs.Attribute, value: dict[str, float]) -> None:
@@ -41,10 +51,6 @@ def _check_loss_weights(instance: Any, attribute: attrs.Attribute, value: dict[s
         raise ValueError(f"--loss-weights: task {unknown[0]!r} is not among the run's tasks ({', '.join(instance.tasks)})")
 
 
-def _unique(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
-    repeated = sorted({name for name in value if value.count(name) > 1})
-    if repeated:
-        raise ValueError(f"--{attribute.name.replace('_', '-')}: {', '.join(repeated)} given twice in {','.join(value)}")
 
 
 DEFAULT_LR = {"finetune": 2e-5, "pretrain": 1e-3}  # by --mode, when --lr is not given
@@ -56,9 +62,9 @@ class RunConfig:
 
     tasks: tuple[str, ...] = field((), "comma-separated task names (default: the tasks their plugins mark default; "
                                        "see `platform plugins`; a run saves the ones it trains)",
-                                   converter=names, validator=_unique, metadata={"default": "the default tasks"})
+                                   converter=names, validator=distinct, metadata={"default": "the default tasks"})
     plugins: tuple[str, ...] = field((), "comma-separated opt-in plugins to enable (see `platform plugins`)",
-                                     converter=names, validator=_unique)
+                                     converter=names, validator=distinct)
     checkpoint: str = field("minilm-l6", "pretrained encoder: a folder, minilm-l6, a hub id, or a random-init preset (tiny, small)")
     mode: str = field("finetune", "finetune: train everything; pretrain: freeze the encoder, train the heads",
                       validator=v.in_(("finetune", "pretrain")))
@@ -81,8 +87,8 @@ class RunConfig:
                                                "and backward in chunks within it, then one update for the whole batch: "
                                                "the same gradient (none: never split)", validator=positive_or_none)
     eval_batch_size: int = field(128, "evaluation batch size", validator=v.ge(1))
-    lr: float | None = field(None, "learning rate (none: 2e-5 for finetune, 1e-3 for pretrain; a run saves the value "
-                                   "it uses)", validator=positive_or_none)
+    lr: float | None = field(None, "learning rate, at most 1 (none: 2e-5 for finetune, 1e-3 for pretrain; a run saves "
+                                   "the value it uses)", validator=_check_lr)
     weight_decay: float = field(0.0, "decoupled weight decay of AdamW, applied to weight matrices and embedding tables "
                                      "only (never to biases or LayerNorm weights)", validator=v.ge(0.0))
     layer_decay: float = field(1.0, "layer-wise learning-rate decay: the top encoder layer, the pooler and the heads "
@@ -102,7 +108,7 @@ class RunConfig:
     warmup: float = field(0.0, "fraction of training steps of linear warm-up before linear decay (0: constant rate)",
                           validator=[v.ge(0.0), v.le(1.0)])
     dropout: float = field(0.1, "dropout in the encoder and the heads", validator=[v.ge(0.0), v.lt(1.0)])
-    seed: int = field(11711, "random seed (model init, sampling, dropout)")
+    seed: int = field(11711, "random seed (model init, sampling, dropout), 0 .. 4294967295", validator=valid_seed)
     max_length: int = field(128, "maximum tokens per sentence, [CLS] and [SEP] included", validator=v.ge(4))
     limit: int | None = field(None, "use at most N examples per task and split (quick runs, tests)", validator=positive_or_none)
     validation_split: float = field(0.0, "fraction of each task's train file held out as the run's validation set "
@@ -144,7 +150,20 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))
+        path = Path(path)
+        if (path.parent / "pretrain.json").is_file():  # its config.json is the checkpoint's, a BERT config
+            raise ConfigError(f"{path.parent} is a `platform pretrain` run folder, not a `platform run` one: continue "
+                              f"it with `platform pretrain --resume {path.parent}`, or fine-tune from it with "
+                              f"`platform run --checkpoint {path.parent}`")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{path}: not a readable run configuration ({getattr(error, 'strerror', None) or error})"
+                              ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: not a run configuration (a JSON object of settings), but a "
+                              f"{type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
 
 
 def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -7,7 +7,7 @@ file keeps: a row lies on one line and has as many fields as the header. A file 
 stray tab, an extra column, a quote that never closes), is not UTF-8, has no data rows, or repeats or
 leaves out an id raises :class:`DataError` as one line ``FILE:LINE: what (task NAME)``, with 1-based
 physical line numbers, because reading on would shift columns (sentences read as ids) without a word.
-Blank lines are skipped. Labels are parsed by the task (its kind, or its own ``label_parser``); rows
+Blank lines are skipped. Labels are parsed by the task's kind (after the spec's ``label_map``, if any); rows
 whose label is missing, unparsable, or does not fit the row (a tag count other than the word count) are
 skipped and counted in one warning per file. A task in another format brings its own ``reader``, whose
 rows get the same id and label checks; it is told the split it reads, so a task that ships one file can
@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from core.data.tables import file_error, read_table
+from core.data.tables import check_file, file_error, read_table, unreadable
 from core.tasks.spec import TaskSpec
 from core.tasks.task import Task
 
@@ -86,9 +86,11 @@ def read_custom(task: Task, path: Path, split: str, wanted: list[str]) -> tuple[
     """Rows of ``split`` from the task's own reader: dicts holding the ``wanted`` columns (and optionally
     ``line``)."""
     spec = task.spec
-    if not path.is_file():
-        raise file_error(path, None, "file not found", spec.name)
-    rows = list(spec.reader(spec, path, split))
+    check_file(path, spec.name)
+    try:
+        rows = list(spec.reader(spec, path, split))
+    except OSError as error:
+        raise unreadable(path, error, spec.name) from None
     if not rows:
         raise file_error(path, None, "no examples in the file", spec.name)
     for number, row in enumerate(rows, 1):
@@ -96,9 +98,6 @@ def read_custom(task: Task, path: Path, split: str, wanted: list[str]) -> tuple[
         if missing:
             raise file_error(path, row.get("line", number), f"the task's reader gave no {missing}", spec.name)
     return {column: [row[column] for row in rows] for column in wanted}, [row.get("line", n) for n, row in enumerate(rows, 1)]
-
-
-
 
 
 
@@ -113,11 +112,24 @@ def check_ids(path: Path, task: TaskSpec, lines: list[int], ids: list[str]) -> N
         seen[value] = line
 
 
+def parser_name(task: Task) -> str:
+    """What parses a task's labels: its kind's ``parse_label``, named with the module it comes from."""
+    return f"parse_label of task kind {task.kind.name!r} ({type(task.kind).__module__})"
+
+
 def parse_labels(path: Path, task: Task, lines: list[int], columns: dict[str, list]) -> list[Any]:
     """The label of each row as the task parses it, None where it is missing, unparsable, or does not fit
     the row's texts as the task's kind sees them (one tag per word), counted in one warning."""
     spec = task.spec
-    labels = [task.parse_label(value) for value in columns[spec.label_column]]
+    labels = []
+    for line, value in zip(lines, columns[spec.label_column]):
+        try:
+            labels.append(task.parse_label(value))
+        except Exception as error:  # a plugin's code: name it, and the row it failed on
+            reason = (str(error).strip().splitlines() or [""])[0]
+            raise file_error(path, line, f"the task's {parser_name(task)} raised {type(error).__name__}"
+                             f"{': ' + reason if reason else ''} on {spec.label_column} {value!r} (a parser returns "
+                             "None for a row it cannot parse: the row is skipped)", spec.name) from None
     texts = zip(*(columns[column] for column in spec.text_columns))  # per row, its text fields
     labels = [None if label is None or not task.kind.label_fits(spec, list(row), label) else label
               for label, row in zip(labels, texts)]

@@ -1,13 +1,14 @@
 """Finding the data folder, tokenizing task files once (cached), and batching with dynamic padding.
 
 Task files are read and checked by :mod:`core.taskfiles`; this module turns their texts into token ids
-as the task's kind encodes them (cached on disk by file, rows, kind, vocabulary and length; labels are
-parsed afresh every time and never cached), and collates batches through the kind.
+as the task's kind encodes them (cached on disk by the rows' content, kind, vocabulary and length; labels
+are parsed afresh every time and never cached), and collates batches through the kind.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from pathlib import Path
 from typing import Any, Sequence
@@ -115,20 +116,20 @@ def load_split(task: Task, split: str, *, data_dir: Path, tokenizer, max_length:
     path = Path(data_dir) / spec.files[file_split]
     rows = read_rows(task, path, labelled=split != "test", split=file_split)
     rows = rows.select(split_rows(task, split, rows.ids, limit, validation_split, path))
-    encoded = encode_cached(task, split, path, rows.ids, rows.texts, tokenizer, max_length)
+    encoded = encode_cached(task, split, rows.ids, rows.texts, tokenizer, max_length)
     extras = {name: values for name, values in encoded.items() if name not in ("sequences", "token_types")}
     labels = None if rows.labels is None else task.kind.stack_labels(spec, rows.labels)
     return SplitData(task, split, rows.ids, encoded["sequences"], labels, encoded.get("token_types"), extras)
 
 
-def encode_cached(task: Task, split: str, path: Path, ids: list[str], texts: list[list[Any]], tokenizer,
+def encode_cached(task: Task, split: str, ids: list[str], texts: list[list[Any]], tokenizer,
                   max_length: int) -> dict[str, Any]:
     """``task.kind.encode`` of the texts, cached on disk under a key of everything that shapes it: the
-    file, the rows kept (by id), the kind and its version, the vocabulary and the length."""
-    stat = path.stat()
-    digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()
-    key = hashlib.sha1(repr((str(path.resolve()), stat.st_size, stat.st_mtime_ns, digest, task.kind.name,
-                             task.kind.version, tokenizer.vocab_sha, max_length)).encode()).hexdigest()[:16]
+    rows' ids and texts themselves (their content, not the file's name, size or time: a file edited in
+    place, even to the same size within the same second, is encoded afresh), the kind and its version,
+    the vocabulary and the length."""
+    key = hashlib.sha1(repr((content_digest(ids, texts), task.kind.name, task.kind.version, tokenizer.vocab_sha,
+                             max_length)).encode()).hexdigest()[:16]
     columns = [f"text{c}" for c in range(len(texts))]
 
     def encode(batch: dict) -> dict:
@@ -146,6 +147,15 @@ def encode_cached(task: Task, split: str, path: Path, ids: list[str], texts: lis
     names = sorted({name.partition(".")[0] for name in encoded.column_names})
     return {name: [encoded[f"{name}.{c}"] for c in range(_count(encoded.column_names, name))]
             if name in ("sequences", "token_types") else encoded[name] for name in names}
+
+
+def content_digest(ids: list[str], texts: list[list[Any]]) -> str:
+    """A hash of the rows' ids and texts (per text column, per row; strings, or lists of words)."""
+    digest = hashlib.sha256()
+    for values in (ids, *texts):
+        digest.update(json.dumps(values, ensure_ascii=False, default=repr).encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def _count(columns: list[str], name: str) -> int:

@@ -3,8 +3,11 @@
 Every sampler builds an epoch's plan from (seed, epoch) alone (see ``core.sampling``). Within a
 task, each epoch walks a fresh permutation of its examples, salted by the task's name, so a task
 sees the same order whatever the other tasks are; a task that runs out mid-epoch wraps around into a
-new permutation salted by the wrap count. ``state_dict()`` holds the settings only: with them the
-plans are exact, and a resumed run with other settings is refused by ``load_state_dict()``.
+new permutation salted by the wrap count. A task batch never holds more examples than its task has:
+a larger batch size (``--batch-size 1000000``, or ``--limit`` below it) takes each example once, instead
+of the same examples over and over (a million-example batch of a 16-example task). ``state_dict()``
+holds the settings only: with them the plans are exact, and a resumed run with other settings is
+refused by ``load_state_dict()``.
 """
 
 from __future__ import annotations
@@ -155,7 +158,7 @@ class Interleaved(_Base):
             raise ConfigError(f"sampler 'interleaved': ratios name task(s) {', '.join(unknown)} not among the "
                              f"tasks of this run ({', '.join(self.tasks)})")
         largest = max(self.sizes.values())
-        self.batch_sizes = {task: ratios.get(task, max(1, round(batch_size * size / largest)))
+        self.batch_sizes = {task: min(size, ratios.get(task, max(1, round(batch_size * size / largest))))
                             for task, size in self.sizes.items()}
 
     def steps_per_epoch(self) -> int:
@@ -185,7 +188,8 @@ class Proportional(_Base):
         draws = torch.rand(probs.shape[0], 1, generator=generator(self.seed, epoch, _DRAW), dtype=torch.float64)
         picks = (probs.cumsum(1) < draws).sum(1).clamp(max=len(self.tasks) - 1).tolist()  # inverse CDF, (S,)
         streams = self._streams(epoch)
-        return [[(self.tasks[i], streams[self.tasks[i]].take(self.batch_size))] for i in picks]
+        return [[(self.tasks[i], streams[self.tasks[i]].take(min(self.batch_size, self.sizes[self.tasks[i]])))]
+                for i in picks]
 
 
 class Annealed(Proportional):

@@ -1,6 +1,9 @@
 """The ``platform`` command: help, bad input with one clear message, evaluate and predict."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import attrs
 import pytest
@@ -46,6 +49,48 @@ def test_bad_run_options_give_one_clear_message(capsys, tmp_path, tiny_data_dir,
     assert code == 2
     assert err.splitlines()[-1] == f"platform run: error: {message}" and "Traceback" not in err  # after progress bars
     assert not (tmp_path / "r").exists()
+
+
+LR_RANGE = ("--lr must be in (0, 1] (AdamW moves every weight by about the learning rate each step; fine-tuning "
+            "uses 1e-5 .. 1e-4), got ")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--lr", "1e10"], LR_RANGE + "10000000000.0"),
+    (["--warmup", "nan"], "--warmup must be a finite number, got nan"),  # any float option
+    (["--plugins", "smart", "--smart-weight", "inf"], "--smart-weight must be a finite number, got inf"),  # a plugin's
+    (["--seed", "1e23"], "--seed must be an integer in 0..4294967295, got 100000000000000000000000"),
+    (["--seed", "100000000000000000000000"], "--seed must be an integer in 0..4294967295, got "
+                                             "100000000000000000000000"),
+    (["--seed", "-1"], "--seed must be an integer in 0..4294967295, got -1"),
+    (["--tasks", "sst,sts,sst"], "--tasks: 'sst' given twice in sst,sts,sst; name each once"),
+    (["--max-length", "513"], "--max-length 513: checkpoint 'tiny' has position embeddings for 512 tokens "
+                              "(max_position_embeddings of its config); give at most 512"),
+])
+def test_inputs_that_would_poison_or_crash_a_run_are_refused_up_front(capsys, tmp_path, data_dir, args, message):
+    code, _, err = run_cli(capsys, "run", *TINY, "--data-dir", data_dir, "--output-dir", tmp_path / "r", *args)
+    assert code == 2 and err == f"platform run: error: {message}\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_seed_beyond_64_bits_is_one_line_in_a_real_process(tmp_path, data_dir):
+    """It was a traceback from torch.manual_seed ("Overflow when unpacking long long")."""
+    root = Path(__file__).parents[2]
+    result = subprocess.run([sys.executable, "-m", "core.cli", "run", *TINY, "--data-dir", str(data_dir),
+                             "--output-dir", str(tmp_path / "r"), "--seed", "100000000000000000000000"],
+                            capture_output=True, text=True, cwd=root, timeout=300)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == ("platform run: error: --seed must be an integer in 0..4294967295, got "
+                             "100000000000000000000000\n")
+
+
+def test_a_number_where_an_integer_is_expected_says_so(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["run", "--seed", "1.5"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "platform run: error: argument --seed: expected an integer, got '1.5'"
 
 
 @pytest.mark.parametrize("below", [False, True])

@@ -82,6 +82,10 @@ def test_unknown_source_and_bad_files_are_named(tmp_path):
     binary.write_bytes(b"ok\n\xff\xfe broken")
     with pytest.raises(DataError, match="blob.txt: not UTF-8 text"):
         read_texts(str(binary), {}, None, None)
+    unreadable = tmp_path / "gone.txt"
+    unreadable.symlink_to("/proc/self/mem")  # a file no one, root included, can read from its start
+    with pytest.raises(DataError, match=r"^--text .*gone.txt: cannot read the file \(Input/output error\)$"):
+        read_texts(str(unreadable), {}, None, None)
 
 
 def test_corpus_needs_something_held_out(tmp_path, tokenizer):

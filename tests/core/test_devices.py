@@ -99,3 +99,43 @@ def test_cli_reports_a_missing_gpu_as_bad_input(capsys, tiny_config):
     err = capsys.readouterr().err
     assert code == 2 and "--device cuda: no CUDA GPU is available here" in err and "Traceback" not in err
     assert not Path(tiny_config.output_dir).exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("kind", ["single-regression", "cross-pair-regression"])
+def test_bf16_regression_scores_are_computed_in_float32_not_rounded_to_bf16(data_dir, kind):
+    """Under --precision bf16 the encoder runs in autocast, the head in float32: a linear regression head
+    under autocast gave bfloat16 scores (8 bits of mantissa: about half of 300 predictions shared a value)."""
+    from core.data.batch import Batch
+    from core.data.tokenizer import Tokenizer
+    from core.encoder.loading import load_encoder, resolve_checkpoint
+    from core.model.multitask import MultitaskModel
+    from core.tasks.files import read_rows
+    from core.tasks.heads import Widths
+    from core.tasks.spec import TaskSpec
+    from tasks.sts import STS
+    from tests.helpers import bind_tasks
+
+    spec = TaskSpec(name="score", kind=kind, files=STS.files, label_column=STS.label_column,
+                    text_columns=STS.text_columns[:1 if kind == "single-regression" else 2], label_range=(0.0, 5.0))
+    task = bind_tasks(spec)["score"]
+    rows = read_rows(bind_tasks(STS)["sts"], data_dir / STS.files["dev"], labelled=True).select(list(range(300)))
+    source = resolve_checkpoint("tiny")
+    tokenizer = Tokenizer(source.vocab, lowercase=source.lowercase)
+    encoded = task.kind.encode(spec, rows.texts[:len(spec.text_columns)], tokenizer, 64)
+    padded = tokenizer.pad([ids for column in encoded["sequences"] for ids in column],
+                           None if "token_types" not in encoded else [t for c in encoded["token_types"] for t in c])
+    batch = Batch("score", padded["input_ids"], padded["token_type_ids"], padded["attention_mask"], None, rows.ids,
+                  torch.arange(300))
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        encoder = load_encoder("tiny", seed=0)
+        heads = torch.nn.ModuleDict({"score": task.build_head(Widths(128, 128), 0.0)})
+        model = MultitaskModel(encoder, heads, {"score": task}, "mean", precision).eval()
+        with torch.no_grad():
+            outputs[precision] = model(batch).flatten()
+    bf16 = outputs["bf16"]
+    assert bf16.dtype == torch.float32
+    assert not torch.equal(bf16, bf16.bfloat16().float())  # not values bfloat16 can hold
+    assert len(set(bf16.tolist())) >= 295  # one score per example, as in float32
+    torch.testing.assert_close(bf16, outputs["fp32"], atol=0.05, rtol=0.0)  # only the encoder's rounding differs

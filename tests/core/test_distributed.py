@@ -112,6 +112,49 @@ def test_collectives_in_two_processes():
     assert results[0]["batches"] == [0, 2, 4] and results[1]["batches"] == [1, 3]
 
 
+def native_threads() -> list[str]:
+    """The names of this process's threads (Linux: /proc/self/task/*/comm)."""
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:  # a thread that just ended
+            pass
+    return names
+
+
+def _teardown(rank: int, port: int, results) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), **LOOPBACK)
+    torch.set_num_threads(1)
+    distributed.setup(torch.device("cpu"))
+    model = torch.nn.Linear(4, 2)
+    model.device = torch.device("cpu")
+    ddp = distributed.wrap(model)  # as a run does; DDP imports torch.distributed.nn on first use
+    ddp(torch.ones(3, 4)).sum().backward()
+    distributed.all_gather_objects(torch.ones(2))
+    held = {"ddp": ddp}
+    held["itself"] = held  # a reference cycle, as a run's context is in
+    del ddp, held
+    before = native_threads()
+    distributed.teardown()
+    results[rank] = (before, native_threads())
+
+
+def test_leaving_the_group_ends_its_threads(tmp_path):
+    """A resumed two-process run aborted at exit now and then (SIGABRT, "terminate called without an active
+    exception"): importing torch.distributed.nn once a group exists binds that group as the default argument
+    of ten functions, so destroy_process_group left it alive with its gloo threads, and one of them,
+    releasing its last collective's tensors as the interpreter shut down, aborted the process. Now the group
+    is destroyed when a command leaves it: no gloo thread outlives teardown."""
+    results = mp.Manager().dict()
+    mp.spawn(_teardown, args=(free_port(), results), nprocs=2)
+    for rank in range(2):
+        before, after = results[rank]
+        assert any("gloo" in name for name in before), before  # the threads this checks for, while in the group
+        assert not any("gloo" in name for name in after), after
+
+
 # --------------------------------------------------------------------------------------------------
 # Real runs under torchrun
 # --------------------------------------------------------------------------------------------------

@@ -282,3 +282,92 @@ def test_half_precision_checkpoint_loads_as_float32(checkpoint_copy, reference):
     weight = model.encoder.layer[0].intermediate.dense.weight
     assert weight.dtype == torch.float32 and isinstance(weight, torch.nn.Parameter) and weight.requires_grad
     torch.testing.assert_close(weight, reference.encoder.layer[0].intermediate.dense.weight, atol=1e-3, rtol=1e-3)
+
+
+# -----------------------------------------------------------------------------
+# a vocabulary of the right size whose special tokens are elsewhere, and platform folders that are no checkpoint
+
+
+def minilm_copy(tmp_path, keep_tokenizer_files: bool = True):
+    """minilm's folder with its small files copied (to edit) and its weights linked."""
+    source = resolve_checkpoint("minilm-l6").folder
+    folder = tmp_path / "minilm"
+    folder.mkdir()
+    for name in ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        if keep_tokenizer_files or name in ("config.json", "vocab.txt"):
+            (folder / name).write_bytes((source / name).read_bytes())
+    (folder / "model.safetensors").symlink_to(source / "model.safetensors")
+    return folder
+
+
+def swap_tokens(vocab, a: str, b: str) -> None:
+    tokens = vocab.read_text(encoding="utf-8").splitlines()
+    i, j = tokens.index(a), tokens.index(b)
+    tokens[i], tokens[j] = tokens[j], tokens[i]
+    vocab.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+
+
+@needs_minilm
+def test_minilm_has_bert_special_token_ids():
+    tokenizer = Tokenizer(resolve_checkpoint("minilm-l6").vocab)
+    assert tokenizer.special_ids == (0, 100, 101, 102, 103)  # [PAD], [UNK], [CLS], [SEP], [MASK]
+
+
+@needs_minilm
+@pytest.mark.parametrize("tokenizer_files", [True, False], ids=["with tokenizer.json", "vocab.txt alone"])
+def test_a_vocabulary_with_its_special_tokens_moved_is_refused(tmp_path, tokenizer_files):
+    """The same 30,522 tokens, [CLS] and [SEP] swapped: it would load, and every sequence would start with the
+    embedding trained for [SEP]."""
+    folder = minilm_copy(tmp_path, tokenizer_files)
+    swap_tokens(folder / "vocab.txt", "[CLS]", "[SEP]")
+    where = (str(folder / "tokenizer.json") if tokenizer_files
+             else "BERT's vocabulary layout (this one has its [unused0] tokens)")
+    with pytest.raises(CheckpointError) as info:
+        resolve_checkpoint(str(folder))
+    assert str(info.value) == (f"{folder / 'vocab.txt'}: [CLS] is token 102 here, but {where} puts it at 101: this "
+                               "vocabulary is not the checkpoint's (shuffled, sorted, or another model's); use the "
+                               "vocab.txt that came with the checkpoint")
+
+
+def test_a_pad_token_away_from_the_configs_pad_token_id_is_refused(checkpoint_copy):
+    folder, _ = checkpoint_copy
+    tokens = ["w0", "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(1, 995)]
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    with pytest.raises(CheckpointError, match=rf"^{folder / 'vocab.txt'}: \[PAD\] is token 1 here, but pad_token_id "
+                                              rf"of {folder / 'config.json'} puts it at 0: "):
+        resolve_checkpoint(str(folder))
+
+
+@needs_minilm
+def test_words_written_over_unused_slots_still_load(tmp_path):
+    """BERT's [unusedN] rows are there to be given to new words: that is no shuffle."""
+    folder = minilm_copy(tmp_path, keep_tokenizer_files=False)
+    vocab = folder / "vocab.txt"
+    vocab.write_text(vocab.read_text(encoding="utf-8").replace("[unused0]\n", "covid\n"), encoding="utf-8")
+    assert Tokenizer(resolve_checkpoint(str(folder)).vocab).encode(["covid"], 8) == [[101, 1, 102]]
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory, data_dir):
+    from core.cli.main import main
+
+    folder = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["run", "--tasks", "sst", "--checkpoint", "tiny", "--limit", "8", "--max-length", "16",
+                 "--threads", "1", "--precision", "fp32", "--device", "cpu", "--data-dir", str(data_dir),
+                 "--output-dir", str(folder)]) == 0
+    return folder
+
+
+@pytest.mark.parametrize("given", ["folder", "best.pt"])
+def test_a_run_folder_given_as_checkpoint_says_how_to_use_it(capsys, run_folder, tmp_path, data_dir, given):
+    from core.cli.main import main
+
+    checkpoint = run_folder if given == "folder" else run_folder / "best.pt"
+    code = main(["run", "--tasks", "sst", "--checkpoint", str(checkpoint), "--limit", "8", "--data-dir",
+                 str(data_dir), "--output-dir", str(tmp_path / "again")])
+    assert code == 2 and capsys.readouterr().err == (
+        f"platform run: error: --checkpoint {run_folder}: a `platform run` folder (a trained multitask model), not "
+        f"an encoder checkpoint; use it with `platform evaluate {run_folder}` or `platform predict {run_folder}`. "
+        "--checkpoint needs an encoder checkpoint folder (config.json, model.safetensors, vocab.txt: a `platform "
+        "pretrain` run folder, a downloaded model), minilm-l6, a hub id, or a preset\n")
+    assert not (tmp_path / "again").exists()

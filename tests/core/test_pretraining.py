@@ -145,6 +145,9 @@ def test_a_used_folder_is_refused(config, tmp_path):
     (["--span-p", "0"], "p"),
     (["--mask-token", "0.95"], "exceed 1"),
     (["--max-length", "1000"], "exceeds the checkpoint's max_position_embeddings 512"),
+    (["--lr", "1e10"], "--lr must be <= 1.0: 10000000000.0"),
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--seed", "1e23"], "--seed must be an integer in 0..4294967295, got 100000000000000000000000"),
 ])
 def test_bad_options_give_one_clear_message(capsys, tmp_path, tiny_data_dir, args, message):
     code = main(["pretrain", "--checkpoint", "tiny", "--limit", "50", "--steps", "1", "--threads", "1",
@@ -172,3 +175,33 @@ def test_options_given_with_resume_are_refused_by_name(capsys, tmp_path):
     code = main(["pretrain", "--resume", str(tmp_path), "--steps", "9", "--span-p", "0.3"])
     err = capsys.readouterr().err
     assert code == 2 and "--steps, --span-p would change it" in err and "would change it" in err
+
+
+def test_a_pretraining_folder_is_named_where_a_fine_tuning_run_or_a_checkpoint_was_expected(config, capsys, tmp_path,
+                                                                                           data_dir):
+    import shutil
+
+    pretrain(attrs.evolve(config, steps=1))
+    capsys.readouterr()  # its progress bar
+    folder = Path(config.output_dir)
+    # `platform run --resume` of it: its config.json is the checkpoint's, not a run configuration
+    assert main(["run", "--resume", str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"platform run: error: {folder} is a `platform pretrain` run folder, not a `platform run` one: continue it "
+        f"with `platform pretrain --resume {folder}`, or fine-tune from it with `platform run --checkpoint "
+        f"{folder}`\n")
+    # a pretraining run that has not written its weights yet, as --checkpoint
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(folder, unfinished)
+    (unfinished / "model.safetensors").unlink()
+    assert main(["run", "--tasks", "sst", "--checkpoint", str(unfinished), "--limit", "8", "--data-dir",
+                 str(data_dir), "--output-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (
+        f"platform run: error: --checkpoint {unfinished}: a `platform pretrain` run folder without its weights yet "
+        f"(no model.safetensors): finish it with `platform pretrain --resume {unfinished}`, then pass it again\n")
+    # a pretrain.json cut short
+    (unfinished / "pretrain.json").write_text('{"text": ["sst"')
+    assert main(["pretrain", "--resume", str(unfinished)]) == 2
+    assert capsys.readouterr().err == (
+        f"platform pretrain: error: {unfinished / 'pretrain.json'}: not a readable pretraining configuration "
+        "(Expecting ',' delimiter: line 1 column 16 (char 15))\n")

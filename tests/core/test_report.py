@@ -136,3 +136,20 @@ def test_the_table_has_a_line_per_label_with_seeds_as_mean_and_sd(runs, capsys):
     mean, sd = sum(sst) / 2, abs(sst[0] - sst[1]) / 2 ** 0.5
     assert seeds[:3] == ["| seeds", "2", f"{mean:.4f} ± {sd:.4f}"] and seeds[7] == "dev"
     assert "[seed-1](results/seed-1.json), [seed-2](results/seed-2.json)" in seeds[-1]
+
+
+@pytest.mark.parametrize("content, what", [
+    ('{"best": {"epoch": 0, "sst"', "Expecting ':' delimiter: line 1 column 28 (char 27)"),  # cut short
+    ("[1, 2]", "a JSON list, not an object"),
+    ('{"best": {"epoch": 0}}', "no history"),
+])
+def test_a_corrupt_metrics_file_is_one_line(runs, tmp_path, capsys, content, what):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(runs[1], folder)
+    (folder / "metrics.json").write_text(content)
+    code = main(["report", str(folder), "--table"])
+    assert code == 2 and capsys.readouterr().err == (
+        f"platform report: error: {folder / 'metrics.json'}: not a readable metrics file ({what}); "
+        f"`platform run --resume {folder}` writes it again\n")

@@ -424,3 +424,12 @@ def stop_at_epoch(epoch: int):
     pm = make_plugin_manager(enabled=())
     pm.register(Stopper(), name="stopper")
     return pm
+
+
+def test_a_corrupt_config_json_is_one_line_on_resume(capsys, finished):
+    _, folder = finished
+    capsys.readouterr()  # its progress bars
+    (folder / "config.json").write_text('{"tasks": ["sst"')
+    code, err = cli(capsys, "run", "--resume", folder)
+    assert code == 2 and err == (f"platform run: error: {folder / 'config.json'}: not a readable run configuration "
+                                 "(Expecting ',' delimiter: line 1 column 17 (char 16))\n")

@@ -8,14 +8,16 @@ with a space, and ids of 25 hex digits.
 import csv
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
 from core.cli.main import main
-from core.data.tables import DataError
+from core.data.tables import FIELD_LIMIT, DataError
 from core.tasks.files import read_rows
 from tasks import sst, sts
 from tests.helpers import bind_tasks
@@ -171,6 +173,52 @@ def test_line_numbers_are_physical_lines(tmp_path):
         read_rows(SST, path, labelled=True)
 
 
+def test_a_field_beyond_pythons_csv_limit_is_read_as_any_field(tmp_path):
+    """Python's csv module stops at 131,072 characters a field; a long document is a field like any other."""
+    long = " " + " ".join(["word"] * 40_000) + " ."  # 200,003 characters
+    lines = sst_lines("dev")
+    fields = lines[3].split(b"\t")
+    lines[3] = b"\t".join([*fields[:2], long.encode(), fields[3]])
+    path = write(tmp_path / "ids-sst-dev.csv", lines)
+    limit = csv.field_size_limit()
+    rows = read_rows(SST, path, labelled=True)
+    assert rows.texts[0][2] == long and len(rows) == 12
+    assert csv.field_size_limit() == limit  # the process-wide setting is left as it was
+
+
+def test_a_field_beyond_the_largest_sane_size_is_named_not_taken_for_a_quote(tmp_path, capsys):
+    lines = sst_lines("dev", 24)
+    fields = lines[5].split(b"\t")
+    lines[5] = b"\t".join([*fields[:2], b" " + b"x" * (FIELD_LIMIT + 1), fields[3]])
+    data = data_folder(tmp_path / "data", "dev", lines)
+    path = data / SST.spec.files["dev"]
+    what = (f"{path}:6: a field longer than {FIELD_LIMIT:,} characters, the most one field of a task file may "
+            "hold; split the text, or check that the line is what it should be (task sst)")
+    with pytest.raises(DataError) as error:
+        read_rows(SST, path, labelled=True)
+    assert str(error.value) == what
+    code, err = run_cli(capsys, "run", "--tasks", "sst", *TINY, "--data-dir", data, "--output-dir", tmp_path / "run")
+    assert code == 2 and one_error_line(err, "run") == f"platform run: error: {what}"
+
+
+class StrictKind(type(SST.kind)):
+    def parse_label(self, spec, value):
+        return int(value)  # raises on a value that is not an integer
+
+
+def test_a_label_parser_that_raises_is_named_with_file_line_and_task(tmp_path):
+    lines = sst_lines("dev")
+    lines[4] = lines[4].rsplit(b"\t", 1)[0] + b"\tpositive"
+    path = write(tmp_path / "ids-sst-dev.csv", lines)
+    task = attrs.evolve(SST, kind=StrictKind())
+    what = (f"parse_label of task kind {SST.kind.name!r} ({__name__}) raised ValueError: invalid literal for int() "
+            "with base 10: 'positive'")
+    with pytest.raises(DataError) as error:
+        read_rows(task, path, labelled=True)
+    assert str(error.value) == (f"{path}:5: the task's {what} on sentiment 'positive' (a parser returns None for a "
+                                "row it cannot parse: the row is skipped) (task sst)")
+
+
 def test_what_the_csv_reference_reads_is_read_the_same(tmp_path):
     """Quoted fields may hold tabs and doubled quotes; a byte-order mark and CRLF line ends are fine; blank
     lines are skipped. Rows are what Python's csv module (tab delimiter) reads, as pandas does."""
@@ -292,3 +340,30 @@ def test_the_command_prints_one_line(trained, tmp_path):
                             capture_output=True, text=True, env=env, timeout=120, cwd=Path(__file__).parents[2])
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"platform predict: error: {data / SST.spec.files['test']}:2: {FIELDS} (task sst)\n"
+
+
+def test_a_task_file_that_is_a_folder_is_named(capsys, trained, tmp_path):
+    data = data_folder(tmp_path / "data")
+    folder = data / SST.spec.files["dev"]
+    folder.unlink()
+    folder.mkdir()
+    code, err = run_cli(capsys, "run", "--tasks", "sst", *TINY, "--data-dir", data, "--output-dir", tmp_path / "run")
+    assert code == 2 and one_error_line(err, "run") == f"platform run: error: {folder}: a folder, not a task file (task sst)"
+    code, err = run_cli(capsys, "evaluate", trained, "--file", data, "--task", "sst")
+    assert code == 2 and one_error_line(err, "evaluate") == f"platform evaluate: error: {data}: a folder, not a task file (task sst)"
+
+
+def test_a_task_file_that_cannot_be_read_is_named(trained, tmp_path):
+    """A file whose reading fails (an I/O error: a bad disk, a network share gone): /proc/self/mem is a file
+    that no one, root included, can read from its start, so this fails alike whoever runs the tests."""
+    unreadable = tmp_path / "my-sst.csv"
+    unreadable.symlink_to("/proc/self/mem")
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    result = subprocess.run([sys.executable, "-m", "core.cli", "evaluate", str(trained), "--file", str(unreadable),
+                             "--task", "sst"], capture_output=True, text=True, env=env, timeout=120,
+                            cwd=Path(__file__).parents[2])
+    assert result.returncode == 2 and result.stdout == "" and len(result.stderr.splitlines()) == 1
+    # evaluate names the file by its resolved path, here /proc/PID/mem
+    assert re.fullmatch(r"platform evaluate: error: (/proc/\d+/mem|.*/my-sst\.csv): cannot read the file "
+                        r"\(Input/output error\); check its permissions and the disk it is on \(task sst\)\n",
+                        result.stderr), result.stderr

@@ -21,7 +21,9 @@ from plugins.methods.bam import BamConfig, BamError, BamRegularizer, teacher_los
 
 
 def teacher_config(tmp_path, data_dir, **changes):
-    """The shape of the ``tiny_config`` fixture, for module-scoped runs."""
+    """The shape of the ``tiny_config`` fixture, for module-scoped runs: float32 like it, since the tests below
+    compare a teacher's cached outputs with a fresh forward in other batches, exactly (under bf16 the encoder's
+    results depend on the batch's padded shape, by ~3e-5 here)."""
     base = RunConfig(tasks=("sst",), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16, max_length=32,
                      epochs=1, lr=1e-3, sampler="rrobin", save_every=2, log_every=1, data_dir=str(data_dir),
                      output_dir=str(tmp_path), threads=1, device="cpu", precision="fp32")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +192,30 @@ def test_state_dict_mismatches_of_sampler_config_and_epochs(registry):
         make(registry, "proportional").load_state_dict(make(registry, "rrobin").state_dict())
     with pytest.raises(ValueError, match="task"):
         make(registry, "rrobin-pre", task="sst").load_state_dict(make(registry, "rrobin-pre").state_dict())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_batch_never_holds_more_examples_than_its_task(registry, name):
+    """A batch size beyond a task's size takes each example once: before, an interleaved batch of 1,000,000
+    drew a 16-example task 62,500 times over (seconds to plan, and a forward of a million examples)."""
+    sizes = {"sst": 16, "sts": 10}
+    sampler = make(registry, name, sizes=sizes, batch_size=1_000_000, epochs=1)
+    plan = sampler.plan(0)
+    assert len(plan) == 1 or name == "rrobin-pre"  # (the pre-phase takes a step of its own)
+    for step in plan:
+        for task, batch in step:
+            assert 0 < len(batch) == len(set(batch)) <= sizes[task]
+
+
+@pytest.mark.data
+def test_a_huge_batch_size_trains_at_once(data_dir, tmp_path):
+    """`platform run --batch-size 1000000` in a real process: one step of every example, in seconds."""
+    root = Path(__file__).parents[2]
+    command = [sys.executable, "-m", "core.cli", "run", "--tasks", "sst,sts", "--checkpoint", "tiny", "--limit", "16",
+               "--max-length", "24", "--batch-size", "1000000", "--epochs", "1", "--threads", "1", "--device", "cpu",
+               "--precision", "fp32", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "run")]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["examples_seen"] == 32 and metrics["history"][0]["step"] == 1

@@ -308,3 +308,15 @@ def test_help_documents_every_option():
                    "--interleaved-ratios"):
         assert option in text
     assert all(action.help for action in parser._actions)
+
+
+def test_a_storage_url_with_a_bare_at_in_its_password_is_refused_without_printing_any_of_it(capsys, tmp_path):
+    """SQLAlchemy ends the password at the first '@' (it printed "ss@127.0.0.1" of "p@ss" and would connect to
+    a host named so): refused before anything is opened, the whole password hidden."""
+    code, out, err = run_cli(capsys, "study", "shared", "--storage", "postgresql://platform:p@ss@127.0.0.1:1/studies",
+                             "--study-dir", tmp_path, *TINY)
+    assert code == 2 and out == "" and err == (
+        "platform study: error: --storage postgresql://platform:***@127.0.0.1:1/studies: the user name or password "
+        "holds an '@'; write it as %40 in the URL, or leave the password out of the URL and set PGPASSWORD "
+        "(PostgreSQL)\n")
+    assert not (tmp_path / "shared").exists()

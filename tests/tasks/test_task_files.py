@@ -114,6 +114,23 @@ def test_tokenization_is_cached(tiny_data_dir, tokenizer):
     assert counting.calls > calls, "a different max_length must not reuse the cache"
 
 
+def test_a_file_edited_to_the_same_size_and_time_is_encoded_afresh(tmp_path, tokenizer):
+    """The token cache is keyed by the rows' content: an edit that keeps the file's size and modification
+    time (a fast editor, a restored timestamp, a copy within the same second) must not serve stale ids."""
+    path = tmp_path / "ids-sst-dev.csv"
+    path.write_text("\tid\tsentence\tsentiment\n0\ta1\t a good film .\t3\n1\ta2\t a long story .\t1\n")
+    task = SST.with_files({"train": path.name, "dev": path.name})
+    before = load_split(task, "dev", data_dir=tmp_path, tokenizer=tokenizer, max_length=16)
+    assert tokenizer.decode(before.sequences[0][0]) == "a good film."
+    stat = path.stat()
+    path.write_text(path.read_text().replace(" good ", " dull "))  # the same number of bytes
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    after = load_split(task, "dev", data_dir=tmp_path, tokenizer=tokenizer, max_length=16)
+    assert tokenizer.decode(after.sequences[0][0]) == "a dull film."
+    assert after.sequences[0][1] == before.sequences[0][1]  # the row that did not change
+
+
 def test_data_dir_resolution_order(tmp_path, monkeypatch):
     flag, env = tmp_path / "flag", tmp_path / "env"
     flag.mkdir(), env.mkdir()

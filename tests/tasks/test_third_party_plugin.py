@@ -45,8 +45,8 @@ def test_third_party_task_trains_beside_builtin_ones(installed, tmp_path, tiny_d
     assert {line.split(" , ")[1].strip() for line in predictions[1:]} <= {"0", "1"}
 
 
-def test_its_label_parser_folds_the_labels(installed, tiny_data_dir):
-    """In this process, as the platform binds it: the plugin's own parser, not its kind's, reads the labels."""
+def test_its_label_map_folds_the_labels(installed, tiny_data_dir):
+    """In this process, as the platform binds it: the plugin's label map folds the values its kind then parses."""
     import csv
 
     sys.path.insert(0, str(installed))
