@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml Makefile
 run: $(STAMP)
 	$(BIN)/platform run --tasks sst,quora,sts $(ARGS)
 
-# The architecture's contracts (layers import only downward, no cycle, plugins import only core.api), then the suite.
+# The architecture's contracts (layers import only downward, no cycle, plugins import only core.api) and the
+# types (mypy: core, the built-in plugins, tasks and studies), then the suite.
 check: $(STAMP)
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: check
 	$(BIN)/python -m pytest -q $(ARGS)

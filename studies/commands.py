@@ -34,7 +34,7 @@ def dashboard_command(settings: DashboardSettings, invocation: Invocation) -> in
 
 
 @hookimpl
-def platform_commands():
+def platform_commands() -> list[Component[Command]]:
     return [
         Component("study", Command(study_command, configures="run",
                                    description="Run (or continue) the Optuna study NAME: each trial trains like "

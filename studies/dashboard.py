@@ -40,7 +40,7 @@ def check_address(host: str, port: int) -> list[str]:
         reason = getattr(error, "strerror", None) or str(error)
         raise StudyError(f"--host {host}: does not resolve to an IPv4 address of this machine ({reason}); "
                          "use 127.0.0.1 (this machine only) or one of its addresses") from None
-    return sorted({address[4][0] for address in found})
+    return sorted({str(address[4][0]) for address in found})
 
 
 def is_loopback(addresses: list[str]) -> bool:

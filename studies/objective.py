@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import attrs
 import optuna
@@ -23,6 +23,7 @@ from core.base.settings import parse_assignments
 from core.build.run import prepare
 from core.plugin.hookspecs import hookimpl
 from core.runs.config import RunConfig
+from core.train.context import TrainingRun
 from core.train.loop import train
 from studies.settings import PRUNERS
 from studies.space import ActiveSpace, Rule, SpaceTrial, trial_config
@@ -48,7 +49,7 @@ class Objective:
         return self.kind == "pareto"
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
         return ["maximize"] * (len(self.tasks) if self.multi else 1)
 
     @property
@@ -114,7 +115,7 @@ class PruningPlugin:
         self.trial, self.objective = trial, objective
 
     @hookimpl(trylast=True)
-    def platform_on_epoch_end(self, run, epoch, metrics):
+    def platform_on_epoch_end(self, run: TrainingRun, epoch: int, metrics: dict[str, float]) -> None:
         reason = None
         if self.trial is not None:
             value = self.objective.value(metrics)

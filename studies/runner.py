@@ -293,7 +293,8 @@ class HParamsWriter:
     ``<folder>/trial-<number>``, so ``tensorboard --logdir <folder>`` compares trials."""
 
     def __init__(self, folder: Path):
-        self.folder, self._writer = folder, None
+        self.folder = folder
+        self._writer: Any = None  # a SummaryWriter, made at the first finished trial
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         metrics = trial.user_attrs.get("metrics")

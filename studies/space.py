@@ -155,7 +155,7 @@ class Suggested:
         if self.rule is not None and self.rule.fixed:
             return repr(self.value)
         if self.kind == "categorical":
-            return ", ".join(str(c) for c in self.choices)
+            return ", ".join(str(c) for c in self.choices or ())
         return f"{self.low:g} .. {self.high:g}"
 
 
@@ -205,7 +205,7 @@ class SpaceTrial:
                              "narrow it with choices = [...] or fix it with value = ...")
         if rule is not None and rule.fixed:
             return self._fix(name, "categorical", rule.value, rule, choices=tuple(choices))
-        choices = rule.choices if rule is not None else tuple(choices)
+        choices = rule.choices if rule is not None and rule.choices is not None else tuple(choices)
         value = self._trial.suggest_categorical(name, list(choices))
         self._record(Suggested(name, "categorical", *self._origin(), choices=tuple(choices), rule=rule))
         return value
@@ -339,7 +339,7 @@ def parse_enqueued(text: str, suggested: dict[str, Suggested], source: str = "--
 
 def _enqueued_value(param: Suggested, raw: str, source: str) -> Any:
     if param.kind == "categorical":
-        matches = [choice for choice in param.choices if str(choice) == raw]
+        matches = [choice for choice in param.choices or () if str(choice) == raw]
         if not matches:
             raise SpaceError(f"{source}: {param.name}={raw} is not one of its choices ({param.domain()})")
         return matches[0]
@@ -347,7 +347,7 @@ def _enqueued_value(param: Suggested, raw: str, source: str) -> Any:
         value = int(raw) if param.kind == "int" else float(raw)
     except ValueError:
         raise SpaceError(f"{source}: {param.name}={raw} is not {'an integer' if param.kind == 'int' else 'a number'}") from None
-    if not param.low <= value <= param.high:
+    if param.low is None or param.high is None or not param.low <= value <= param.high:
         raise SpaceError(f"{source}: {param.name}={raw} is outside its range {param.domain()}")
     return value
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Sequence
 
-def aligned(rows: list[tuple[str, ...]]) -> str:
+
+def aligned(rows: Sequence[Sequence[str]]) -> str:
     """``rows`` (the header first) as aligned columns, two spaces apart; the last column is left ragged,
     since it may be long."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]

@@ -15,5 +15,5 @@ CFIMDB = TaskSpec(
 
 
 @hookimpl
-def platform_tasks():
+def platform_tasks() -> list[Component[TaskSpec]]:
     return [Component.of(CFIMDB)]

@@ -15,5 +15,5 @@ QUORA = TaskSpec(
 
 
 @hookimpl
-def platform_tasks():
+def platform_tasks() -> list[Component[TaskSpec]]:
     return [Component.of(QUORA, default=True)]  # one of the tasks `platform run` trains without --tasks

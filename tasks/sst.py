@@ -15,5 +15,5 @@ SST = TaskSpec(
 
 
 @hookimpl
-def platform_tasks():
+def platform_tasks() -> list[Component[TaskSpec]]:
     return [Component.of(SST, default=True)]  # one of the tasks `platform run` trains without --tasks

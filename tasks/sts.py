@@ -15,5 +15,5 @@ STS = TaskSpec(
 
 
 @hookimpl
-def platform_tasks():
+def platform_tasks() -> list[Component[TaskSpec]]:
     return [Component.of(STS, default=True)]  # one of the tasks `platform run` trains without --tasks

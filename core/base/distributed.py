@@ -15,7 +15,7 @@ import contextlib
 import gc
 import os
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 import torch
@@ -48,7 +48,7 @@ class World:
 _world = World()
 
 
-def from_env(environ: dict[str, str] | None = None) -> World:
+def from_env(environ: Mapping[str, str] | None = None) -> World:
     """The world torchrun describes in the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), not joined yet."""
     environ = os.environ if environ is None else environ
     try:
@@ -194,7 +194,7 @@ def on_main(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     result, error = broadcast_object((result, error))
     if error is not None:
         raise error
-    return result
+    return result  # type: ignore[return-value]  # what fn returned on the main process
 
 
 @contextlib.contextmanager

@@ -131,7 +131,8 @@ def _first_line(error: Exception) -> str:
 
 def rng_state() -> dict[str, Any]:
     """Every generator a training step draws from: torch (CPU and, once used, CUDA), Python, NumPy."""
-    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    legacy: Any = np.random.get_state()  # the legacy tuple
+    kind, keys, position, has_gauss, cached_gaussian = legacy
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}}

@@ -209,7 +209,7 @@ def not_active(config: Any, name: str, settings: list[str], registries: Registri
         return (f"{what} {name!r}, which no installed plugin provides as a sampler, regularizer, topology or masker "
                 "(see `platform plugins`)")
     enable = f"--plugins {','.join((*config.plugins, found.plugin))}"
-    if family in ("samplers", "maskers") or (family == "topologies" and getattr(config, "topology", "")):
+    if family in ("samplers", "maskers") or (family == "topologies" and bool(getattr(config, "topology", ""))):
         enable += f" --{FAMILIES[family].what} {name}"
     return (f"{what} {FAMILIES[family].what} {name!r} from plugin {found.plugin!r}, which is not enabled: "
             f"add {enable}")

@@ -21,7 +21,7 @@ from core.pretrain.config import RUN_CONFIG, PretrainConfig, finalize
 from core.pretrain.corpus import load_corpus
 from core.pretrain.loop import PretrainingRun, load_state, restore
 from core.pretrain.masking import Masker, ReplacementRule, Vocabulary
-from core.runs.folder import claim, lock_for_resume
+from core.runs.folder import claim, folder_of, lock_for_resume
 from core.train.optim import AdamW, parameter_groups, warmup_linear_decay
 
 
@@ -38,9 +38,9 @@ def prepare(config: PretrainConfig, pm: pluggy.PluginManager | None = None, *,
     """Build a run from ``config``; with ``resume``, the run in ``config.output_dir``, from its ``last.pt``.
     Every name and setting is checked before the folder is claimed (a new run) or locked (a resumed one);
     the folder stays locked until the run is closed."""
-    if config.output_dir is None and resume:
-        raise ConfigError("--resume needs the run folder")
     if resume:
+        if config.output_dir is None:
+            raise ConfigError("--resume needs the run folder")
         check_resumable(Path(config.output_dir))
         # the folder as named now, wherever the run was started (folders get moved)
         config = attrs.evolve(PretrainConfig.load(Path(config.output_dir) / RUN_CONFIG), output_dir=config.output_dir)
@@ -59,7 +59,7 @@ def prepare(config: PretrainConfig, pm: pluggy.PluginManager | None = None, *,
         raise ConfigError(f"--max-length {config.max_length} exceeds the checkpoint's max_position_embeddings "
                           f"{source.config.max_position_embeddings}")
     config = finalize(attrs.evolve(config, masker=masker_component.name))
-    output_dir = Path(config.output_dir)
+    output_dir = folder_of(config)
     lock = lock_for_resume(output_dir) if resume else claim(output_dir, config_file=RUN_CONFIG, overwritable=False)
     try:
         run = _build(config, parts, output_dir, masker, rule)

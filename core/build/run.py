@@ -4,6 +4,7 @@ resumed, the state of ``last.pt``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pluggy
@@ -37,9 +38,9 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
     if not resume:
         RunParts(config, parts.pm).check()  # every name and setting, before the folder is touched
     named = config.output_dir
-    made = distributed.on_main(lambda: named is None or not Path(named).exists())  # this call makes the folder
+    made = distributed.on_main(lambda: named is None or not os.path.exists(named))  # this call makes the folder
     config = distributed.on_main(runfolder.finalize, config)  # one folder name (and precision) for every process
-    output_dir = Path(config.output_dir)
+    output_dir = runfolder.folder_of(config)
     locks: list[runfolder.FolderLock] = []  # the main process's
     try:
         return _build(config, parts, output_dir, locks, resume=resume, overwrite=overwrite)

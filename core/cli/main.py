@@ -202,7 +202,9 @@ def refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str], registri
     installed = Registries(make_plugin_manager(enabled=None))
     options = [word.split("=", 1)[0] for word in unknown if word.startswith("--")]
     for component in (c for family in ("samplers", "regularizers", "topologies", "maskers")
-                      for c in installed.family(family) if c.settings is not None):
+                      for c in installed.family(family)):
+        if component.settings is None:
+            continue
         names = option_names(component.settings, prefix=f"{component.name}-")
         settings = [names[option] for option in options if option in names]
         if settings:

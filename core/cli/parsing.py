@@ -28,7 +28,7 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         meta = f.metadata
         if meta.get("cli") is False:
             continue
-        default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default  # type: ignore[attr-defined]
+        default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default  # type: ignore[arg-type]
         dest = f"{prefix}{f.name}".replace("-", "_")
         if "positional" in meta:
             nargs = meta.get("nargs")

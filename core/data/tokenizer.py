@@ -128,7 +128,7 @@ class Tokenizer:
         _check_texts(texts, "texts")
         self._truncate_to(max_length, 3)
         encodings = self._tok.encode_batch(list(texts))  # the fast path computes no offsets
-        return [e.ids for e in encodings], [[tuple(span) for span in e.offsets] for e in encodings]
+        return [e.ids for e in encodings], [[(start, end) for start, end in e.offsets] for e in encodings]
 
     def encode_pairs(self, first: list[str], second: list[str],
                      max_length: int) -> tuple[list[list[int]], list[list[int]]]:

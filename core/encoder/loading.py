@@ -13,6 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import attrs
 import safetensors.torch
@@ -96,7 +97,8 @@ def load_encoder(
     source = source_or_name
     if not isinstance(source, CheckpointSource):
         source = resolve_checkpoint(source)
-    dropout = {"hidden_dropout_prob": hidden_dropout_prob, "attention_probs_dropout_prob": attention_probs_dropout_prob}
+    dropout: dict[str, Any] = {"hidden_dropout_prob": hidden_dropout_prob,
+                               "attention_probs_dropout_prob": attention_probs_dropout_prob}
     config = attrs.evolve(source.config, **{k: p for k, p in dropout.items() if p is not None})
     if source.weights is None:
         model = BertModel(config)

@@ -25,7 +25,7 @@ class Ensemble(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.members[0].device
+        return next(self.parameters()).device
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return torch.stack([member(batch) for member in self.members]).mean(dim=0)

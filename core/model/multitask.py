@@ -11,7 +11,7 @@ import torch.nn as nn
 from core.base.devices import autocast
 from core.base.errors import PlatformError
 from core.data.batch import Batch
-from core.encoder.bert import EncoderOutput
+from core.encoder.bert import BertModel, EncoderOutput
 from core.encoder.pooling import needs_hidden_states, pool
 from core.tasks.task import Task
 
@@ -28,7 +28,7 @@ def perturbed_embeddings(model: "MultitaskModel", perturb: Callable[[torch.Tenso
 
 
 class MultitaskModel(nn.Module):
-    def __init__(self, encoder: nn.Module, heads: nn.ModuleDict, tasks: dict[str, Task], pooling: str,
+    def __init__(self, encoder: BertModel, heads: nn.ModuleDict, tasks: dict[str, Task], pooling: str,
                  precision: str = "fp32"):
         super().__init__()
         self.encoder = encoder

@@ -111,7 +111,8 @@ def _break(pm: PluginManager, name: str, reason: str, chosen: list[str]) -> None
 def plugin_entry_points() -> tuple[list[EntryPoint], list[EntryPoint]]:
     """The entry points of group ``platform``: this distribution's (its built-in plugins), and every other
     distribution's, by distribution name."""
-    builtin, others = [], []
+    builtin: list[EntryPoint] = []
+    others: list[EntryPoint] = []
     for ep in entry_points(group=hookspecs.PROJECT):
         (builtin if ep.dist is not None and ep.dist.name == DISTRIBUTION else others).append(ep)
     others.sort(key=lambda ep: (ep.dist.name if ep.dist is not None else "", ep.name))  # not the order of sys.path

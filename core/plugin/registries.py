@@ -33,7 +33,7 @@ MASKERS: Family[MaskerFactory] = Family("platform_maskers", "masker", one_defaul
 SEARCH_SPACES: Family[SearchSpace] = Family("platform_search_spaces", "search space")
 COMMANDS: Family[Command] = Family("platform_commands", "command", Command)
 
-FAMILIES = {"task_kinds": TASK_KINDS, "metrics": METRICS, "tasks": TASKS, "samplers": SAMPLERS,
+FAMILIES: dict[str, Family[Any]] = {"task_kinds": TASK_KINDS, "metrics": METRICS, "tasks": TASKS, "samplers": SAMPLERS,
             "regularizers": REGULARIZERS, "topologies": TOPOLOGIES, "maskers": MASKERS,
             "search_spaces": SEARCH_SPACES, "commands": COMMANDS}
 WITH_SETTINGS = ("samplers", "regularizers", "topologies", "maskers")  # families whose settings are run options

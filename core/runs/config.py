@@ -13,8 +13,18 @@ from attrs import validators as v
 
 from core.base.errors import ConfigError
 from core.base.files import atomic_write
-from core.base.settings import (assignments, build, distinct, field, is_positive, names, positive, positive_or_none,
-                                shown, valid_seed)
+from core.base.settings import (
+    assignments,
+    build,
+    distinct,
+    field,
+    is_positive,
+    names,
+    positive,
+    positive_or_none,
+    shown,
+    valid_seed,
+)
 from core.data.folders import resolve_data_dir
 from core.data.tokenizer import Tokenizer
 from core.encoder.pooling import parse as parse_pooling

@@ -108,6 +108,13 @@ def finalize(config: RunConfig) -> RunConfig:
     return attrs.evolve(config, output_dir=str(default_output_dir(config)))
 
 
+def folder_of(config: Any) -> Path:
+    """The run folder a finalized configuration names."""
+    if config.output_dir is None:
+        raise ConfigError("the run has no folder yet: finalize its configuration first")
+    return Path(config.output_dir)
+
+
 def is_run_folder(folder: Path, config_file: str = "config.json") -> bool:
     """Whether ``folder`` holds a platform run: its configuration file is a saved run configuration."""
     try:

@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from core.base.errors import ConfigError
 from core.data.tables import check_file, file_error, read_table, unreadable
 from core.tasks.spec import TaskSpec
 from core.tasks.task import Task
@@ -66,8 +67,9 @@ def read_rows(task: Task, path: Path, *, labelled: bool, split: str | None = Non
     texts = [columns[column] for column in spec.text_columns]
     if not labelled:
         return Rows(columns[spec.id_column], texts, None, lines)
-    rows = Rows(columns[spec.id_column], texts, parse_labels(path, task, lines, columns), lines)
-    return rows.select([i for i, label in enumerate(rows.labels) if label is not None])
+    labels = parse_labels(path, task, lines, columns)
+    rows = Rows(columns[spec.id_column], texts, labels, lines)
+    return rows.select([i for i, label in enumerate(labels) if label is not None])
 
 
 def read_tsv(spec: TaskSpec, path: Path, wanted: list[str]) -> tuple[dict[str, list[str]], list[int]]:
@@ -87,6 +89,8 @@ def read_custom(task: Task, path: Path, split: str, wanted: list[str]) -> tuple[
     ``line``)."""
     spec = task.spec
     check_file(path, spec.name)
+    if spec.reader is None:
+        raise ConfigError(f"task {spec.name!r} has no reader of its own")
     try:
         rows = list(spec.reader(spec, path, split))
     except OSError as error:

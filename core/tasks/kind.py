@@ -92,7 +92,8 @@ class TaskKind:
     # Model
     # ----------------------------------------------------------------------------------------------
 
-    def features(self, output: "EncoderOutput", batch: "Batch", pooled: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def features(self, output: "EncoderOutput", batch: "Batch",
+                 pooled: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         """What the head is called with, from the encoder output and the pooled embeddings of every
         sequence of the batch (``pooled`` is None for ``head_input == "tokens"``)."""
         return (pooled,)

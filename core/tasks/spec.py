@@ -10,7 +10,7 @@ each spec to its registered kind and metrics (:mod:`core.tasks.task`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 
@@ -18,6 +18,15 @@ SPLITS = ("train", "dev", "test")
 
 
 Metric = Callable[[Any, Any], float]
+
+
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _pair(values: Iterable[float]) -> tuple[float, float]:
+    low, high = values
+    return low, high
 
 
 def _check_splits(spec: "TaskSpec", attribute: attrs.Attribute, value: Mapping[str, str]) -> None:
@@ -37,16 +46,16 @@ class TaskSpec:
     name: str = attrs.field(metadata={"help": "short name used by --tasks"})
     kind: str = attrs.field(metadata={"help": "a registered task kind (`platform plugins` lists them)"})
     files: Mapping[str, str] = attrs.field(validator=_check_splits, metadata={"help": "split -> file name in the data folder"})
-    text_columns: tuple[str, ...] = attrs.field(converter=tuple, metadata={"help": "columns holding the text(s)"})
+    text_columns: tuple[str, ...] = attrs.field(converter=_strings, metadata={"help": "columns holding the text(s)"})
     label_column: str = "label"
-    labels: tuple[str, ...] = attrs.field(default=(), converter=tuple,
+    labels: tuple[str, ...] = attrs.field(default=(), converter=_strings,
                                           metadata={"help": "class or tag names, in label-id order (tagging kinds "
                                                             "need them; classification may give them for files)"})
     num_labels: int = attrs.field(default=attrs.Factory(_num_labels, takes_self=True), validator=attrs.validators.ge(1),
                                   metadata={"help": "classes; 1 means one logit (binary) or a regression score"})
-    label_range: tuple[float, float] = attrs.field(default=(0.0, 1.0), converter=tuple,
+    label_range: tuple[float, float] = attrs.field(default=(0.0, 1.0), converter=_pair,
                                                    metadata={"help": "regression targets lie in [low, high]"})
-    metrics: tuple[str, ...] = attrs.field(default=(), converter=tuple,
+    metrics: tuple[str, ...] = attrs.field(default=(), converter=_strings,
                                            metadata={"help": "registered metric names; the first is the task's score "
                                                              "(empty: the kind's)"})
     id_column: str = "id"

@@ -134,7 +134,7 @@ def encode_cached(task: Task, split: str, ids: list[str], texts: list[list[Any]]
 
     def encode(batch: dict) -> dict:
         encoded = task.kind.encode(task.spec, [batch[c] for c in columns], tokenizer, max_length)
-        flat = {}
+        flat: dict[str, Any] = {}
         for name, value in encoded.items():
             per_column = name in ("sequences", "token_types")
             flat.update({f"{name}.{c}": v for c, v in enumerate(value)} if per_column else {name: value})

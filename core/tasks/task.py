@@ -58,6 +58,9 @@ class Task:
         return self.kind.build_head(self.spec, widths, dropout)
 
     def loss(self, output: "torch.Tensor", batch: "Batch") -> "torch.Tensor":
+        if batch.labels is None:
+            raise ConfigError(f"task {self.name!r}: a loss needs labels, and this batch (of an unlabelled split) "
+                              "has none")
         return self.kind.loss(self.spec, output, batch.labels)
 
     def predict(self, output: "torch.Tensor", batch: "Batch") -> Any:

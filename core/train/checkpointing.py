@@ -59,12 +59,17 @@ class NonFiniteError(PlatformError):
     """Training diverged: a loss or a weight is no longer a finite number."""
 
 
+def _epoch_of_step(run: TrainingRun) -> int:
+    """The 1-based epoch of the step just taken (an epoch's last step has already moved ``run.epoch`` on)."""
+    return run.epoch if run.step_in_epoch == 0 and run.global_step else run.epoch + 1
+
+
 def check_finite_losses(run: TrainingRun, losses: dict[str, float]) -> None:
     """Stop a run whose training loss went non-finite, naming the step and the task."""
     bad = {task: value for task, value in losses.items() if not math.isfinite(value)}
     if bad:
         task, value = next(iter(bad.items()))
-        raise NonFiniteError(f"training stopped at step {run.global_step} (epoch {run.epoch + 1}): the training loss "
+        raise NonFiniteError(f"training stopped at step {run.global_step} (epoch {_epoch_of_step(run)}): the training loss "
                              f"of task {task} is {value}; {_kept(run)}; lower --lr (or --loss-weights)")
 
 
@@ -72,7 +77,7 @@ def check_finite_weights(run: TrainingRun) -> None:
     """Stop a run whose weights went non-finite before they are saved, naming the step."""
     finite = torch.stack([torch.isfinite(p).all() for p in run.model.parameters()]).all()
     if not bool(finite):
-        raise NonFiniteError(f"training stopped at step {run.global_step} (epoch {run.epoch + 1}): the model's weights "
+        raise NonFiniteError(f"training stopped at step {run.global_step} (epoch {_epoch_of_step(run)}): the model's weights "
                              f"are no longer finite numbers; {_kept(run)}; lower --lr (or --loss-weights)")
 
 

@@ -30,11 +30,12 @@ def infer(model: torch.nn.Module, data: SplitData, pad, batch_size: int, per_bat
     starts = range(0, len(order), batch_size)
     mine = [starts[i] for i in distributed.my_batches(len(starts))]
     results: list[Any] = []
+    device = next(model.parameters()).device
     bar = tqdm(total=len(data), desc=f"eval {data.task.name} {data.split}", unit="ex",
                disable=not progress or not distributed.is_main(), leave=False)
     for start in mine:
         indices = order[start:start + batch_size]
-        batch = make_batch(data, indices, pad).to(model.device)
+        batch = make_batch(data, indices, pad).to(device)
         results.append(per_batch(model(batch), batch))
         bar.update(len(indices) * distributed.world().size)
     bar.close()

@@ -18,10 +18,12 @@ kernel computes ``p -= (lr' / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps')`
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
 import torch
 from torch.optim import Optimizer
+
+from core.encoder.bert import BertModel
 
 if TYPE_CHECKING:
     from core.model.multitask import MultitaskModel
@@ -68,7 +70,7 @@ class AdamW(Optimizer):
         _check_hyperparameters(group["lr"], group["betas"], group["eps"], group["weight_decay"])
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None):
+    def step(self, closure: Callable[[], torch.Tensor] | None = None):  # type: ignore[override]  # torch's overloads
         """One update of every parameter that has a gradient; returns the closure's loss."""
         loss = None
         if closure is not None:
@@ -159,9 +161,13 @@ class AdamW(Optimizer):
 # --------------------------------------------------------------------------------------------------
 
 
-def build_optimizer(config: RunConfig, model: MultitaskModel, total_steps: int):
+def build_optimizer(config: RunConfig, model: MultitaskModel,
+                    total_steps: int) -> tuple[AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the trainable parameters (see :func:`parameter_groups`), and a linear warm-up then
-    linear decay schedule (constant when ``--warmup 0``) that scales every group's own rate."""
+    linear decay schedule (constant when ``--warmup 0``) that scales every group's own rate. ``config``
+    is finalized (its ``lr`` resolved)."""
+    if config.lr is None:
+        raise ValueError("build_optimizer needs the learning rate: finalize the configuration first")
     optimizer = AdamW(parameter_groups(model, config.lr, config.layer_decay, config.weight_decay,
                                        config.head_lr_multiplier),
                       lr=config.lr, weight_decay=config.weight_decay)
@@ -181,7 +187,17 @@ def warmup_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
-def parameter_groups(model: MultitaskModel, lr: float, layer_decay: float, weight_decay: float,
+class Layered(Protocol):
+    """What :func:`parameter_groups` needs of a model: its BERT encoder (layers and embeddings) and its
+    parameters; the multitask model (with ``heads``) and the masked-language model have them."""
+
+    @property
+    def encoder(self) -> BertModel: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
+
+
+def parameter_groups(model: Layered, lr: float, layer_decay: float, weight_decay: float,
                      head_lr_multiplier: float = 1.0) -> list[dict]:
     """Optimizer groups of the trainable parameters, top of the network first.
 
@@ -196,7 +212,8 @@ def parameter_groups(model: MultitaskModel, lr: float, layer_decay: float, weigh
     depth = {id(p): num_layers for p in model.encoder.embeddings.parameters()}
     for index, layer in enumerate(model.encoder.encoder.layer):
         depth.update({id(p): num_layers - 1 - index for p in layer.parameters()})  # the top layer is 0
-    apart = {id(p) for p in model.heads.parameters()} if head_lr_multiplier != 1.0 else set()
+    heads: torch.nn.Module | None = getattr(model, "heads", None)
+    apart = {id(p) for p in heads.parameters()} if heads is not None and head_lr_multiplier != 1.0 else set()
     groups: dict[tuple[bool, int, bool], dict] = {}
     for p in model.parameters():  # a parameter shared between heads comes once
         if not p.requires_grad:

@@ -47,6 +47,7 @@ from core.api import (
     Component,
     PlatformError,
     Regularizer,
+    RegularizerFactory,
     Task,
     assignments,
     field,
@@ -134,6 +135,7 @@ class BamHooks:
         """BAM's distillation losses for head outputs of the forms a plugin's task kinds declare
         (``TaskKind.output``): ``{output: loss(student_output, teacher_output, temperature)}``, a mean over
         examples."""
+        return {}
 
 
 PLATFORM_HOOKSPECS = BamHooks
@@ -241,10 +243,10 @@ class BamRegularizer(Regularizer):
         for provided in run.pm.hook.platform_bam_distillation_losses():
             self.losses.update(provided)
         for name in self.teachers:
-            task = run.model.tasks[name]
-            output = task.kind.output(task.spec)
+            bound = run.model.tasks[name]
+            output = bound.kind.output(bound.spec)
             if output not in self.losses:
-                raise BamError(f"bam: task {name!r} (kind {task.kind.name}) outputs {output!r}, for which BAM has no "
+                raise BamError(f"bam: task {name!r} (kind {bound.kind.name}) outputs {output!r}, for which BAM has no "
                                f"distillation loss (it has: {', '.join(self.losses)}); leave it out of --bam-teachers, "
                                "or add a loss through the hook platform_bam_distillation_losses")
         for task, folder in self.teachers.items():
@@ -297,6 +299,6 @@ class BamRegularizer(Regularizer):
 
 
 @hookimpl
-def platform_regularizers():
+def platform_regularizers() -> list[Component[RegularizerFactory]]:
     return [Component(NAME, BamRegularizer, settings=BamConfig,
                       help="Born-Again Multi-task networks: distil single-task teachers, with teacher annealing")]

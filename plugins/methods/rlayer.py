@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 from attrs import validators as v
 
-from core.api import Component, ConfigError, Task, Widths, field, hookimpl, names, positive_or_none
+from core.api import Component, ConfigError, Task, TopologyFactory, Widths, field, hookimpl, names, positive_or_none
 
 PLATFORM_OPT_IN = True
 SCALES = ("hidden", "layernorm", "none")
@@ -131,16 +131,16 @@ def sharing_tasks(config: RLayerConfig, tasks: list[Task]) -> list[Task]:
     return [by_name[name] for name in dict.fromkeys(config.tasks)]
 
 
-def relational_heads(config: RLayerConfig | None, tasks: list[Task], widths: Widths, dropout: float) -> nn.ModuleDict:
+def relational_heads(settings: RLayerConfig | None, tasks: list[Task], widths: Widths, dropout: float) -> nn.ModuleDict:
     """Pair tasks share one relational layer under heads of their own; other tasks get their heads."""
-    config = config or RLayerConfig()
+    config = settings or RLayerConfig()
     sharing = {task.name for task in sharing_tasks(config, tasks)}
     if not sharing:
         log.warning("rlayer: no pair task in this run shares the relational layer; every task gets its default head")
     width = widths.pooled
     relation = RelationalLayer(width, config.width, config.negative_slope, config.with_difference, config.eps,
                                config.scale)
-    heads = {}
+    heads: dict[str, nn.Module] = {}
     for task in tasks:
         if task.name in sharing:
             default = task.build_head(widths, dropout) if config.residual else None
@@ -151,7 +151,7 @@ def relational_heads(config: RLayerConfig | None, tasks: list[Task], widths: Wid
 
 
 @hookimpl
-def platform_topologies():
+def platform_topologies() -> list[Component[TopologyFactory]]:
     return [Component("rlayer", relational_heads, settings=RLayerConfig,
                       help="pair tasks share one relational layer over the scaled Hadamard product, each with its own "
                            "output added to its default head")]

@@ -29,7 +29,19 @@ import torch
 import torch.nn.functional as F
 from attrs import validators as v
 
-from core.api import Batch, Component, ConfigError, Regularizer, field, hookimpl, hookspec, perturbed_embeddings
+from core.api import (
+    Batch,
+    Component,
+    ConfigError,
+    MultitaskModel,
+    Regularizer,
+    RegularizerFactory,
+    TrainingRun,
+    field,
+    hookimpl,
+    hookspec,
+    perturbed_embeddings,
+)
 
 PLATFORM_OPT_IN = True
 
@@ -72,6 +84,7 @@ def tagged_symmetric_kl(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor |
 
 
 Divergence = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]  # (a, b, labels)
+Measure = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # a divergence of one batch's outputs: (a, b)
 DIVERGENCES: dict[str, Divergence] = {"class-logits": symmetric_kl_logits, "binary-logit": symmetric_kl_bernoulli,
                                       "score": squared_error, "token-logits": tagged_symmetric_kl}
 
@@ -84,6 +97,7 @@ class SmartHooks:
         """SMART's divergences of head outputs of the forms a plugin's task kinds declare
         (``TaskKind.output``): ``{output: divergence(a, b, labels)}``, symmetric, zero for equal outputs,
         a mean over examples."""
+        return {}
 
 
 PLATFORM_HOOKSPECS = SmartHooks
@@ -153,7 +167,7 @@ class Smart(Regularizer):
             self.teacher.requires_grad_(False)
 
     @hookimpl
-    def platform_on_train_start(self, run) -> None:
+    def platform_on_train_start(self, run: TrainingRun) -> None:
         """Add the divergences other plugins provide, and refuse a task whose head output has none."""
         for provided in run.pm.hook.platform_smart_divergences():
             self.divergences.update(provided)
@@ -182,37 +196,37 @@ class Smart(Regularizer):
             terms["adversarial"] = self.config.weight * divergence(perturbed, output)
         if self.teacher is not None:
             with torch.no_grad():
-                target = self._teacher_on(output.device)(batch)
+                target = self._teacher_on(self.teacher, output.device)(batch)
             terms["bregman"] = self.config.bregman_weight * divergence(output, target)
         return terms
 
-    def perturbation(self, model: torch.nn.Module, batch: Batch, output: torch.Tensor, forward: Callable[[], torch.Tensor],
-                     divergence: Divergence) -> torch.Tensor:
+    def perturbation(self, model: MultitaskModel, batch: Batch, output: torch.Tensor,
+                     forward: Callable[[], torch.Tensor], divergence: Measure) -> torch.Tensor:
         """δ after K projected ascent steps on l_s(f(x + δ), f(x)), zero on padding; detached."""
         config, clean = self.config, output.detach()
         mask = batch.attention_mask.unsqueeze(-1).to(output.device)  # (N, T, 1)
-        delta = None
+        held: dict[str, torch.Tensor] = {}  # δ, made at the first forward: its shape is the embedding output's
 
         def perturb(emb: torch.Tensor) -> torch.Tensor:  # emb: (N, T, H)
-            nonlocal delta
-            if delta is None:  # δ0 ~ N(0, σ²) of the embedding output's shape, known only here
-                delta = (torch.randn_like(emb) * config.noise * mask).requires_grad_()
-            return emb.detach() + delta  # the ascent needs ∂/∂δ only: no path into the embeddings
+            if "delta" not in held:  # δ0 ~ N(0, σ²)
+                held["delta"] = (torch.randn_like(emb) * config.noise * mask).requires_grad_()
+            return emb.detach() + held["delta"]  # the ascent needs ∂/∂δ only: no path into the embeddings
 
         for _ in range(config.steps):
             with perturbed_embeddings(model, perturb):
-                (grad,) = torch.autograd.grad(divergence(forward(), clean), delta)
+                (grad,) = torch.autograd.grad(divergence(forward(), clean), held["delta"])
             step = config.step_size * normalize(grad * mask, config.norm)
-            delta = project(delta.detach() + step, config.epsilon, config.norm).requires_grad_()  # padding stays 0
-        return delta.detach()
+            held["delta"] = project(held["delta"].detach() + step, config.epsilon,
+                                    config.norm).requires_grad_()  # padding stays 0
+        return held["delta"].detach()
 
-    def _teacher_on(self, device: torch.device) -> torch.nn.Module:
-        if next(self.teacher.parameters()).device != device:  # the model moved after the copy was taken
-            self.teacher.to(device)
-        return self.teacher
+    def _teacher_on(self, teacher: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        if next(teacher.parameters()).device != device:  # the model moved after the copy was taken
+            teacher.to(device)
+        return teacher
 
     @hookimpl
-    def platform_on_after_optimizer_step(self, run) -> None:
+    def platform_on_after_optimizer_step(self, run: TrainingRun) -> None:
         self.update_teacher(run.model)
 
     def update_teacher(self, model: torch.nn.Module) -> None:
@@ -259,6 +273,6 @@ def smart_space(trial, base) -> dict:
 
 
 @hookimpl
-def platform_regularizers():
+def platform_regularizers() -> list[Component[RegularizerFactory]]:
     return [Component(NAME, Smart, settings=SmartConfig, space=smart_space,
                       help="SMART: adversarial smoothness on the embeddings plus a Bregman momentum-teacher term")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from core.api import Component, Task, Widths, hookimpl
+from core.api import Component, Task, TopologyFactory, Widths, hookimpl
 
 
 def independent_heads(settings: None, tasks: list[Task], widths: Widths, dropout: float) -> nn.ModuleDict:
@@ -13,5 +13,5 @@ def independent_heads(settings: None, tasks: list[Task], widths: Widths, dropout
 
 
 @hookimpl
-def platform_topologies():
+def platform_topologies() -> list[Component[TopologyFactory]]:
     return [Component("independent", independent_heads, default=True, help="one head per task, nothing shared")]

@@ -22,6 +22,8 @@ learning rate; predictions are mapped back to the task's range.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -37,6 +39,9 @@ from core.api import (
     Widths,
     hookimpl,
 )
+
+Head = Callable[[TaskSpec, Widths, int, float], nn.Module]  # (spec, widths, outputs, dropout) -> head
+
 
 # --------------------------------------------------------------------------------------------------
 # Inputs: what the encoder reads and what the head is called with
@@ -90,6 +95,8 @@ class Classification(TaskKind):
     """Class ids 0 … num_labels − 1 (names in ``spec.labels`` also read); one logit when num_labels is 1
     (binary, BCE), class logits otherwise (cross-entropy)."""
 
+    classifier: Head  # the input's head of ``outputs`` classes (SentenceInput, PairInput)
+
     metrics = ("accuracy",)
 
     def parse_label(self, spec, value):
@@ -127,6 +134,8 @@ class Classification(TaskKind):
 
 class Regression(TaskKind):
     """A float score in ``spec.label_range``; the head outputs it scaled to [0, 1]; squared error."""
+
+    regressor: Head  # the input's head of one score (SentenceInput, PairInput)
 
     metrics = ("pearson",)
 
@@ -202,5 +211,5 @@ BUILT_IN = (SingleClassification, SingleRegression, PairClassification, PairRegr
 
 
 @hookimpl
-def platform_task_kinds():
+def platform_task_kinds() -> list[Component[TaskKind]]:
     return [Component.of(kind()) for kind in BUILT_IN]

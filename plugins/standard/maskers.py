@@ -19,7 +19,7 @@ import torch
 from attrs import validators as v
 from torch import Tensor
 
-from core.api import Component, budget, field, hookimpl
+from core.api import Component, MaskerFactory, budget, field, hookimpl
 
 
 class Tokens:
@@ -137,7 +137,7 @@ class Spans:
 
 
 @hookimpl
-def platform_maskers():
+def platform_maskers() -> list[Component[MaskerFactory]]:
     return [
         Component("dynamic", Tokens, default=True,
                   help="tokens drawn uniformly, a new draw every time a sequence is seen (RoBERTa)"),

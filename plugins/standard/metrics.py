@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from core.api import Component, hookimpl
+from core.api import Component, Metric, hookimpl
 
 
 def accuracy(predictions: torch.Tensor, gold: torch.Tensor) -> float:
@@ -76,5 +76,5 @@ BUILT_IN = {
 
 
 @hookimpl
-def platform_metrics():
+def platform_metrics() -> list[Component[Metric]]:
     return [Component(name, metric) for name, metric in BUILT_IN.items()]

@@ -19,7 +19,7 @@ import attrs
 import torch
 from attrs import validators as v
 
-from core.api import Component, ConfigError, Step, assignments, field, generator, hookimpl, permutation
+from core.api import Component, ConfigError, SamplerFactory, Step, assignments, field, generator, hookimpl, permutation
 
 _WRAP = 104_729  # a prime far from the epoch stride (7919) so (epoch, wrap) salts never collide
 _DRAW = 17  # salt of the task-choice draws, apart from the per-task permutations
@@ -131,7 +131,7 @@ class RoundRobinPre(RoundRobin):
 
     def __init__(self, settings, sizes, batch_size, seed, epochs):
         super().__init__(settings or RRobinPreConfig(), sizes, batch_size, seed, epochs)
-        self.pre = self.settings.task or max(self.sizes, key=self.sizes.get)
+        self.pre = self.settings.task or max(self.sizes, key=lambda task: self.sizes[task])
         if self.pre not in self.sizes:
             raise ConfigError(f"sampler 'rrobin-pre': task {self.pre!r} is not among the tasks of this run "
                              f"({', '.join(self.tasks)})")
@@ -224,7 +224,7 @@ def annealed_space(trial, base) -> dict:
 
 
 @hookimpl
-def platform_samplers():
+def platform_samplers() -> list[Component[SamplerFactory]]:
     return [
         Component("rrobin", RoundRobin, help="round-robin, one batch of every task per step; epoch = smallest task"),
         Component("rrobin-pre", RoundRobinPre, settings=RRobinPreConfig,

@@ -8,7 +8,7 @@ file (``docs/studies.md``).
 
 from __future__ import annotations
 
-from core.api import Component, RunConfig, hookimpl
+from core.api import Component, RunConfig, SearchSpace, hookimpl
 
 
 def core_space(trial, base: RunConfig) -> dict:
@@ -34,7 +34,7 @@ def core_space(trial, base: RunConfig) -> dict:
 
 
 @hookimpl
-def platform_search_spaces():
+def platform_search_spaces() -> list[Component[SearchSpace]]:
     return [Component("core", core_space, help="lr, warmup, dropout, pooling; layer_decay and head_lr_multiplier "
                                                "when fine-tuning; loss_weight_<task> (all but the first task) when "
                                                "multitask")]

@@ -115,5 +115,5 @@ class TokenTagging(TaskKind):
 
 
 @hookimpl
-def platform_task_kinds():
+def platform_task_kinds() -> list[Component[TaskKind]]:
     return [Component.of(TokenTagging())]

@@ -12,22 +12,24 @@ from __future__ import annotations
 
 import time
 
-from core.api import hookimpl
+import torch
+
+from core.api import Run, hookimpl
 
 NAME = "tensorboard"
 
 
 @hookimpl
-def platform_on_train_start(run):
+def platform_on_train_start(run: Run) -> None:
     run.plugin_state[NAME] = {"time": time.perf_counter(), "examples": run.examples_seen}
 
 
-def logged(run, step: int) -> bool:
+def logged(run: Run, step: int) -> bool:
     return step % run.config.log_every == 0
 
 
 @hookimpl
-def platform_on_before_backward(run, task, terms):
+def platform_on_before_backward(run: Run, task: str, terms: dict[str, torch.Tensor]) -> None:
     step = run.global_step + 1  # the step being taken: train/loss/<task> is logged under the same number
     if not logged(run, step):
         return
@@ -38,7 +40,7 @@ def platform_on_before_backward(run, task, terms):
 
 
 @hookimpl
-def platform_on_log(run, step, losses):
+def platform_on_log(run: Run, step: int, losses: dict[str, float]) -> None:
     for task, value in losses.items():
         run.writer.add_scalar(f"train/loss/{task}", value, step)
     run.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], step)
@@ -49,7 +51,7 @@ def platform_on_log(run, step, losses):
 
 
 @hookimpl
-def platform_on_evaluate_end(run, split, metrics):
+def platform_on_evaluate_end(run: Run, split: str, metrics: dict[str, float]) -> None:
     for name, value in metrics.items():
         run.writer.add_scalar(f"{split}/{name}", value, run.global_step)
     run.writer.flush()

@@ -365,17 +365,38 @@ def test_limit_keeps_its_sample_when_an_unrelated_row_is_deleted(own_data, tiny_
 # --------------------------------------------------------------------------------------------------
 
 
-def test_a_diverging_run_stops_naming_step_and_task_and_keeps_the_last_good_checkpoint(capsys, tiny_config):
-    config = attrs.evolve(tiny_config, tasks=("sst",), epochs=2)
-    code, err = cli(capsys, "run", *tiny_args(config), "--tasks", "sst", "--epochs", "2", "--lr", "1e10",
-                    "--output-dir", config.output_dir, "--log-every", "1")
-    line = err.strip().splitlines()[-1]
-    assert code == 2 and line.startswith("platform run: error: training stopped at step ") and "task sst" in line
-    assert "lower --lr" in line
+@pytest.mark.parametrize("poisoned, log_every, message", [
+    (4, 1, "training stopped at step 5 (epoch 2): the training loss of task sst is nan"),  # at the next log point
+    (2, 10, "training stopped at step 3 (epoch 1): the model's weights are no longer finite numbers"),  # before a save
+])
+def test_a_diverging_run_stops_naming_step_and_task_and_keeps_the_last_good_checkpoint(tiny_config, poisoned,
+                                                                                       log_every, message):
+    """Weights that stop being finite numbers (made so by a fixture plugin after a step, as a far too high rate
+    does) stop the run at the next logged loss or before the next checkpoint, naming step and task: what
+    last.pt holds is the last good step (3: 24 examples in batches of 8 make 3 steps an epoch)."""
+    from core.train.checkpointing import NonFiniteError
+
+    class Poison:
+        @hookimpl
+        def platform_on_after_step(self, run, step):
+            if step == poisoned:
+                with torch.no_grad():
+                    next(run.model.encoder.parameters()).fill_(float("nan"))
+
+    config = attrs.evolve(tiny_config, tasks=("sst",), epochs=2, save_every=10, log_every=log_every)
+    pm = make_plugin_manager(enabled=())
+    pm.register(Poison(), name="poison")
+    with pytest.raises(NonFiniteError) as info:
+        train(prepare(config, pm))
     last = Path(config.output_dir) / "last.pt"
-    if last.exists():  # whatever was saved was saved before the loss diverged
+    if poisoned == 4:
+        assert str(info.value) == f"{message}; {last} keeps step 3, the last one saved; lower --lr (or --loss-weights)"
         state = checkpoints.load(last)
-        assert all(torch.isfinite(t).all() for t in state["model"].values())
+        assert state["global_step"] == 3 and all(torch.isfinite(t).all() for t in state["model"].values())
+    else:
+        assert str(info.value) == (f"{message}; nothing was saved in {Path(config.output_dir)} yet; lower --lr (or "
+                                   "--loss-weights)")
+        assert not last.exists()
 
 
 @pytest.mark.integration

@@ -23,8 +23,8 @@ def plugins_command(settings: None, invocation: Invocation) -> int:
                     print(f"    {family.what} {component.name}{default}: {component.help}")
         print(f"    hooks: {', '.join(hooks)}")
     for attr, family in FAMILIES.items():
-        for component, plugins in registries.family(attr).conflicts.items():
-            print(f"conflict: {family.what} {component!r} is provided by {' and by '.join(plugins)}; neither is used")
+        for name, plugins in registries.family(attr).conflicts.items():
+            print(f"conflict: {family.what} {name!r} is provided by {' and by '.join(plugins)}; neither is used")
     for name, reason in pm.broken.items():
         print(f"{name}  [broken]  {reason}")
     return 0
