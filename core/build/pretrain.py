@@ -50,7 +50,7 @@ def prepare(config: PretrainConfig, pm: pluggy.PluginManager | None = None, *,
                         else default_of(registries.maskers))
     for name, settings in config.components.items():
         if settings and name != masker_component.name:
-            raise ConfigError(not_active(config, name, list(settings), registries, "", "", masker_component.name))
+            raise ConfigError(not_active(config, name, list(settings), registries, {"maskers": masker_component.name}))
     masker = masker_component.factory(parts.settings(masker_component))
     rule = build(ReplacementRule, {"rate": config.mask_rate, "mask": config.mask_token,
                                    "random": config.random_token}, source="--mask-rate/--mask-token/--random-token")

@@ -21,6 +21,7 @@ from core.runs.config import RunConfig
 from core.tasks.splits import VALIDATION
 from core.train import checkpointing as runfiles
 from core.train.context import TrainingRun
+from core.train.gradients import split_parameters
 from core.train.optim import build_optimizer
 
 
@@ -88,14 +89,17 @@ def _build(config: RunConfig, parts: RunParts, output_dir: Path, locks: list[run
     optimizer, scheduler = build_optimizer(config, model, updates_per_epoch * config.epochs)
     regularizers = {component.name: component.factory(parts.settings(component), model)
                     for component in parts.regularizers}
+    balancer = parts.balancer.factory(parts.settings(parts.balancer), list(parts.tasks), config.seed)
     run = TrainingRun(config=config, pm=pm, output_dir=output_dir, model=model, tokenizer=tokenizer,
                       train_data=train_data, dev_data=dev_data, sampler=sampler, optimizer=optimizer,
-                      scheduler=scheduler, regularizers=regularizers, steps_per_epoch=len(first),
+                      scheduler=scheduler, regularizers=regularizers, balancer=balancer,
+                      parameter_split=split_parameters(model, model.heads), steps_per_epoch=len(first),
                       examples_per_epoch=sum(len(indices) for step in first for _, indices in step),
                       validation_data=validation_data, loss_weights=config.task_loss_weights, ddp=ddp,
                       folder_lock=locks[0] if locks else None)
     for name, regularizer in regularizers.items():  # a regularizer receives the loop hooks as plugins do
         pm.register(regularizer, name=f"regularizer:{name}")
+    pm.register(balancer, name="balancer")  # so does the balancer
     if has_last:
         runfiles.restore(run, distributed.on_main(checkpoints.load, output_dir / "last.pt"))
         runfiles.save_best_if_behind(run)

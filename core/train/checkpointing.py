@@ -39,6 +39,7 @@ def state_of(run: TrainingRun) -> dict[str, Any]:
         "config": run.config.to_dict(), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "sampler": run.sampler.state_dict(),
         "regularizers": {name: r.state_dict() for name, r in run.regularizers.items()},
+        "balancer": run.balancer.state_dict(),
         "rng": rngs[0], **({"rng_per_process": rngs} if len(rngs) > 1 else {}), "epoch": run.epoch,
         "step_in_epoch": run.step_in_epoch, "global_step": run.global_step, "examples_seen": run.examples_seen,
         "history": run.history, "best": run.best,
@@ -94,6 +95,7 @@ def restore(run: TrainingRun, state: dict[str, Any]) -> None:
     run.sampler.load_state_dict(state["sampler"])
     for name, regularizer in run.regularizers.items():
         regularizer.load_state_dict(state["regularizers"].get(name, {}))
+    run.balancer.load_state_dict(state.get("balancer", {}))
     me, per_process = distributed.world(), state.get("rng_per_process", [state["rng"]])
     checkpoints.set_rng_state(per_process[me.rank] if len(per_process) == me.size else state["rng"])
     if len(per_process) != me.size:  # another number of processes: fresh streams, the same batches

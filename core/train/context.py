@@ -15,6 +15,8 @@ from core.model.multitask import MultitaskModel
 from core.runs.config import RunConfig
 from core.runs.folder import FolderLock
 from core.tasks.splits import VALIDATION, SplitData
+from core.train.balancer import Balancer
+from core.train.gradients import ParameterSplit
 from core.train.regularizer import Regularizer
 from core.train.sampling import Sampler
 
@@ -79,6 +81,8 @@ class TrainingRun(Run):
     dev_data: dict[str, SplitData]
     sampler: Sampler
     regularizers: dict[str, Regularizer]
+    balancer: Balancer  # how a summed step's task losses become one update (core.train.balancer)
+    parameter_split: ParameterSplit  # the shared parameters apart from each task's own (a gradient balancer's)
     steps_per_epoch: int  # counted once from the first epoch's plan: every epoch has as many
     examples_per_epoch: int
     validation_data: dict[str, SplitData] = attrs.Factory(dict)  # held out of train (--validation-split), or none
@@ -93,6 +97,10 @@ class TrainingRun(Run):
     # per task since the last log point: this process's summed losses (on the device); every process's examples
     loss_sums: dict[str, torch.Tensor] = attrs.Factory(dict)
     loss_counts: dict[str, int] = attrs.Factory(dict)
+    # the last summed step's: each task's weight (as the balancer gives one) and the cosines between the tasks'
+    # gradients of the shared parameters (a gradient-based balancer's); on the device, for telemetry
+    step_weights: dict[str, torch.Tensor | float] = attrs.Factory(dict)
+    gradient_cosines: dict[tuple[str, str], torch.Tensor] = attrs.Factory(dict)
 
     @property
     def total_steps(self) -> int:
@@ -108,8 +116,9 @@ class TrainingRun(Run):
         return self.validation_data or self.dev_data
 
     def close(self) -> None:
-        """End the run: its regularizers stop receiving the plugin manager's hook calls, the writer closes."""
-        for name in self.regularizers:
-            if self.pm.get_plugin(f"regularizer:{name}") is not None:
-                self.pm.unregister(name=f"regularizer:{name}")
+        """End the run: its regularizers and balancer stop receiving the plugin manager's hook calls, the
+        writer closes."""
+        for name in [f"regularizer:{name}" for name in self.regularizers] + ["balancer"]:
+            if self.pm.get_plugin(name) is not None:
+                self.pm.unregister(name=name)
         super().close()
