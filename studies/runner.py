@@ -11,6 +11,7 @@ plain workers) on machines of their own share one study through a PostgreSQL sto
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -19,7 +20,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, Iterable, Iterator, TextIO
 
 import attrs
 import optuna
@@ -28,10 +29,12 @@ from core.base import distributed
 from core.base.devices import resolve_device
 from core.base.errors import PlatformError
 from core.build.parts import RunParts, with_defaults
-from studies.methods import balancer_choices, method_spaces
+from core.data.folders import resolve_data_dir
 from core.plugin.component import Component
 from core.plugin.manager import make_plugin_manager
+from core.runs import fingerprint
 from core.runs.config import RunConfig, differences
+from studies.methods import balancer_choices, method_spaces
 from studies.objective import Objective, TrialRunner, follow, make_pruner, parse_objective
 from studies.settings import StudySettings
 from studies.space import ActiveSpace, dry_run, format_space, load_space_file, parse_enqueued
@@ -68,6 +71,7 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
     choices = balancer_choices(parts.registries, base.balancer)
     checked = RunParts(attrs.evolve(base, balancer=choices[0]), pm) if choices else parts  # the default's
     recorded_base = base_record(base, checked.check())
+    data_files = study_data(parts)
     spaces = active_spaces(parts)
     rules = load_space_file(settings.space_file) if settings.space_file else {}
     suggested = dry_run(base, spaces, rules, source=settings.space_file or "--space-file",
@@ -84,9 +88,19 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
         follow(runner)
         return None
     try:
-        return _run_main(settings, objective, runner, enqueued, pruner, out, recorded_base)
+        return _run_main(settings, objective, runner, enqueued, pruner, out, recorded_base, data_files)
     finally:
         distributed.broadcast_object(None)  # the other processes stop following
+
+
+def study_data(parts: RunParts) -> dict[str, dict[str, Any]] | None:
+    """The fingerprints of the data files the study's trials read; None when the data folder cannot be found
+    (every trial then fails saying where it looked)."""
+    try:
+        data_dir = resolve_data_dir(parts.config.data_dir)
+    except PlatformError:
+        return None
+    return fingerprint.fingerprints(parts.tasks, data_dir)
 
 
 def active_spaces(parts: RunParts) -> list[ActiveSpace]:
@@ -103,7 +117,8 @@ def active_spaces(parts: RunParts) -> list[ActiveSpace]:
 
 
 def _run_main(settings: StudySettings, objective: Objective, runner: TrialRunner, enqueued: list[dict],
-              pruner: optuna.pruners.BasePruner | None, out: TextIO, recorded_base: dict[str, Any]) -> optuna.Study:
+              pruner: optuna.pruners.BasePruner | None, out: TextIO, recorded_base: dict[str, Any],
+              data_files: dict[str, dict[str, Any]] | None) -> optuna.Study:
     if objective.multi:  # Optuna does not prune multi-objective studies
         pruner = optuna.pruners.NopPruner()
     pruner = pruner or make_pruner(settings.pruner, runner.base.epochs)
@@ -114,7 +129,7 @@ def _run_main(settings: StudySettings, objective: Objective, runner: TrialRunner
     settings.folder.mkdir(parents=True, exist_ok=True)
     hparams = HParamsWriter(settings.folder / "hparams")
     try:
-        study = open_study(storage, url, settings.name, objective, pruner, recorded_base)
+        study = open_study(storage, url, settings.name, objective, pruner, recorded_base, data_files)
         if objective.multi:
             print("note: pruning is off for --objective pareto (Optuna does not prune multi-objective studies)",
                   file=out)
@@ -122,8 +137,9 @@ def _run_main(settings: StudySettings, objective: Objective, runner: TrialRunner
             study.enqueue_trial(params, skip_if_exists=True)
         ran: list[optuna.trial.FrozenTrial] = []  # this process's trials (other workers may share the study)
         trials = settings.trials if settings.trials or settings.timeout else 10
-        study.optimize(runner, n_trials=trials, timeout=settings.timeout and settings.timeout * 60,
-                       catch=(Exception,), callbacks=[hparams, lambda study, trial: ran.append(trial)])
+        with interrupts_unlogged():
+            study.optimize(runner, n_trials=trials, timeout=settings.timeout and settings.timeout * 60,
+                           catch=(Exception,), callbacks=[hparams, lambda study, trial: ran.append(trial)])
         print(format_trials(study, objective), file=out)
         print(format_best(study, objective), file=out)
         if ran and all(t.state == optuna.trial.TrialState.FAIL for t in ran):
@@ -227,10 +243,12 @@ def _check_url(url: str) -> None:
 
 
 def open_study(storage: optuna.storages.RDBStorage, url: str, name: str, objective: Objective,
-               pruner: optuna.pruners.BasePruner, base: dict[str, Any] | None = None) -> optuna.Study:
+               pruner: optuna.pruners.BasePruner, base: dict[str, Any] | None = None,
+               data: dict[str, dict[str, Any]] | None = None) -> optuna.Study:
     """Load the study ``name``, or create it; an existing study must have the same direction(s),
-    objective and base configuration (``base``, see :func:`base_record`). Nothing in it is changed
-    when it does not."""
+    objective, base configuration (``base``, see :func:`base_record`) and train and dev data (``data``:
+    the fingerprints of :func:`core.runs.fingerprint.fingerprints`; a changed test file is only reported).
+    Nothing in it is changed when it does not."""
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
@@ -250,6 +268,8 @@ def open_study(storage: optuna.storages.RDBStorage, url: str, name: str, objecti
             raise StudyError(f"study {name!r} in {safe_url(url)} was created with another base configuration: "
                              f"{'; '.join(differences(user_attrs[BASE_ATTR], base))}; give the options it was created "
                              "with, or choose another NAME (the existing study was left as it is)")
+        if data is not None and user_attrs.get(DATA_ATTR) is not None:
+            check_study_data(name, user_attrs[DATA_ATTR], data)
     study = optuna.create_study(storage=storage, study_name=name, directions=objective.directions, pruner=pruner,
                                 load_if_exists=True)
     if study_id is None:
@@ -262,7 +282,49 @@ def open_study(storage: optuna.storages.RDBStorage, url: str, name: str, objecti
             logging.getLogger(__name__).warning(f"study {name!r} has no recorded base configuration (it was made "
                                                 "by an older version); this run's is recorded from now on")
         study.set_user_attr(BASE_ATTR, base)
+    if data is not None and DATA_ATTR not in study.user_attrs:
+        study.set_user_attr(DATA_ATTR, data)
     return study
+
+
+@contextlib.contextmanager
+def interrupts_unlogged() -> Iterator[None]:
+    """Optuna logs a trial stopped by Ctrl-C (or SIGTERM) as failed, with a traceback, then once more as failed
+    with value None; the command says it in one line instead (the trial is still recorded as failed)."""
+    interrupted = False
+
+    def not_about_an_interrupt(record: logging.LogRecord) -> bool:
+        nonlocal interrupted
+        if record.exc_info and record.exc_info[0] is not None and issubclass(record.exc_info[0], KeyboardInterrupt):
+            interrupted = True
+        return not interrupted
+
+    logger = logging.getLogger("optuna.study._optimize")
+    logger.addFilter(not_about_an_interrupt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(not_about_an_interrupt)
+
+
+DATA_ATTR = "data_files"  # the fingerprints of the data files the study's trials read
+
+
+def check_study_data(name: str, recorded: dict[str, dict[str, Any]], files: dict[str, dict[str, Any]]) -> None:
+    """Refuse to continue a study whose train or dev files changed since it started (its trials would be
+    ranked across two versions of the data), naming the files; report a changed test file."""
+    changed = {file: entry for file, entry in recorded.items()
+               if file in files and files[file]["sha256"] != entry["sha256"]}
+    refused = [file for file, entry in changed.items()
+               if any(split.rpartition("/")[2] in fingerprint.REFUSED for split in entry["splits"])]
+    if refused:
+        raise StudyError(f"study {name!r}: the data changed since the study started: {', '.join(refused)} "
+                         f"({'; '.join(', '.join(changed[file]['splits']) for file in refused)}); its trials would be "
+                         "ranked across two versions of the data: restore the files, or start a new study (another "
+                         "NAME); the existing study was left as it is")
+    for file in changed:
+        logging.getLogger("platform").warning("%s changed since the study started (%s)", file,
+                                              ", ".join(changed[file]["splits"]))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -33,3 +33,30 @@ def test_a_stop_outside_a_write_is_raised_at_once():
             os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before the next bytecode
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.integration
+def test_ctrl_c_while_the_command_loads_is_one_line(tmp_path):
+    """Ctrl-C during the imports before any command runs (torch takes seconds): a real SIGINT, sent by the
+    process to itself as it starts importing torch, ends it with one line and exit status 130, no traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "interrupted_start.py"
+    script.write_text(
+        "import builtins, os, signal\n"
+        "from core.cli import entry\n"
+        "real = builtins.__import__\n"
+        "def importing(name, *args, **kwargs):\n"
+        "    if name == 'torch':\n"
+        "        builtins.__import__ = real\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = importing\n"
+        "import sys; sys.argv = ['platform', 'plugins']\n"
+        "entry()\n")
+    root = Path(__file__).parents[2]
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(root)}, cwd=tmp_path)
+    assert result.returncode == 130 and result.stderr == "interrupted; nothing was changed\n", result.stderr[-2000:]

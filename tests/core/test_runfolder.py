@@ -278,6 +278,25 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tiny_config):
     assert list(folder.iterdir()) == []
 
 
+def test_a_resume_of_a_run_in_progress_is_refused(tiny_config):
+    """The lock is held for --resume too: a run folder locked by a run still going (here this process, through
+    a descriptor of its own: flock locks conflict between descriptors) is not resumed beside it."""
+    from core.runs.folder import FolderLock
+
+    config = attrs.evolve(tiny_config, tasks=("sst",), epochs=1)
+    train(prepare(config))
+    folder = Path(config.output_dir)
+    going = FolderLock(folder)
+    going.acquire()
+    try:
+        with pytest.raises(PlatformError) as caught:
+            prepare(config, resume=True)
+    finally:
+        going.release()
+    assert str(caught.value) == (f"--resume {folder} is in use by another run, started before this one and not yet "
+                                 "ended; wait for it to end, or choose another folder (nothing was changed)")
+
+
 def test_default_folders_of_runs_started_in_the_same_second_differ(tmp_path, monkeypatch, tiny_config):
     from core.runs.folder import finalize
 
@@ -353,6 +372,12 @@ def test_edited_train_or_dev_files_are_refused_on_resume_and_a_test_file_is_repo
     with pytest.raises(PlatformError, match="the data changed since the run started: ids-sst-dev.csv \\(sst/dev\\)"):
         prepare(config, resume=True)
     (own_data / "ids-sst-dev.csv").write_text(original)
+    train_file = own_data / "ids-sst-train.csv"
+    kept = train_file.read_text()
+    train_file.write_text(kept.replace("the", "a", 1))  # one training sentence edited
+    with pytest.raises(PlatformError, match="the data changed since the run started: ids-sst-train.csv \\(sst/train\\)"):
+        prepare(config, resume=True)
+    train_file.write_text(kept)
     test = own_data / "ids-sst-test-student.csv"
     test.write_text(test.read_text() + "\n")
     train(prepare(config, resume=True))

@@ -172,6 +172,22 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, tiny_data_di
     assert all("no data folder found" in t.user_attrs["error"] for t in trials)
 
 
+def test_ctrl_c_in_a_trial_stops_the_study_without_a_traceback_in_the_log(tmp_path, tiny_data_dir, caplog):
+    """Optuna logs a trial its objective left by KeyboardInterrupt as failed, with the traceback; the study
+    drops that record (the command says "interrupted; ..." in one line) and still records the trial."""
+    class CtrlC:
+        @hookimpl
+        def platform_on_epoch_start(self, run, epoch):
+            raise KeyboardInterrupt  # what Ctrl-C (SIGINT's default handler) raises in the training loop
+
+    settings = StudySettings(name="stopped", trials=3, study_dir=str(tmp_path))
+    with caplog.at_level("INFO"), pytest.raises(KeyboardInterrupt):
+        run_study(tiny_base(tiny_data_dir), settings, plugins=[CtrlC()])
+    assert not [record for record in caplog.records if record.name == "optuna.study._optimize"]
+    assert "Traceback" not in caplog.text and "KeyboardInterrupt" not in caplog.text
+    assert [t.state for t in load(tmp_path, "stopped").trials] == [optuna.trial.TrialState.FAIL]
+
+
 def test_an_existing_study_with_other_directions_is_refused_and_kept(capsys, tmp_path):
     (tmp_path / "old").mkdir()
     old = optuna.create_study(study_name="old", storage=f"sqlite:///{tmp_path / 'old' / 'study.db'}",
@@ -191,6 +207,34 @@ def test_an_existing_study_of_another_objective_is_refused(capsys, tmp_path):
     study.set_user_attr("objective", "mean")
     code, _, err = run_cli(capsys, "study", "mean", "--study-dir", tmp_path, "--objective", "weighted:sst=1", *TINY)
     assert code == 2 and "study 'mean'" in err and "optimizes mean, not weighted:sst=1" in err
+
+
+def test_a_study_continued_on_edited_data_is_refused_and_kept(capsys, caplog, tmp_path, tiny_data_dir):
+    """The study records the fingerprints of its data files: continued after a train label was edited it is
+    refused, naming the file; an edited test file is only reported."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    args = ["study", "data", "--study-dir", tmp_path, "--trials", 1, "--pruner", "none", *TINY, "--epochs", 1,
+            "--sampler", "rrobin", "--data-dir", data]
+    assert run_cli(capsys, *args)[0] == 0
+    recorded = load(tmp_path, "data").user_attrs["data_files"]
+    assert {"ids-sst-train.csv", "sts-dev.csv"} <= set(recorded)
+    train = data / "ids-sst-train.csv"
+    original = train.read_text()
+    train.write_text(original.replace("\t4\n", "\t0\n", 1))  # one training label edited
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and err.startswith("platform study: error: study 'data': the data changed since the study "
+                                        "started: ids-sst-train.csv (sst/train)")
+    assert len(load(tmp_path, "data").trials) == 1
+    train.write_text(original)
+    test = data / "ids-sst-test-student.csv"
+    test.write_text(test.read_text() + "\n")
+    with caplog.at_level("WARNING", logger="platform"):
+        code, _, err = run_cli(capsys, *args)
+    assert code == 0 and "ids-sst-test-student.csv changed since the study started (sst/test)" in caplog.text
+    assert len(load(tmp_path, "data").trials) == 2
 
 
 def test_a_study_continued_with_another_base_configuration_is_refused_and_kept(capsys, tmp_path, tiny_data_dir):
