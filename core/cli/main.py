@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None, pm: PluginManager | None = None) -> int:
     except PlatformError as error:  # bad input, named; anything else is a bug and keeps its traceback
         print(f"platform {name}: error: {error}".replace("platform : ", "platform: "), file=sys.stderr)
         return 2
-    except (torch.OutOfMemoryError, MemoryError) as error:
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and not out_of_cpu_memory(error):
+            raise
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"platform {name}: error: out of memory ({detail[:200]}); lower --batch-size, --max-batch-tokens or "
               "--eval-batch-size", file=sys.stderr)
@@ -85,6 +87,11 @@ def parser_for(argv: list[str], pm: PluginManager | None = None) -> argparse.Arg
     early = first_pass(argv[1:])
     registries = Registries(pm or make_plugin_manager(enabled=early.plugins))
     return command_parser(lookup(registries.commands, argv[0], "platform"), registries, early)
+
+
+def out_of_cpu_memory(error: RuntimeError) -> bool:
+    """Whether ``error`` is torch's CPU allocator failing (a RuntimeError, unlike a GPU's OutOfMemoryError)."""
+    return "DefaultCPUAllocator" in str(error) and ("allocate memory" in str(error) or "not enough memory" in str(error))
 
 
 def overview(registries: Registries) -> str:

@@ -278,6 +278,26 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tiny_config):
     assert list(folder.iterdir()) == []
 
 
+def test_out_of_memory_is_one_line_with_what_to_lower(capsys, tiny_config):
+    """A real allocation failure of torch's CPU allocator (a tensor of 2^45 bytes, asked for at the start of
+    training by a fixture plugin), as a batch too large for the machine would meet."""
+    import torch
+
+    class Greedy:
+        @hookimpl
+        def platform_on_train_start(self, run):
+            torch.empty(2**45, dtype=torch.uint8)
+
+    pm = make_plugin_manager(enabled=())
+    pm.register(Greedy(), name="greedy")
+    code = main(["run", *tiny_args(tiny_config), "--epochs", "1", "--output-dir", tiny_config.output_dir], pm=pm)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("platform run: error: out of memory ([enforce fail") and "can't allocate memory" in line
+    assert line.endswith("; lower --batch-size, --max-batch-tokens or --eval-batch-size")
+
+
 def test_a_resume_of_a_run_in_progress_is_refused(tiny_config):
     """The lock is held for --resume too: a run folder locked by a run still going (here this process, through
     a descriptor of its own: flock locks conflict between descriptors) is not resumed beside it."""

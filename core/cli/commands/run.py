@@ -41,9 +41,9 @@ def run_command(settings: RunSettings, invocation: Invocation) -> int:
         if "config" in invocation.typed:
             raise ConfigError("--resume continues a run with its saved configuration: leave --config out")
         check_folder(settings.resume, "--resume", "pass the run folder")
-        run = prepare(resume_config(Path(settings.resume), invocation.typed), resume=True)
+        run = prepare(resume_config(Path(settings.resume), invocation.typed), invocation.pm, resume=True)
     else:
-        run = prepare(build(RunConfig, invocation.values), overwrite=settings.overwrite)
+        run = prepare(build(RunConfig, invocation.values), invocation.pm, overwrite=settings.overwrite)
     if distributed.is_main():
         print(f"run folder: {run.output_dir}", file=sys.stderr)
     try:
