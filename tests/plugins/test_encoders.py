@@ -1,0 +1,208 @@
+"""The built-in encoder architectures (plugins/standard/encoders) against transformers' own classes.
+
+Each architecture, in two configurations, is random-initialised by transformers, saved with
+``save_pretrained`` beside its tokenizer's files, read back through the platform's registry
+(``--checkpoint FOLDER``), and run on a padded batch: every hidden state (the last one included) must
+agree with transformers' within 1e-5 in float32 at the real positions. The tokenizers are compared with
+transformers' fast tokenizers of the same files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.build.parts import Parts
+from core.data.tokenizer import BERT_SPECIALS, ROBERTA_SPECIALS, SpecialTokens
+from core.encoder.loading import load_encoder, resolve_checkpoint
+
+transformers = pytest.importorskip("transformers")
+
+TOL = 1e-5
+TEXTS = ["The cat sat on the mat.", "Unbelievably GOOD, isn't it?", "", "naïve café, 1999 — hello world!!",
+         "a " * 40]
+SECOND = ["A dog.", "no", "something else entirely", "x", "b " * 40]
+MPNET_SPECIALS = SpecialTokens("<pad>", "[UNK]", "<s>", "</s>", "<mask>", double_separator=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# checkpoint folders: a transformers model saved beside its tokenizer's files
+
+
+def minilm_vocab() -> list[str]:
+    """The uncased BERT vocabulary the tiny preset borrows (30522 WordPiece tokens)."""
+    return resolve_checkpoint("tiny").vocab.read_text(encoding="utf-8").splitlines()
+
+
+def wordpiece_files(folder: Path, tokens: list[str]) -> int:
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    return len(tokens)
+
+
+def bpe_files(folder: Path) -> int:
+    """A byte-level BPE (vocab.json, merges.txt) trained on a few sentences, RoBERTa's specials first."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    corpus = TEXTS + SECOND + ["the quick brown fox jumps over the lazy dog"] * 5
+    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(folder))
+    return bpe.get_vocab_size()
+
+
+def checkpoint(folder: Path, model) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    return folder
+
+
+def padded_batch(vocab_size: int, pad_id: int, types: bool, seed: int = 0):
+    """Four sequences of 11, 7, 3 and 11 tokens, right-padded with ``pad_id``."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = [11, 7, 3, 11]
+    ids = torch.randint(5, vocab_size, (len(lengths), max(lengths)), generator=generator)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    ids[mask == 0] = pad_id
+    token_types = torch.zeros_like(ids)
+    if types:
+        token_types[:, 5:] = 1
+        token_types[mask == 0] = 0
+    return ids, mask, token_types
+
+
+def parity(folder: Path, theirs, types: bool = False) -> dict[str, float]:
+    """The largest differences between our encoder read from ``folder`` and ``theirs`` on a padded batch."""
+    source = Parts(plugins=(), checkpoint=str(folder)).source
+    ours = load_encoder(source).eval()
+    theirs = theirs.eval()
+    ids, mask, token_types = padded_batch(source.config.vocab_size, source.config.pad_token_id, types)
+    extra = {"token_type_ids": token_types} if types else {}
+    with torch.no_grad():
+        a = ours(ids, attention_mask=mask, output_hidden_states=True, **extra)
+        b = theirs(input_ids=ids, attention_mask=mask, output_hidden_states=True, **extra)
+    real = mask.bool()
+    assert len(a.hidden_states) == len(b.hidden_states) == source.config.num_hidden_layers + 1
+    diffs = {"last_hidden_state": (a.last_hidden_state[real] - b.last_hidden_state[real]).abs().max().item(),
+             "hidden_states": max((x[real] - y[real]).abs().max().item()
+                                  for x, y in zip(a.hidden_states, b.hidden_states, strict=True))}
+    if source.architecture.pooler:
+        diffs["pooler_output"] = (a.pooler_output - b.pooler_output).abs().max().item()
+    else:
+        assert a.pooler_output is None
+    print(f"\nparity {source.model_type} {folder.name}: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+    return diffs
+
+
+# ---------------------------------------------------------------------------------------------------
+# RoBERTa
+
+
+ROBERTA_CONFIGS = {
+    "small": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                  max_position_embeddings=40),
+    "wider": dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=96,
+                  max_position_embeddings=66, layer_norm_eps=1e-12, hidden_act="gelu"),
+}
+
+
+def roberta_folder(tmp_path: Path, name: str) -> tuple[Path, object]:
+    folder = tmp_path / f"roberta-{name}"
+    folder.mkdir()
+    size = bpe_files(folder)
+    torch.manual_seed(0)
+    config = transformers.RobertaConfig(vocab_size=size, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                                        type_vocab_size=1, attn_implementation="eager", **ROBERTA_CONFIGS[name])
+    return checkpoint(folder, transformers.RobertaModel(config)), transformers.RobertaModel
+
+
+@pytest.mark.parametrize("name", ROBERTA_CONFIGS)
+def test_roberta_equals_transformers(tmp_path, name):
+    folder, cls = roberta_folder(tmp_path, name)
+    diffs = parity(folder, cls.from_pretrained(folder, attn_implementation="eager"))
+    assert max(diffs.values()) <= TOL, diffs
+
+
+def test_roberta_tokenizer_equals_transformers(tmp_path):
+    folder, _ = roberta_folder(tmp_path, "small")
+    ours = Parts(plugins=(), checkpoint=str(folder)).tokenizer
+    theirs = transformers.RobertaTokenizerFast(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    assert ours.encode(TEXTS, 64) == theirs(TEXTS, truncation=True, max_length=64)["input_ids"]
+    ids, types = ours.encode_pairs(TEXTS, SECOND, 64)
+    assert ids == theirs(TEXTS, SECOND, truncation=True, max_length=64)["input_ids"]
+    assert all(set(row) == {0} for row in types)  # one segment
+    assert ours.encode(["a " * 40], 10) == theirs(["a " * 40], truncation=True, max_length=10)["input_ids"]
+    assert (ours.pad_id, ours.cls_id, ours.sep_id, ours.unk_id, ours.mask_id) == \
+        (theirs.pad_token_id, theirs.cls_token_id, theirs.sep_token_id, theirs.unk_token_id, theirs.mask_token_id)
+    words = [["The", "cat", "sat"], ["naïve", "café"]]
+    prefixed = transformers.RobertaTokenizerFast(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                                                 add_prefix_space=True)
+    expected = prefixed(words, is_split_into_words=True)
+    ids, word_ids = ours.encode_words(words, 64)
+    assert ids == expected["input_ids"]
+    assert word_ids == [[-1 if w is None else w for w in expected.word_ids(i)] for i in range(len(words))]
+
+
+# ---------------------------------------------------------------------------------------------------
+# DistilBERT
+
+
+DISTILBERT_CONFIGS = {
+    "gelu": dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=32),
+    "relu": dict(dim=48, n_layers=3, n_heads=6, hidden_dim=80, max_position_embeddings=24, activation="relu"),
+}
+
+
+@pytest.mark.parametrize("name", DISTILBERT_CONFIGS)
+def test_distilbert_equals_transformers(tmp_path, name):
+    folder = tmp_path / f"distilbert-{name}"
+    folder.mkdir()
+    size = wordpiece_files(folder, minilm_vocab())
+    torch.manual_seed(0)
+    config = transformers.DistilBertConfig(vocab_size=size, attn_implementation="eager", **DISTILBERT_CONFIGS[name])
+    checkpoint(folder, transformers.DistilBertModel(config))
+    diffs = parity(folder, transformers.DistilBertModel.from_pretrained(folder, attn_implementation="eager"))
+    assert max(diffs.values()) <= TOL, diffs
+
+
+# ---------------------------------------------------------------------------------------------------
+# ELECTRA
+
+
+ELECTRA_CONFIGS = {
+    "projected": dict(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      intermediate_size=64, max_position_embeddings=32),
+    "same-width": dict(embedding_size=48, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
+                       intermediate_size=96, max_position_embeddings=24, type_vocab_size=3),
+}
+
+
+@pytest.mark.parametrize("name", ELECTRA_CONFIGS)
+def test_electra_equals_transformers(tmp_path, name):
+    folder = tmp_path / f"electra-{name}"
+    folder.mkdir()
+    size = wordpiece_files(folder, minilm_vocab())
+    torch.manual_seed(0)
+    config = transformers.ElectraConfig(vocab_size=size, attn_implementation="eager", **ELECTRA_CONFIGS[name])
+    # a discriminator checkpoint: the encoder under "electra.", beside its prediction head
+    checkpoint(folder, transformers.ElectraForPreTraining(config))
+    theirs = transformers.ElectraModel.from_pretrained(folder, attn_implementation="eager")
+    diffs = parity(folder, theirs, types=True)
+    assert max(diffs.values()) <= TOL, diffs
+
+
+# ---------------------------------------------------------------------------------------------------
+# what every architecture offers the rest of the platform
+
+
+def test_every_builtin_architecture_is_registered():
+    registries = Parts(plugins=(), checkpoint="tiny").registries
+    assert {"bert", "roberta", "distilbert", "electra"} <= set(registries.encoders.names())
+    assert registries.encoders["bert"].factory.specials == BERT_SPECIALS
+    assert registries.encoders["roberta"].factory.specials == ROBERTA_SPECIALS
