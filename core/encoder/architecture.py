@@ -92,6 +92,9 @@ class Architecture:
     prefixes: tuple[str, ...] = ()
     # weight names (after stripping) that are not the encoder's: heads, position-id buffers
     ignored: tuple[str, ...] = ()
+    # model tensors a checkpoint may lack (a masked-language model's leaves out the pooler): initialised at
+    # random, as transformers does; linear layers only
+    optional: tuple[str, ...] = ()
     specials: SpecialTokens = BERT_SPECIALS
     # the tokenizer files it reads, in order of preference: the first one the folder has is used
     tokenizer_files: tuple[str, ...] = attrs.field(default=("vocab.txt",), converter=_tokenizer_files)

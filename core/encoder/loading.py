@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -24,7 +25,9 @@ import torch
 from core.base.errors import CheckpointError
 from core.data.tokenizer import BERT_SPECIALS, SpecialTokens, Tokenizer
 from core.encoder.architecture import TOKENIZER_FILES, Architecture, meta_tensors
-from core.encoder.bert import BERT, BertConfig, BertModel
+from core.encoder.bert import BERT, INIT_STD, BertConfig, BertModel
+
+log = logging.getLogger("platform")
 
 MINILM = "minilm-l6"
 # random-init presets; they borrow minilm's uncased vocabulary, hence its vocab_size
@@ -128,11 +131,27 @@ def load_encoder(
     with torch.device("meta"):  # no point initialising tensors the checkpoint replaces
         model = source.architecture.model(config)
     params = check_state_dict(model, state, source.weights, source.architecture)
-    model.load_state_dict(params, assign=True)
+    model.load_state_dict(params, assign=True, strict=False)  # check_state_dict named every missing tensor
+    if absent := sorted(model.state_dict().keys() - params.keys()):
+        log.warning("checkpoint %s has no %s: initialised at random, as transformers does (a masked-language "
+                    "model's checkpoint leaves out the pooler)", source.weights, ", ".join(absent))
+        initialise(model, absent, torch.Generator().manual_seed(0 if seed is None else seed))
     if unfilled := meta_tensors(model):  # a buffer the model made at init: its architecture must compute it
         raise CheckpointError(f"checkpoint {source.weights}: {source.model_type} model tensors not in the checkpoint: "
                               f"{_first(unfilled)}")
     return model
+
+
+@torch.no_grad()
+def initialise(model: torch.nn.Module, names: list[str], generator: torch.Generator) -> None:
+    """Give the tensors ``names`` of a model built on the meta device BERT's init: matrices N(0, 0.02), biases
+    zero (only linear layers are ever optional: :attr:`Architecture.optional`)."""
+    for name in names:
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        tensor = torch.empty(getattr(module, attr).shape)
+        tensor.normal_(0.0, INIT_STD, generator=generator) if tensor.ndim >= 2 else tensor.zero_()
+        setattr(module, attr, torch.nn.Parameter(tensor))
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -155,7 +174,7 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], pat
     mapped = architecture.encoder_weights(state)
     expected = model.state_dict()
     problems = []
-    if missing := sorted(expected.keys() - mapped.keys()):
+    if missing := sorted(key for key in expected.keys() - mapped.keys() if not key.startswith(architecture.optional)):
         problems.append(f"missing tensors ({len(missing)}): {_first(missing)}")
     if unexpected := sorted(mapped.keys() - expected.keys()):
         problems.append(f"unexpected tensors ({len(unexpected)}): {_first(unexpected)}")

@@ -77,12 +77,13 @@ def padded_batch(vocab_size: int, pad_id: int, types: bool, seed: int = 0):
     return ids, mask, token_types
 
 
-def parity(folder: Path, theirs, types: bool = False) -> dict[str, float]:
-    """The largest differences between our encoder read from ``folder`` and ``theirs`` on a padded batch."""
+def parity(folder: Path, theirs, types: bool = False, pooler: bool = True, batch=padded_batch) -> dict[str, float]:
+    """The largest differences between our encoder read from ``folder`` and ``theirs`` on a padded batch (made by
+    ``batch(vocab_size, pad_id, types)``); ``pooler``: compare the pooler's outputs too."""
     source = Parts(plugins=(), checkpoint=str(folder)).source
     ours = load_encoder(source).eval()
     theirs = theirs.eval()
-    ids, mask, token_types = padded_batch(source.config.vocab_size, source.config.pad_token_id, types)
+    ids, mask, token_types = batch(source.config.vocab_size, source.config.pad_token_id, types)
     extra = {"token_type_ids": token_types} if types else {}
     with torch.no_grad():
         a = ours(ids, attention_mask=mask, output_hidden_states=True, **extra)
@@ -92,10 +93,10 @@ def parity(folder: Path, theirs, types: bool = False) -> dict[str, float]:
     diffs = {"last_hidden_state": (a.last_hidden_state[real] - b.last_hidden_state[real]).abs().max().item(),
              "hidden_states": max((x[real] - y[real]).abs().max().item()
                                   for x, y in zip(a.hidden_states, b.hidden_states, strict=True))}
-    if source.architecture.pooler:
-        diffs["pooler_output"] = (a.pooler_output - b.pooler_output).abs().max().item()
-    else:
+    if not source.architecture.pooler:
         assert a.pooler_output is None
+    elif pooler:
+        diffs["pooler_output"] = (a.pooler_output - b.pooler_output).abs().max().item()
     print(f"\nparity {source.model_type} {folder.name}: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
     return diffs
 
@@ -198,11 +199,68 @@ def test_electra_equals_transformers(tmp_path, name):
 
 
 # ---------------------------------------------------------------------------------------------------
+# MPNet
+
+
+MPNET_CONFIGS = {
+    "small": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                  max_position_embeddings=40),
+    # longer than half the buckets' exact range both ways, so the logarithmic buckets are read too
+    "long": dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=96,
+                 max_position_embeddings=300, layer_norm_eps=1e-12),
+}
+
+
+def mpnet_folder(tmp_path: Path, name: str) -> Path:
+    """MPNet's vocabulary is BERT's with <s>, <pad>, </s>, <unk> before it and <mask> after it."""
+    folder = tmp_path / f"mpnet-{name}"
+    folder.mkdir()
+    size = wordpiece_files(folder, ["<s>", "<pad>", "</s>", "<unk>", *minilm_vocab(), "<mask>"])
+    torch.manual_seed(0)
+    config = transformers.MPNetConfig(vocab_size=size, pad_token_id=1, attn_implementation="eager",
+                                      **MPNET_CONFIGS[name])
+    # a masked-language model's checkpoint (the encoder under "mpnet.", no pooler), or a bare encoder's with it
+    model = transformers.MPNetForMaskedLM(config) if name == "small" else transformers.MPNetModel(config)
+    return checkpoint(folder, model)
+
+
+@pytest.mark.parametrize("name", MPNET_CONFIGS)
+def test_mpnet_equals_transformers(tmp_path, name):
+    folder = mpnet_folder(tmp_path, name)
+    theirs = transformers.MPNetModel.from_pretrained(folder, attn_implementation="eager")
+    # "long": 200 tokens, offsets beyond the exact buckets and past MAX_DISTANCE; "small" has no pooler in its
+    # file: both draw their own
+    diffs = parity(folder, theirs, pooler=name != "small", batch=long_batch if name == "long" else padded_batch)
+    assert max(diffs.values()) <= TOL, diffs
+
+
+def long_batch(vocab_size: int, pad_id: int, types: bool):
+    """Two sequences of 200 and 150 tokens."""
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, vocab_size, (2, 200), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, 150:] = 0
+    ids[mask == 0] = pad_id
+    return ids, mask, torch.zeros_like(ids)
+
+
+def test_mpnet_tokenizer_equals_transformers(tmp_path):
+    folder = mpnet_folder(tmp_path, "small")
+    ours = Parts(plugins=(), checkpoint=str(folder)).tokenizer
+    theirs = transformers.MPNetTokenizerFast(str(folder / "vocab.txt"), do_lower_case=True)
+    assert ours.encode(TEXTS, 64) == theirs(TEXTS, truncation=True, max_length=64)["input_ids"]
+    ids, _ = ours.encode_pairs(TEXTS, SECOND, 64)
+    assert ids == theirs(TEXTS, SECOND, truncation=True, max_length=64)["input_ids"]
+    assert (ours.pad_id, ours.cls_id, ours.sep_id, ours.unk_id, ours.mask_id) == \
+        (theirs.pad_token_id, theirs.cls_token_id, theirs.sep_token_id, theirs.unk_token_id, theirs.mask_token_id)
+
+
+# ---------------------------------------------------------------------------------------------------
 # what every architecture offers the rest of the platform
 
 
 def test_every_builtin_architecture_is_registered():
     registries = Parts(plugins=(), checkpoint="tiny").registries
-    assert {"bert", "roberta", "distilbert", "electra"} <= set(registries.encoders.names())
+    assert {"bert", "roberta", "distilbert", "electra", "mpnet"} <= set(registries.encoders.names())
     assert registries.encoders["bert"].factory.specials == BERT_SPECIALS
     assert registries.encoders["roberta"].factory.specials == ROBERTA_SPECIALS

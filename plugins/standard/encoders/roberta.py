@@ -79,6 +79,7 @@ class RobertaModel(BertModel):
 
 ROBERTA = Architecture(config=RobertaConfig.from_dict, model=RobertaModel, prefixes=("roberta.",),
                        ignored=("embeddings.position_ids", "lm_head.", "classifier.", "qa_outputs."),
+                       optional=("pooler.",),
                        specials=ROBERTA_SPECIALS, tokenizer_files=("vocab.json", "tokenizer.json"))
 
 
