@@ -218,8 +218,12 @@ def _from_folder(name: str, folder: Path, architectures: Mapping[str, Architectu
     vocab = architecture.tokenizer_file(folder)
     if vocab is None:
         files = " or ".join(f"{f} ({TOKENIZER_FILES[f]})" for f in architecture.tokenizer_files)
+        hint = ""
+        if (folder / "spm.model").is_file():
+            hint = ("; it has a SentencePiece spm.model, from which transformers writes tokenizer.json: "
+                    f"AutoTokenizer.from_pretrained('{folder}').save_pretrained('{folder}')")
         raise CheckpointError(f"checkpoint folder {folder} has no {architecture.tokenizer_files[0]}: a {model_type} "
-                              f"checkpoint needs its tokenizer's files, {files}")
+                              f"checkpoint needs its tokenizer's files, {files}{hint}")
     if vocab.name == "vocab.json" and not (folder / "merges.txt").is_file():
         raise CheckpointError(f"checkpoint folder {folder} has vocab.json but no merges.txt: byte-level BPE needs both")
     weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)

@@ -256,11 +256,87 @@ def test_mpnet_tokenizer_equals_transformers(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
+# DeBERTa-v2
+
+
+DEBERTA_CONFIGS = {
+    # v3's shape: no absolute positions, log buckets beyond 4 tokens, projections shared with the positions
+    "v3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+               max_position_embeddings=64, relative_attention=True, position_buckets=8, pos_att_type="p2c|c2p",
+               share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False, type_vocab_size=0,
+               layer_norm_eps=1e-7),
+    # v2-xlarge's: a convolution beside the first layer, position projections of their own, absolute positions,
+    # segments, narrower embeddings projected, offsets clamped at 6
+    "v2": dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=48,
+               max_position_embeddings=32, relative_attention=True, max_relative_positions=6,
+               pos_att_type=["c2p", "p2c"], share_att_key=False, position_biased_input=True, type_vocab_size=2,
+               embedding_size=24, conv_kernel_size=3, conv_act="gelu"),
+}
+
+
+def unigram_file(folder: Path) -> int:
+    """A SentencePiece-style tokenizer.json (Metaspace, Unigram) with BERT's special tokens and template."""
+    from tokenizers import SentencePieceUnigramTokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    unigram = SentencePieceUnigramTokenizer()
+    corpus = TEXTS + SECOND + ["the quick brown fox jumps over the lazy dog"] * 5
+    unigram.train_from_iterator(corpus, vocab_size=120, special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"],
+                                unk_token="[UNK]")
+    cls, sep = unigram.token_to_id("[CLS]"), unigram.token_to_id("[SEP]")
+    unigram.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    unigram.save(str(folder / "tokenizer.json"))
+    return unigram.get_vocab_size()
+
+
+def deberta_folder(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / f"deberta-{name}"
+    folder.mkdir()
+    size = unigram_file(folder)
+    torch.manual_seed(0)
+    config = transformers.DebertaV2Config(vocab_size=size, attn_implementation="eager", **DEBERTA_CONFIGS[name])
+    model = transformers.DebertaV2ForMaskedLM(config) if name == "v3" else transformers.DebertaV2Model(config)
+    return checkpoint(folder, model)
+
+
+@pytest.mark.parametrize("name", DEBERTA_CONFIGS)
+def test_deberta_v2_equals_transformers(tmp_path, name):
+    folder = deberta_folder(tmp_path, name)
+    theirs = transformers.DebertaV2Model.from_pretrained(folder, attn_implementation="eager")
+    diffs = parity(folder, theirs, types=name == "v2")
+    assert max(diffs.values()) <= TOL, diffs
+    if name == "v3":  # 200 tokens: offsets far into the log buckets
+        diffs = parity(folder, theirs, batch=long_batch)
+        assert max(diffs.values()) <= TOL, diffs
+
+
+def test_deberta_v2_reads_its_tokenizer_json(tmp_path):
+    folder = deberta_folder(tmp_path, "v3")
+    ours = Parts(plugins=(), checkpoint=str(folder)).tokenizer
+    theirs = transformers.PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+    assert ours.encode(TEXTS, 64) == theirs(TEXTS, truncation=True, max_length=64)["input_ids"]
+    ids, types = ours.encode_pairs(TEXTS, SECOND, 64)
+    expected = theirs(TEXTS, SECOND, truncation=True, max_length=64, return_token_type_ids=True)
+    assert (ids, types) == (expected["input_ids"], expected["token_type_ids"])
+    assert ours.cls_id == theirs.convert_tokens_to_ids("[CLS]") and ours.pad_id == 0
+
+
+def test_a_sentencepiece_checkpoint_without_tokenizer_json_is_refused_saying_how_to_make_one(tmp_path):
+    from core.base.errors import CheckpointError
+
+    folder = deberta_folder(tmp_path, "v3")
+    (folder / "tokenizer.json").rename(folder / "spm.model")  # stands for the SentencePiece model
+    with pytest.raises(CheckpointError, match=r"has no tokenizer\.json.*spm\.model.*save_pretrained"):
+        Parts(plugins=(), checkpoint=str(folder)).source
+
+
+# ---------------------------------------------------------------------------------------------------
 # what every architecture offers the rest of the platform
 
 
 def test_every_builtin_architecture_is_registered():
     registries = Parts(plugins=(), checkpoint="tiny").registries
-    assert {"bert", "roberta", "distilbert", "electra", "mpnet"} <= set(registries.encoders.names())
+    assert {"bert", "roberta", "distilbert", "electra", "mpnet", "deberta-v2"} <= set(registries.encoders.names())
     assert registries.encoders["bert"].factory.specials == BERT_SPECIALS
     assert registries.encoders["roberta"].factory.specials == ROBERTA_SPECIALS
