@@ -160,14 +160,18 @@ DISTILBERT_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("name", DISTILBERT_CONFIGS)
-def test_distilbert_equals_transformers(tmp_path, name):
+def distilbert_folder(tmp_path: Path, name: str) -> Path:
     folder = tmp_path / f"distilbert-{name}"
     folder.mkdir()
     size = wordpiece_files(folder, minilm_vocab())
     torch.manual_seed(0)
     config = transformers.DistilBertConfig(vocab_size=size, attn_implementation="eager", **DISTILBERT_CONFIGS[name])
-    checkpoint(folder, transformers.DistilBertModel(config))
+    return checkpoint(folder, transformers.DistilBertModel(config))
+
+
+@pytest.mark.parametrize("name", DISTILBERT_CONFIGS)
+def test_distilbert_equals_transformers(tmp_path, name):
+    folder = distilbert_folder(tmp_path, name)
     diffs = parity(folder, transformers.DistilBertModel.from_pretrained(folder, attn_implementation="eager"))
     assert max(diffs.values()) <= TOL, diffs
 
@@ -184,15 +188,19 @@ ELECTRA_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("name", ELECTRA_CONFIGS)
-def test_electra_equals_transformers(tmp_path, name):
+def electra_folder(tmp_path: Path, name: str) -> Path:
     folder = tmp_path / f"electra-{name}"
     folder.mkdir()
     size = wordpiece_files(folder, minilm_vocab())
     torch.manual_seed(0)
     config = transformers.ElectraConfig(vocab_size=size, attn_implementation="eager", **ELECTRA_CONFIGS[name])
     # a discriminator checkpoint: the encoder under "electra.", beside its prediction head
-    checkpoint(folder, transformers.ElectraForPreTraining(config))
+    return checkpoint(folder, transformers.ElectraForPreTraining(config))
+
+
+@pytest.mark.parametrize("name", ELECTRA_CONFIGS)
+def test_electra_equals_transformers(tmp_path, name):
+    folder = electra_folder(tmp_path, name)
     theirs = transformers.ElectraModel.from_pretrained(folder, attn_implementation="eager")
     diffs = parity(folder, theirs, types=True)
     assert max(diffs.values()) <= TOL, diffs
@@ -340,3 +348,73 @@ def test_every_builtin_architecture_is_registered():
     assert {"bert", "roberta", "distilbert", "electra", "mpnet", "deberta-v2"} <= set(registries.encoders.names())
     assert registries.encoders["bert"].factory.specials == BERT_SPECIALS
     assert registries.encoders["roberta"].factory.specials == ROBERTA_SPECIALS
+
+
+FOLDERS = {  # one checkpoint folder of each architecture, small enough to train in seconds
+    "roberta": lambda tmp_path: roberta_folder(tmp_path, "small")[0],
+    "distilbert": lambda tmp_path: distilbert_folder(tmp_path, "gelu"),
+    "electra": lambda tmp_path: electra_folder(tmp_path, "projected"),
+    "mpnet": lambda tmp_path: mpnet_folder(tmp_path, "small"),
+    "deberta-v2": lambda tmp_path: deberta_folder(tmp_path, "v3"),
+}
+
+
+@pytest.mark.parametrize("architecture", FOLDERS)
+def test_every_architecture_trains_with_smart_and_is_evaluated_again(architecture, tmp_path, train_tiny,
+                                                                      tiny_data_dir):
+    """A single-sentence and a pair task, SMART perturbing the embeddings, layer-wise rates, pooling over the
+    last two layers; the trained run rebuilt from its folder scores what it scored."""
+    from core.build.trained import evaluate_checkpoint
+
+    folder = FOLDERS[architecture](tmp_path)
+    run = train_tiny("sst", "sts", checkpoint=str(folder), plugins=("smart",), pooling="cls-mean-2", layer_decay=0.9)
+    assert set(run.best) >= {"sst", "sts"} and all(torch.isfinite(torch.tensor(v)) for v in run.best.values())
+    again = evaluate_checkpoint(run.folder, data_dir=str(tiny_data_dir))
+    assert again["sst"] == pytest.approx(run.best["sst"], abs=1e-6)
+
+
+def test_pooler_pooling_is_refused_for_an_architecture_without_a_pooler(tmp_path, train_tiny):
+    from core.base.errors import ConfigError
+
+    folder = FOLDERS["distilbert"](tmp_path)
+    with pytest.raises(ConfigError, match="--pooling pooler: a distilbert checkpoint .* has no pooler"):
+        train_tiny("sst", checkpoint=str(folder), pooling="pooler")
+
+
+def test_masked_language_pretraining_refuses_other_architectures(tmp_path):
+    from core.base.errors import ConfigError
+    from core.build.pretrain import prepare
+    from core.pretrain.config import PretrainConfig
+
+    folder = FOLDERS["roberta"](tmp_path)
+    with pytest.raises(ConfigError, match="BERT checkpoints only .* this one is roberta"):
+        prepare(PretrainConfig(checkpoint=str(folder), output_dir=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_model_type_names_the_installed_architectures(tmp_path):
+    from core.base.errors import CheckpointError
+
+    folder = FOLDERS["distilbert"](tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "xlnet"}))
+    with pytest.raises(CheckpointError, match="model_type 'xlnet' is not an architecture .*distilbert.*roberta"):
+        Parts(plugins=(), checkpoint=str(folder)).source
+
+
+def test_a_byte_level_vocabulary_without_its_merges_is_refused(tmp_path):
+    from core.base.errors import CheckpointError
+
+    folder = FOLDERS["roberta"](tmp_path)
+    (folder / "merges.txt").unlink()
+    with pytest.raises(CheckpointError, match="vocab.json but no merges.txt"):
+        Parts(plugins=(), checkpoint=str(folder)).source
+
+
+def test_max_length_counts_the_positions_before_the_first_token(tmp_path, train_tiny):
+    """RoBERTa's 40 position rows hold 38 tokens: the padding id and the one before the first token take two."""
+    from core.base.errors import CheckpointError
+
+    folder = FOLDERS["roberta"](tmp_path)
+    with pytest.raises(CheckpointError, match="--max-length 39: .* position embeddings for 38 tokens"):
+        train_tiny("sst", checkpoint=str(folder), max_length=39)
