@@ -26,6 +26,7 @@ from core.base.errors import CheckpointError
 from core.data.tokenizer import BERT_SPECIALS, SpecialTokens, Tokenizer
 from core.encoder.architecture import TOKENIZER_FILES, Architecture, meta_tensors
 from core.encoder.bert import BERT, INIT_STD, BertConfig, BertModel
+from core.encoder.packaged import PACKAGED, installed_folder
 
 log = logging.getLogger("platform")
 
@@ -35,7 +36,7 @@ PRESETS = {
     "tiny": BertConfig(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
     "small": BertConfig(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
 }
-KNOWN_NAMES = (MINILM, *PRESETS)
+KNOWN_NAMES = (MINILM, *PRESETS, *PACKAGED)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
 # embedding rows a checkpoint may have beyond its vocabulary: tables are padded to a multiple of 8, 64 or 128
 VOCAB_PADDING = 128
@@ -77,6 +78,8 @@ def resolve_checkpoint(name: str, architectures: Mapping[str, Architecture] | No
         return _from_folder(name, path, architectures)
     if name == MINILM:
         return _from_folder(name, _minilm_folder(), architectures)
+    if name in PACKAGED:
+        return _from_folder(name, installed_folder(PACKAGED[name]), architectures)
     if name in PRESETS:
         vocab = _minilm_folder() / "vocab.txt"
         check_vocab(vocab, PRESETS[name], f"preset {name!r} (core/encoder/loading.py)", vocab.parent)

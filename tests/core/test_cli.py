@@ -33,12 +33,14 @@ def test_bare_command_lists_commands(capsys):
     (["--sampler", "shuffle"],
      "--sampler: unknown sampler 'shuffle'; available: annealed, interleaved, proportional, rrobin, rrobin-pre"),
     (["--plugins", "smrt"], "unknown plugin(s) in --plugins: smrt; available: bam, rlayer, smart (always on: "
-                            "cfimdb, commands, independent, kinds, maskers, metrics, quora, samplers, search_space, sst, sts, studies, "
-                            "tagging, telemetry)"),
+                            "bert, cfimdb, commands, deberta_v2, distilbert, electra, independent, kinds, maskers, "
+                            "metrics, mpnet, quora, roberta, samplers, search_space, sst, sts, studies, tagging, "
+                            "telemetry)"),
     (["--tasks", "sts", "--mode", "pretrain"], "--mode pretrain freezes the encoder, and the heads of sts have no "
                                                "trainable parameters (a cosine head has none); use --mode finetune"),
     (["--checkpoint", "no-such-model!"],
-     "unknown checkpoint 'no-such-model!': not a folder, a hub id (org/name), or one of: minilm-l6, tiny, small"),
+     "unknown checkpoint 'no-such-model!': not a folder, a hub id (org/name), or one of: minilm-l6, tiny, small, "
+     "mpnet-base"),
     (["--epochs", "0"], "--epochs must be >= 1: 0"),
     (["--limit", "-1"], "--limit must be positive, got -1"),
     (["--sampler", "interleaved", "--interleaved-ratios", "sst=0"],
