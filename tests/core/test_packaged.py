@@ -16,7 +16,8 @@ from core.base.errors import CheckpointError
 from core.cli.main import main
 from core.encoder.packaged import MPNET_BASE, SplitCheckpoint, checkpoints_dir, install, installed_folder
 
-FILES = {"config.json": b'{"model_type": "bert"}', "vocab.txt": b"[PAD]\n[UNK]\n", "weights.bin": bytes(range(256)) * 40}
+FILES = {"config.json": b'{"model_type": "bert"}', "vocab.txt": b"[PAD]\n[UNK]\n",
+         "weights.bin": bytes(range(256)) * 40}
 
 
 def fake_parts(folder: Path, pieces: int = 3) -> SplitCheckpoint:

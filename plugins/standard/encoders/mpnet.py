@@ -163,7 +163,8 @@ class MPNetConfig(BertConfig):
     """BERT's config, read from an MPNet ``config.json`` (``pad_token_id`` 1, ``max_position_embeddings`` 514:
     the padding id and the positions before it take two rows)."""
 
-    relative_attention_num_buckets: int = attrs.field(default=NUM_BUCKETS, validator=attrs.validators.in_((NUM_BUCKETS,)),
+    relative_attention_num_buckets: int = attrs.field(default=NUM_BUCKETS,
+                                                      validator=attrs.validators.in_((NUM_BUCKETS,)),
                                                       metadata={"help": "relative position buckets (32)"})
 
     @property
