@@ -9,15 +9,15 @@ import contracts in ``pyproject.toml``. What a plugin author needs to know, on o
 - **Provide components**: a registration hook (``platform_tasks``, ``platform_samplers``, …; marked
   ``hookimpl``) returns :class:`Component` s, one descriptor for every family: a name, the family's
   factory (:class:`TaskSpec`, :class:`TaskKind`, :class:`SamplerFactory`, :class:`RegularizerFactory`,
-  :class:`TopologyFactory`, :class:`MaskerFactory`, a :class:`SearchSpace`, a :class:`Command`), its
-  settings class (fields made with :func:`field`; per-task settings with :func:`assignments`), its own
+  :class:`TopologyFactory`, :class:`BalancerFactory`, :class:`MaskerFactory`, a :class:`SearchSpace`, a
+  :class:`Command`), its settings class (fields made with :func:`field`; per-task settings with :func:`assignments`), its own
   search space, whether it is the family's default.
 - **A task** is a :class:`TaskSpec`; a run binds it to a :class:`Task`. A new shape of task is a
   :class:`TaskKind`: labels, encoding with the :class:`Tokenizer`, collating a :class:`SplitData` into a
   :class:`Batch`, what the head sees (:class:`EncoderOutput`, :class:`Widths`), the head, the form of its
   output, the loss, predictions and metrics (:class:`Metric`).
 - **React to a run**: the ``platform_on_…`` hooks receive the live :class:`Run` (:class:`TrainingRun` in
-  ``platform run``); a :class:`Regularizer` receives them too.
+  ``platform run``); a :class:`Regularizer` and a :class:`Balancer` receive them too.
 - **Declare hooks of your own** for other plugins with ``hookspec`` (``PLATFORM_HOOKSPECS``).
 - **Errors**: raise :class:`PlatformError` (or :class:`ConfigError`, :class:`DataError`) for a user's
   mistake; the command line prints it as one line.
@@ -55,6 +55,7 @@ from core.tasks.splits import SplitData, load_split
 from core.tasks.task import Task
 from core.train.context import Run, TrainingRun
 from core.train.evaluation import head_outputs
+from core.train.balancer import Aggregation, Balancer, BalancerFactory, step_generator
 from core.train.regularizer import Regularizer, RegularizerFactory
 from core.train.sampling import Sampler, SamplerFactory, Step, TaskBatch, generator, permutation
 
@@ -76,6 +77,7 @@ __all__ = [
     "SentenceClassifier", "PairClassifier", "CosineRegressor", "TokenClassifier",
     # the factories of the component families, and what they build
     "SamplerFactory", "Sampler", "Step", "TaskBatch", "generator", "permutation", "RegularizerFactory", "Regularizer",
+    "BalancerFactory", "Balancer", "Aggregation", "step_generator",
     "TopologyFactory", "MaskerFactory", "Masker", "budget", "SearchSpace", "Command", "Invocation",
     # the run a hook receives
     "Run", "TrainingRun", "RunConfig", "MultitaskModel", "perturbed_embeddings", "head_outputs", "load_run",

@@ -34,6 +34,7 @@ from core.runs.config import RunConfig, load_data
 from core.tasks.heads import Widths
 from core.tasks.splits import SplitData
 from core.tasks.task import Task
+from core.train.balancer import BalancerFactory
 from core.train.regularizer import RegularizerFactory
 from core.train.sampling import SamplerFactory
 
@@ -100,7 +101,13 @@ class RunParts(Parts):
     def topology(self) -> Component[TopologyFactory]:
         """``--topology`` if given; otherwise the one topology an enabled opt-in plugin provides, else
         the default one."""
-        return chosen_topology(self.registries, self.config.topology)
+        return chosen(self.registries, "topologies", self.config.topology)
+
+    @cached_property
+    def balancer(self) -> Component[BalancerFactory]:
+        """``--balancer`` if given; otherwise the one balancer an enabled opt-in plugin provides, else the
+        default one (equal weighting)."""
+        return chosen(self.registries, "balancers", self.config.balancer)
 
     @cached_property
     def regularizers(self) -> list[Component[RegularizerFactory]]:
@@ -108,8 +115,12 @@ class RunParts(Parts):
         return list(self.registries.regularizers)
 
     def active(self) -> list[Component[Any]]:
-        """The run's sampler, topology and regularizers, in this order."""
-        return [self.sampler, self.topology, *self.regularizers]
+        """The run's sampler, topology, balancer and regularizers, in this order."""
+        return [self.sampler, self.topology, self.balancer, *self.regularizers]
+
+    def chosen(self) -> dict[str, str]:
+        """The name of the run's component of each family that takes one: sampler, topology, balancer."""
+        return {"samplers": self.sampler.name, "topologies": self.topology.name, "balancers": self.balancer.name}
 
     def check(self) -> dict[str, dict[str, Any]]:
         """Check every name the configuration holds (tasks, sampler, topology) and the settings of its
@@ -118,6 +129,9 @@ class RunParts(Parts):
             raise ConfigError("--tasks: no task to train")
         check_max_length(self.source, self.config.max_length)
         self.check_architecture()
+        if self.config.update != "summed" and not self.balancer.default:
+            raise ConfigError(f"balancer {self.balancer.name!r} makes one update of every task's loss in a step: "
+                              "add --update summed (--update sequential updates on each task batch alone)")
         return self.check_components()
 
     def check_architecture(self) -> None:
@@ -134,8 +148,7 @@ class RunParts(Parts):
         active = {component.name: component for component in self.active()}
         for name, settings in self.config.components.items():
             if settings and name not in active:
-                raise ConfigError(not_active(self.config, name, list(settings), self.registries, self.sampler.name,
-                                             self.topology.name))
+                raise ConfigError(not_active(self.config, name, list(settings), self.registries, self.chosen()))
         return {name: attrs.asdict(self.settings(component)) for name, component in active.items()
                 if component.settings is not None}
 
@@ -183,7 +196,7 @@ def with_defaults(config: RunConfig, registries: Registries) -> RunConfig:
 
 
 def default_of(registry: Registry[Any]) -> Component[Any]:
-    """The one default component of a family (the default sampler, topology or masker)."""
+    """The one default component of a family (the default sampler, topology, balancer or masker)."""
     defaults = registry.defaults()
     if not defaults:
         raise ConfigError(f"no installed plugin provides a default {registry.what}; name one "
@@ -191,35 +204,37 @@ def default_of(registry: Registry[Any]) -> Component[Any]:
     return defaults[0]
 
 
-def chosen_topology(registries: Registries, name: str) -> Component[TopologyFactory]:
-    """Topology ``name``; without one, the topology an enabled opt-in plugin provides, else the default."""
+def chosen(registries: Registries, family: str, name: str) -> Component[Any]:
+    """Component ``name`` of ``family`` (topologies, balancers: families an opt-in plugin's component replaces
+    the default of); without a name, the one an enabled opt-in plugin provides, else the default."""
+    registry, option = registries.family(family), f"--{FAMILIES[family].what}"
     if name:
-        return lookup(registries.topologies, name, "--topology")
-    offered = [component for component in registries.topologies if registries.opt_in(component)]
+        return lookup(registry, name, option)
+    offered = [component for component in registry if registries.opt_in(component)]
     if len(offered) > 1:
         names = ", ".join(f"{c.name} (plugin {c.plugin})" for c in offered)
-        raise ConfigError(f"--plugins: several enabled plugins provide a head topology ({names}); choose one with "
-                          "--topology")
-    return offered[0] if offered else default_of(registries.topologies)
+        raise ConfigError(f"--plugins: several enabled plugins provide a {FAMILIES[family].what} ({names}); "
+                          f"choose one with {option}")
+    return offered[0] if offered else default_of(registry)
 
 
-def not_active(config: Any, name: str, settings: list[str], registries: Registries, sampler: str,
-               topology: str, masker: str = "") -> str:
-    """Why settings of component ``name`` take no part in the run, and what would make it take part."""
+def not_active(config: Any, name: str, settings: list[str], registries: Registries, chosen: dict[str, str]) -> str:
+    """Why settings of component ``name`` take no part in the run, and what would make it take part;
+    ``chosen``: the name of the run's component of each family it takes one of (family -> name)."""
     options = ", ".join(f"--{name}-{setting}".replace("_", "-") for setting in settings)
     what = f"{options} {'is a setting' if len(settings) == 1 else 'are settings'} of"
-    chosen = {"samplers": f"--sampler {sampler}", "topologies": f"--topology {topology}", "maskers": f"--masker {masker}"}
     family, found = find(registries, name)
     if family in chosen:  # available to this run, but another one was chosen
-        option = chosen[family].split()[0]
-        return (f"{what} {FAMILIES[family].what} {name!r}, which is not the run's ({chosen[family]}): "
+        option = f"--{FAMILIES[family].what}"
+        return (f"{what} {FAMILIES[family].what} {name!r}, which is not the run's ({option} {chosen[family]}): "
                 f"use {option} {name}, or leave {options} out")
     family, found = find(Registries(make_plugin_manager(enabled=None)), name)
     if found is None:
-        return (f"{what} {name!r}, which no installed plugin provides as a sampler, regularizer, topology or masker "
-                "(see `platform plugins`)")
+        return (f"{what} {name!r}, which no installed plugin provides as a sampler, regularizer, topology, balancer "
+                "or masker (see `platform plugins`)")
     enable = f"--plugins {','.join((*config.plugins, found.plugin))}"
-    if family in ("samplers", "maskers") or (family == "topologies" and bool(getattr(config, "topology", ""))):
+    if family in ("samplers", "maskers") or (family in ("topologies", "balancers")
+                                             and bool(getattr(config, FAMILIES[family].what, ""))):
         enable += f" --{FAMILIES[family].what} {name}"
     return (f"{what} {FAMILIES[family].what} {name!r} from plugin {found.plugin!r}, which is not enabled: "
             f"add {enable}")

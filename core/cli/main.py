@@ -2,7 +2,7 @@
 ``core/cli/commands/``, registered through this distribution's entry points like any plugin's).
 
 A command line is read in two passes. The first reads only what decides which plugins and components
-take part (``--plugins``, ``--sampler``, ``--topology``, ``--masker``, and the configuration a
+take part (``--plugins``, ``--sampler``, ``--topology``, ``--balancer``, ``--masker``, and the configuration a
 ``--config FILE`` or ``--resume RUN_DIR`` names); the second parses the command's options, which are its
 settings class's fields and, for a command that configures a run, the run's own options and the
 settings of its active components only: ``platform run --plugins smart --help`` lists SMART's options,
@@ -25,7 +25,7 @@ import torch
 from core.base import distributed, interrupts
 from core.base.errors import ConfigError, PlatformError
 from core.base.settings import build
-from core.build.parts import chosen_topology, default_of, lookup, not_active
+from core.build.parts import chosen, default_of, lookup, not_active
 from core.cli.configfile import CONFIGURATIONS, load_config_file, saved_configuration
 from core.cli.parsing import add_options, merged, option_names, options_given
 from core.plugin.component import Component
@@ -33,7 +33,7 @@ from core.plugin.invocation import Invocation
 from core.plugin.manager import PluginManager, make_plugin_manager
 from core.plugin.registries import Registries
 
-EARLY = ("plugins", "sampler", "topology", "masker", "config", "resume")  # what the first pass reads
+EARLY = ("plugins", "sampler", "topology", "balancer", "masker", "config", "resume")  # what the first pass reads
 
 
 def main(argv: list[str] | None = None, pm: PluginManager | None = None) -> int:
@@ -102,7 +102,7 @@ def overview(registries: Registries) -> str:
 
 def first_pass(argv: list[str]) -> SimpleNamespace:
     """The plugins to enable and the components to offer options for, from ``--plugins``, ``--sampler``,
-    ``--topology`` and ``--masker``, else from the configuration ``--config FILE`` or ``--resume RUN_DIR``
+    ``--topology``, ``--balancer`` and ``--masker``, else from the configuration ``--config FILE`` or ``--resume RUN_DIR``
     names; ``values`` holds that file's configuration values."""
     parser = argparse.ArgumentParser(add_help=False)
     for option in EARLY:
@@ -114,7 +114,7 @@ def first_pass(argv: list[str]) -> SimpleNamespace:
     elif given.config:
         values = load_config_file(given.config)
     pick = {option: getattr(given, option) if getattr(given, option) is not None else values.get(option, "")
-            for option in EARLY[:4]}
+            for option in EARLY[:5]}
     plugins = pick["plugins"]
     plugins = tuple(name.strip() for name in plugins.split(",") if name.strip()) if isinstance(plugins, str) \
         else tuple(plugins)
@@ -122,20 +122,30 @@ def first_pass(argv: list[str]) -> SimpleNamespace:
 
 
 def active_components(command: Component[Any], registries: Registries, early: SimpleNamespace) -> list[Component[Any]]:
-    """The components whose settings are options of ``command``: a run's sampler, topology and
+    """The components whose settings are options of ``command``: a run's sampler, topology, balancer and
     regularizers; pretraining's masker."""
     configures = command.factory.configures
     if early.resume and configures:  # every setting is an option, so that a change is refused as such
         installed = Registries(make_plugin_manager(enabled=None))
-        families = ("samplers", "topologies", "regularizers") if configures == "run" else ("maskers",)
+        families = ("samplers", "topologies", "balancers", "regularizers") if configures == "run" else ("maskers",)
         return [component for family in families for component in installed.family(family)]
     if configures == "run":
         sampler = (lookup(registries.samplers, early.sampler, "--sampler") if early.sampler
                    else default_of(registries.samplers))
-        return [sampler, chosen_topology(registries, early.topology), *registries.regularizers]
+        return [sampler, chosen(registries, "topologies", early.topology), *run_balancers(registries, early.balancer),
+                *registries.regularizers]
     if configures == "pretrain":
         return [lookup(registries.maskers, early.masker, "--masker") if early.masker else default_of(registries.maskers)]
     return []
+
+
+def run_balancers(registries: Registries, balancer: str) -> list[Component[Any]]:
+    """The balancers whose settings are options: ``--balancer``'s; without it, every enabled opt-in plugin's
+    when there are several (a study draws one per trial; a run is told to choose), else the one chosen."""
+    offered = [component for component in registries.balancers if registries.opt_in(component)]
+    if not balancer and len(offered) > 1:
+        return offered
+    return [chosen(registries, "balancers", balancer)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,16 +211,17 @@ def refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str], registri
     what would make it take part; otherwise argparse's own message."""
     installed = Registries(make_plugin_manager(enabled=None))
     options = [word.split("=", 1)[0] for word in unknown if word.startswith("--")]
-    for component in (c for family in ("samplers", "regularizers", "topologies", "maskers")
+    for component in (c for family in ("samplers", "regularizers", "topologies", "balancers", "maskers")
                       for c in installed.family(family)):
         if component.settings is None:
             continue
         names = option_names(component.settings, prefix=f"{component.name}-")
         settings = [names[option] for option in options if option in names]
         if settings:
-            config = SimpleNamespace(plugins=early.plugins, topology=early.topology)
-            sampler = early.sampler or default_of(registries.samplers).name
-            masker = early.masker or default_of(registries.maskers).name
-            raise ConfigError(not_active(config, component.name, settings, registries, sampler,
-                                         chosen_topology(registries, early.topology).name, masker))
+            config = SimpleNamespace(plugins=early.plugins, topology=early.topology, balancer=early.balancer)
+            names = {"samplers": early.sampler or default_of(registries.samplers).name,
+                     "topologies": chosen(registries, "topologies", early.topology).name,
+                     "balancers": ",".join(c.name for c in run_balancers(registries, early.balancer)),
+                     "maskers": early.masker or default_of(registries.maskers).name}
+            raise ConfigError(not_active(config, component.name, settings, registries, names))
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from core.pretrain.masking import MaskerFactory
     from core.tasks.kind import TaskKind
     from core.tasks.spec import Metric, TaskSpec
+    from core.train.balancer import BalancerFactory
     from core.train.context import Run
     from core.train.regularizer import RegularizerFactory
     from core.train.sampling import SamplerFactory
@@ -77,6 +78,14 @@ def platform_topologies() -> Iterable[Component[TopologyFactory]]:
     """Head topologies: ``Component(name, factory, settings=...)`` where ``factory(settings, tasks, widths,
     dropout)`` returns an ``nn.ModuleDict`` with a head per task (:class:`~core.model.topology.TopologyFactory`);
     the ``default`` one serves runs whose enabled plugins bring none."""
+
+
+@hookspec
+def platform_balancers() -> Iterable[Component[BalancerFactory]]:
+    """Balancers, how a summed step's task losses become one update: ``Component(name, factory, settings=...)``
+    where ``factory(settings, tasks, seed)`` returns a :class:`~core.train.balancer.Balancer`
+    (:class:`~core.train.balancer.BalancerFactory`); the ``default`` one (equal weighting) serves runs whose
+    enabled plugins bring none. A balancer receives the loop hooks as a plugin does; its state resumes."""
 
 
 @hookspec

@@ -21,6 +21,7 @@ from core.pretrain.masking import MaskerFactory
 from core.tasks.kind import TaskKind
 from core.tasks.spec import Metric, TaskSpec
 from core.tasks.task import Task, bind
+from core.train.balancer import BalancerFactory
 from core.train.regularizer import RegularizerFactory
 from core.train.sampling import SamplerFactory
 
@@ -30,15 +31,16 @@ TASKS: Family[TaskSpec] = Family("platform_tasks", "task", TaskSpec)
 SAMPLERS: Family[SamplerFactory] = Family("platform_samplers", "sampler", one_default=True)
 REGULARIZERS: Family[RegularizerFactory] = Family("platform_regularizers", "regularizer", opt_in_only=True)
 TOPOLOGIES: Family[TopologyFactory] = Family("platform_topologies", "topology", one_default=True)
+BALANCERS: Family[BalancerFactory] = Family("platform_balancers", "balancer", one_default=True)
 MASKERS: Family[MaskerFactory] = Family("platform_maskers", "masker", one_default=True)
 SEARCH_SPACES: Family[SearchSpace] = Family("platform_search_spaces", "search space")
 COMMANDS: Family[Command] = Family("platform_commands", "command", Command)
 ENCODERS: Family[Architecture] = Family("platform_encoders", "encoder architecture", Architecture)
 
 FAMILIES: dict[str, Family[Any]] = {"task_kinds": TASK_KINDS, "metrics": METRICS, "tasks": TASKS, "samplers": SAMPLERS,
-            "regularizers": REGULARIZERS, "topologies": TOPOLOGIES, "maskers": MASKERS,
+            "regularizers": REGULARIZERS, "topologies": TOPOLOGIES, "balancers": BALANCERS, "maskers": MASKERS,
             "search_spaces": SEARCH_SPACES, "commands": COMMANDS, "encoders": ENCODERS}
-WITH_SETTINGS = ("samplers", "regularizers", "topologies", "maskers")  # families whose settings are run options
+WITH_SETTINGS = ("samplers", "regularizers", "topologies", "balancers", "maskers")  # families whose settings are run options
 
 
 class Registries:
@@ -50,6 +52,7 @@ class Registries:
     samplers: Registry[SamplerFactory]
     regularizers: Registry[RegularizerFactory]
     topologies: Registry[TopologyFactory]
+    balancers: Registry[BalancerFactory]
     maskers: Registry[MaskerFactory]
     search_spaces: Registry[SearchSpace]
     commands: Registry[Command]

@@ -86,6 +86,8 @@ class RunConfig:
                         validator=v.in_(("sequential", "summed")))
     topology: str = field("", "head topology (default: the one an enabled plugin provides, else the one marked "
                               "default)")
+    balancer: str = field("", "how a summed step's task losses become one update, with --update summed (default: the "
+                              "one an enabled plugin provides, else equal weighting)")
     pooling: str = field("mean", "sentence embedding: cls ([CLS] of the last layer), mean (over real tokens), pooler "
                                  "(the checkpoint's tanh pooler over [CLS]), cls-concat-K (the [CLS] vectors of the last "
                                  "K layers concatenated: K x hidden size wide), cls-mean-K (their mean)",

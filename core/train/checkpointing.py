@@ -39,6 +39,7 @@ def state_of(run: TrainingRun) -> dict[str, Any]:
         "config": run.config.to_dict(), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "sampler": run.sampler.state_dict(),
         "regularizers": {name: r.state_dict() for name, r in run.regularizers.items()},
+        "balancer": run.balancer.state_dict(),
         "rng": rngs[0], **({"rng_per_process": rngs} if len(rngs) > 1 else {}), "epoch": run.epoch,
         "step_in_epoch": run.step_in_epoch, "global_step": run.global_step, "examples_seen": run.examples_seen,
         "history": run.history, "best": run.best,
@@ -51,7 +52,7 @@ def save_last(run: TrainingRun) -> None:
     check_finite_weights(run)
     state = state_of(run)
     if distributed.is_main():
-        checkpoints.save(run.output_dir / "last.pt", state)
+        run.folder.save("last.pt", state)
     run.saved_step = run.global_step
 
 
@@ -94,6 +95,7 @@ def restore(run: TrainingRun, state: dict[str, Any]) -> None:
     run.sampler.load_state_dict(state["sampler"])
     for name, regularizer in run.regularizers.items():
         regularizer.load_state_dict(state["regularizers"].get(name, {}))
+    run.balancer.load_state_dict(state.get("balancer", {}))
     me, per_process = distributed.world(), state.get("rng_per_process", [state["rng"]])
     checkpoints.set_rng_state(per_process[me.rank] if len(per_process) == me.size else state["rng"])
     if len(per_process) != me.size:  # another number of processes: fresh streams, the same batches
@@ -111,7 +113,7 @@ def save_best(run: TrainingRun, predictions: dict) -> None:
     if not distributed.is_main():
         return
     write_split_predictions(run, run.selection_split, run.selection_data, predictions)
-    checkpoints.save(run.output_dir / "best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
+    run.folder.save("best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
                                                    "metrics": run.best, "selected_on": run.selection_split})
 
 
@@ -146,7 +148,7 @@ def write_metrics(run: TrainingRun) -> None:
         return
     record = {"selected_on": run.selection_split, "best": run.best, "history": run.history,
               "examples_seen": run.examples_seen, **({"dev": run.dev} if run.dev else {})}
-    checkpoints.atomic_write(run.output_dir / "metrics.json", json.dumps(record, indent=2) + "\n")
+    run.folder.write("metrics.json", json.dumps(record, indent=2) + "\n")
 
 
 def write_split_predictions(run: TrainingRun, split: str, data: dict[str, SplitData], predictions: dict) -> None:

@@ -9,12 +9,13 @@ import attrs
 import pluggy
 import torch
 
-from core.base import distributed
 from core.data.tokenizer import Tokenizer
 from core.model.multitask import MultitaskModel
 from core.runs.config import RunConfig
-from core.runs.folder import FolderLock
+from core.runs.folder import RunFolder
 from core.tasks.splits import VALIDATION, SplitData
+from core.train.balancer import Balancer
+from core.train.gradients import ParameterSplit
 from core.train.regularizer import Regularizer
 from core.train.sampling import Sampler
 
@@ -29,15 +30,18 @@ class Run:
 
     config: Any
     pm: pluggy.PluginManager
-    output_dir: Path
+    folder: RunFolder  # its lock held (by the main process) until the run is closed
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     global_step: int = 0
     examples_seen: int = 0  # training examples (sequences, for pretraining) seen so far
     plugin_state: dict[str, Any] = attrs.Factory(dict)  # scratch space of plugins, by plugin name
-    folder_lock: FolderLock | None = None  # held (by the main process) until the run is closed
-    _writer: Any = None
+
+    @property
+    def output_dir(self) -> Path:
+        """The run folder's path."""
+        return self.folder.path
 
     @property
     def total_steps(self) -> int:
@@ -52,20 +56,11 @@ class Run:
     def writer(self) -> SummaryWriter:
         """The run's TensorBoard ``SummaryWriter`` (created on first use); plugins log through it. On
         every process but the main one it writes nothing."""
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = (SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.global_step or None)
-                            if distributed.is_main() else distributed.NullWriter())
-        return self._writer
+        return self.folder.writer(self.global_step)
 
     def close(self) -> None:
         """End the run: the writer closes, the folder's lock is released (closing twice is harmless)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self.folder_lock is not None:
-            self.folder_lock.release()
+        self.folder.close()
 
 
 @attrs.define(kw_only=True)
@@ -79,6 +74,8 @@ class TrainingRun(Run):
     dev_data: dict[str, SplitData]
     sampler: Sampler
     regularizers: dict[str, Regularizer]
+    balancer: Balancer  # how a summed step's task losses become one update (core.train.balancer)
+    parameter_split: ParameterSplit  # the shared parameters apart from each task's own (a gradient balancer's)
     steps_per_epoch: int  # counted once from the first epoch's plan: every epoch has as many
     examples_per_epoch: int
     validation_data: dict[str, SplitData] = attrs.Factory(dict)  # held out of train (--validation-split), or none
@@ -93,6 +90,10 @@ class TrainingRun(Run):
     # per task since the last log point: this process's summed losses (on the device); every process's examples
     loss_sums: dict[str, torch.Tensor] = attrs.Factory(dict)
     loss_counts: dict[str, int] = attrs.Factory(dict)
+    # the last summed step's: each task's weight (as the balancer gives one) and the cosines between the tasks'
+    # gradients of the shared parameters (a gradient-based balancer's); on the device, for telemetry
+    step_weights: dict[str, torch.Tensor | float] = attrs.Factory(dict)
+    gradient_cosines: dict[tuple[str, str], torch.Tensor] = attrs.Factory(dict)
 
     @property
     def total_steps(self) -> int:
@@ -108,8 +109,9 @@ class TrainingRun(Run):
         return self.validation_data or self.dev_data
 
     def close(self) -> None:
-        """End the run: its regularizers stop receiving the plugin manager's hook calls, the writer closes."""
-        for name in self.regularizers:
-            if self.pm.get_plugin(f"regularizer:{name}") is not None:
-                self.pm.unregister(name=f"regularizer:{name}")
+        """End the run: its regularizers and balancer stop receiving the plugin manager's hook calls, the
+        writer closes."""
+        for name in [f"regularizer:{name}" for name in self.regularizers] + ["balancer"]:
+            if self.pm.get_plugin(name) is not None:
+                self.pm.unregister(name=name)
         super().close()

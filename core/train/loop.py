@@ -20,28 +20,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
-
 import torch
 from tqdm.auto import tqdm
 
 from core.base import distributed
-from core.base import files as checkpoints
 from core.base.memory import peak_rss_mb
 from core.tasks.splits import make_batch
 from core.train import checkpointing as runfiles
 from core.train.bucketing import bucket_plan, split_by_tokens
 from core.train.context import TrainingRun
 from core.train.evaluation import evaluate
-
-if TYPE_CHECKING:
-    pass
+from core.train.gradients import cosines, put_gradient, scale_gradient, take_gradient
 
 log = logging.getLogger("platform")
-
-
-
-
 
 
 def chunk_loss(run: TrainingRun, task: str, indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -64,6 +55,8 @@ def chunk_loss(run: TrainingRun, task: str, indices: list[int]) -> tuple[torch.T
         for term, value in regularizer.terms(run.model, batch, output, forward, run.progress).items():
             total = total + value
             terms[f"{name}/{term}"] = value.detach()
+    if task in run.step_weights:  # a loss-based balancer's factor on the task's whole objective
+        total = total * run.step_weights[task]
     return total, terms
 
 
@@ -108,20 +101,62 @@ def optimizer_step(run: TrainingRun) -> None:
 
 def train_step(run: TrainingRun, step: list[tuple[str, list[int]]]) -> dict[str, torch.Tensor]:
     """One planned step: a batch of one or more tasks, each updated on its own (``sequential``) or
-    all in one update on the sum of their losses (``summed``: gradients accumulate over tasks).
-    Returns each task's loss on this process's examples, on the device; adds it to the log tally."""
+    all in one update (``summed``), which the run's balancer makes of the tasks' losses (the default:
+    their sum, gradients accumulating over tasks). Returns each task's loss on this process's examples,
+    on the device; adds it to the log tally."""
+    balancer, summed = run.balancer, run.config.update == "summed"
+    tasks = [task for task, _ in step]
+    if summed:
+        run.step_weights = balancer.weights(tasks, run.global_step)
     losses: dict[str, torch.Tensor] = {}
+    rows: list[torch.Tensor] = []
     for task, indices in step:
         losses[task] = task_step(run, task, indices)["loss"]
-        if run.config.update == "sequential":
+        if summed and balancer.gradients:
+            rows.append(take_gradient(run.parameter_split.shared))
+        if not summed:
             optimizer_step(run)
         run.examples_seen += len(indices)
         tally = losses[task].detach() * len(distributed.shard(indices))
         run.loss_sums[task] = run.loss_sums[task] + tally if task in run.loss_sums else tally
         run.loss_counts[task] = run.loss_counts.get(task, 0) + len(indices)
-    if run.config.update == "summed":
+    if summed:
+        observed = step_losses(run, step, losses) if balancer.observes_losses or balancer.gradients else {}
+        if balancer.gradients:
+            aggregate(run, tasks, torch.stack(rows), observed)
         optimizer_step(run)
+        if balancer.observes_losses:
+            balancer.update(observed, run.global_step)
     return losses
+
+
+def aggregate(run: TrainingRun, tasks: list[str], grads: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
+    """A gradient-based balancer's step: the direction it makes of the tasks' gradients (rows of ``grads``)
+    becomes the shared parameters' gradient; each task's own head keeps its gradient, times the factor the
+    balancer gives it, if any. Records the weights and the gradients' cosines for telemetry."""
+    split = run.parameter_split
+    made = run.balancer.aggregate(grads, torch.stack([losses[task] for task in tasks]).float(), tasks,
+                                  run.global_step)
+    put_gradient(split.shared, made.direction)
+    if made.head_factors is not None:
+        for task, factor in zip(tasks, made.head_factors):
+            scale_gradient(split.owned.get(task, []), factor)
+    weights = made.weights if made.weights is not None else made.head_factors
+    run.step_weights = dict(zip(tasks, weights.detach())) if weights is not None else {}
+    similarity = cosines(grads)
+    run.gradient_cosines = {(a, b): similarity[i, j].detach() for i, a in enumerate(tasks)
+                            for j, b in enumerate(tasks) if i < j}
+
+
+def step_losses(run: TrainingRun, step: list[tuple[str, list[int]]],
+                losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each task's loss on the step's whole batch: the mean over every process's examples (one all-reduce
+    under torchrun), detached, so that every process feeds its balancer the same numbers."""
+    if distributed.world().size == 1:
+        return {task: losses[task].detach() for task, _ in step}
+    sums = torch.stack([losses[task].detach().float() * len(distributed.shard(indices)) for task, indices in step])
+    sums = distributed.all_reduce_sum(sums)
+    return {task: sums[i] / len(indices) for i, (task, indices) in enumerate(step)}
 
 
 def logged_losses(run: TrainingRun) -> dict[str, float]:
@@ -169,7 +204,7 @@ def finish(run: TrainingRun) -> None:
     (``run.dev``, hook ``platform_on_evaluate_end`` with split ``dev``) and dev predictions; then its
     test predictions. Without it, dev predictions were written when the best model was found."""
     if run.best.get("epoch") != run.epoch - 1:  # the model in hand is not the best one
-        run.model.load_state_dict(distributed.on_main(checkpoints.load, run.output_dir / "best.pt")["model"])
+        run.model.load_state_dict(distributed.on_main(run.folder.load, "best.pt")["model"])
     if run.validation_data:
         run.dev, predictions = evaluate(run.model, run.dev_data, run.tokenizer.pad, run.config.eval_batch_size)
         run.pm.hook.platform_on_evaluate_end(run=run, split="dev", metrics=run.dev)

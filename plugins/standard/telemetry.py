@@ -5,7 +5,10 @@ Events go under ``<run>/tensorboard``, every ``--log-every`` steps; under torchr
 process writes. Training losses are the means over every process's examples since the previous log
 point (``platform_on_log``). A regularizer's terms are logged as ``<regularizer>/<task>/<term>``
 (``smart/sst/adversarial``) at the log point's batches; plugins and regularizers write numbers of their
-own through ``run.writer`` under their own prefix (``bam/sst/teacher_weight``).
+own through ``run.writer`` under their own prefix (``bam/sst/teacher_weight``). With a balancer other than
+equal weighting, each task's weight at the log point's step (``balance/weight/<task>``) and, for a
+gradient-based one, the cosine between two tasks' gradients of the shared parameters
+(``balance/cosine/<task>-<task>``: below 0, the tasks conflict).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ def platform_on_log(run: Run, step: int, losses: dict[str, float]) -> None:
     now = time.perf_counter()
     run.writer.add_scalar("train/examples_per_second", (run.examples_seen - state["examples"]) / (now - state["time"]), step)
     state.update(time=now, examples=run.examples_seen)
+    for task, weight in getattr(run, "step_weights", {}).items():  # a balancer's, at the log point's step
+        run.writer.add_scalar(f"balance/weight/{task}", float(weight), step)
+    for (first, second), cosine in getattr(run, "gradient_cosines", {}).items():
+        run.writer.add_scalar(f"balance/cosine/{first}-{second}", float(cosine), step)
 
 
 @hookimpl

@@ -264,6 +264,24 @@ def test_bam_under_ddp_distils_as_one_process_with_summed_updates(tmp_path, tiny
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("method", ["famo", "uncertainty"])
+def test_two_processes_balance_tasks_as_one(tmp_path, tiny_data_dir, method):
+    """A balancer under DDP: FAMO aggregates the tasks' gradients, which each task's backward averaged over
+    the processes; uncertainty weighting learns from the step's losses, averaged over the processes' examples.
+    Every process updates the same state from the same numbers: the run equals the one-process run."""
+    extra = ["--tasks", "sst,quora,sts", "--plugins", method, "--update", "summed", "--sampler", "rrobin",
+             "--batch-size", "6", "--dropout", "0", "--max-batch-tokens", "40"]
+    train(prepare(config_of(run_options(tiny_data_dir, tmp_path / "one", *extra))))
+    platform_run_on_two(*run_options(tiny_data_dir, tmp_path / "two", *extra))
+    assert_same_training(tmp_path / "one", tmp_path / "two", tolerance=1e-5)
+    states = [torch.load(folder / "last.pt", weights_only=True)["balancer"] for folder in (tmp_path / "one",
+                                                                                         tmp_path / "two")]
+    for key, value in states[0].items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(states[1][key], value, atol=1e-5, rtol=1e-5, msg=key)
+
+
+@pytest.mark.integration
 def test_a_killed_two_process_run_with_smart_resumes_to_the_uninterrupted_results(tmp_path, tiny_data_dir):
     """Dropout on, SMART on (its ascent is local to each process, its teacher follows the averaged
     parameters): each process's random generators are saved in last.pt and restored, so the resumed

@@ -164,6 +164,17 @@ def test_hook_platform_topologies():
     assert [topology.name for topology in registries.topologies.defaults()] == ["independent"]
 
 
+def test_hook_platform_balancers():
+    class Plugin:
+        @hookimpl
+        def platform_balancers(self):
+            return [Component("halves", lambda settings, tasks, seed: None)]
+
+    registries = registries_with(Plugin())
+    assert set(registries.balancers.names()) == {"equal", "halves"}
+    assert [balancer.name for balancer in registries.balancers.defaults()] == ["equal"]
+
+
 def test_hook_platform_maskers():
     """A plugin's masker is looked up by name; the host keeps special tokens out of whatever it chooses."""
     import torch

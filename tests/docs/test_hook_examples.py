@@ -110,6 +110,31 @@ def test_a_topology_of_ones_own(tiny_config):
     assert {"sst", "sst-twin", "sts"} <= set(best)
 
 
+def test_a_balancer_of_ones_own(tiny_config):
+    """The loss-scale example weighs each task by 1 / its running mean loss: after the first step its
+    weights are the inverse of the means it recorded, it resumes them from last.pt, and TensorBoard has
+    every task's weight."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from core.base.files import load
+
+    config = attrs.evolve(tiny_config, tasks=("sst", "sts"), epochs=1, update="summed",
+                          sampler="rrobin")
+    pm = make_plugin_manager(enabled=config.plugins)
+    pm.register(example("loss_scale"))
+    run = prepare(config, pm)
+    assert type(run.balancer).__name__ == "LossScale"
+    train(run)
+    means = run.balancer.means
+    assert set(means) == {"sst", "sts"} and all(float(mean) > 0 for mean in means.values())
+    assert run.balancer.weights(["sst", "sts"], run.global_step) == {task: 1.0 / means[task] for task in means}
+    saved = load(Path(config.output_dir) / "last.pt")["balancer"]["means"]
+    assert {task: float(mean) for task, mean in saved.items()} == {task: float(mean) for task, mean in means.items()}
+    events = EventAccumulator(str(Path(config.output_dir) / "tensorboard")).Reload()
+    last = {task: events.Scalars(f"balance/weight/{task}")[-1].value for task in ("sst", "sts")}
+    assert last["sst"] != last["sts"] and all(0 < weight < 100 for weight in last.values())
+
+
 def test_a_search_space_of_ones_own(tiny_config):
     pm = make_plugin_manager(enabled=(), third_party=False)
     pm.register(example("batch_space"))
