@@ -35,8 +35,11 @@ from core.build.trained import load_run
 from core.data.batch import Batch
 from core.data.folders import resolve_data_dir
 from core.data.tables import DataError
-from core.data.tokenizer import Tokenizer
-from core.encoder.bert import EncoderOutput
+from core.data.tokenizer import BERT_SPECIALS, ROBERTA_SPECIALS, SpecialTokens, Tokenizer
+from core.encoder.architecture import Architecture, Encoder, EncoderOutput
+from core.encoder.bert import BERT, INIT_STD, BertConfig, BertModel, extended_attention_mask
+from core.encoder.bert import Encoder as BertLayers
+from core.encoder.bert import Pooler as BertPooler
 from core.model.multitask import MultitaskModel, perturbed_embeddings
 from core.model.topology import TopologyFactory
 from core.plugin.command import Command
@@ -66,6 +69,10 @@ __all__ = [
     # tasks and task kinds
     "TaskSpec", "Task", "TaskKind", "Metric", "Tokenizer", "SplitData", "Batch", "EncoderOutput", "Widths",
     "load_split", "resolve_data_dir",
+    # encoder architectures (platform_encoders)
+    "Architecture", "Encoder", "SpecialTokens", "BERT_SPECIALS", "ROBERTA_SPECIALS",
+    # BERT, and its blocks other architectures build on (its Post-LN layers, its pooler)
+    "BERT", "BertConfig", "BertModel", "BertLayers", "BertPooler", "extended_attention_mask", "INIT_STD",
     # heads the built-in kinds build
     "SentenceClassifier", "PairClassifier", "CosineRegressor", "TokenClassifier",
     # the factories of the component families, and what they build

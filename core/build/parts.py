@@ -22,6 +22,7 @@ from core.base.errors import ConfigError
 from core.base.settings import build
 from core.data.tokenizer import Tokenizer
 from core.encoder.loading import CheckpointSource, check_max_length, load_encoder, resolve_checkpoint
+from core.encoder.pooling import parse as parse_pooling
 from core.encoder.pooling import check_layers, pooled_width
 from core.model.multitask import MultitaskModel
 from core.model.topology import TopologyFactory
@@ -57,11 +58,12 @@ class Parts:
 
     @cached_property
     def source(self) -> CheckpointSource:
-        return resolve_checkpoint(self.checkpoint)
+        """The checkpoint, read by the registered architecture its config.json names."""
+        return resolve_checkpoint(self.checkpoint, self.registries.encoders.factories())
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
-        return Tokenizer(self.source.vocab, lowercase=self.source.lowercase)
+        return self.source.tokenizer()
 
     def task(self, name: str, option: str = "--tasks") -> Task:
         """Task ``name`` bound to its kind and metrics."""
@@ -126,10 +128,18 @@ class RunParts(Parts):
         if not self.tasks:  # binding them checks their names, kinds and metrics
             raise ConfigError("--tasks: no task to train")
         check_max_length(self.source, self.config.max_length)
+        self.check_architecture()
         if self.config.update != "summed" and not self.balancer.default:
             raise ConfigError(f"balancer {self.balancer.name!r} makes one update of every task's loss in a step: "
                               "add --update summed (--update sequential updates on each task batch alone)")
         return self.check_components()
+
+    def check_architecture(self) -> None:
+        """``--pooling pooler`` needs an architecture with a pooler."""
+        architecture, kind = self.source.architecture, self.source.model_type
+        if parse_pooling(self.config.pooling)[0] == "pooler" and not architecture.pooler:
+            raise ConfigError(f"--pooling pooler: a {kind} checkpoint ({self.config.checkpoint}) has no pooler; "
+                              "use cls, mean, cls-concat-K or cls-mean-K")
 
     def check_components(self) -> dict[str, dict[str, Any]]:
         """The settings of the run's active components, defaults filled in, by component name. Settings in
@@ -149,7 +159,7 @@ class RunParts(Parts):
         """A new model: the encoder from the checkpoint and the topology's heads, seeded by ``--seed``."""
         config, tasks = self.config, self.tasks
         torch.manual_seed(config.seed)
-        encoder = load_encoder(config.checkpoint, hidden_dropout_prob=config.dropout,
+        encoder = load_encoder(self.source, hidden_dropout_prob=config.dropout,
                                attention_probs_dropout_prob=config.dropout, seed=config.seed)
         try:
             check_layers(config.pooling, encoder.config.num_hidden_layers)

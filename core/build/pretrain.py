@@ -15,6 +15,7 @@ from core.base.errors import ConfigError
 from core.base.settings import build
 from core.build.parts import Parts, default_of, lookup, not_active
 from core.data.folders import resolve_data_dir
+from core.encoder.bert import BERT
 from core.encoder.mlm import load_masked_lm
 from core.pretrain.config import RUN_CONFIG, PretrainConfig, finalize
 from core.pretrain.corpus import load_corpus
@@ -54,6 +55,9 @@ def prepare(config: PretrainConfig, pm: pluggy.PluginManager | None = None, *,
     rule = build(ReplacementRule, {"rate": config.mask_rate, "mask": config.mask_token,
                                    "random": config.random_token}, source="--mask-rate/--mask-token/--random-token")
     source = parts.source
+    if source.architecture is not BERT:
+        raise ConfigError(f"--checkpoint {config.checkpoint}: `platform pretrain` further-pretrains BERT checkpoints "
+                          f"only (its masked-language head is BERT's); this one is {source.model_type}")
     if config.max_length > source.config.max_position_embeddings:
         raise ConfigError(f"--max-length {config.max_length} exceeds the checkpoint's max_position_embeddings "
                           f"{source.config.max_position_embeddings}")

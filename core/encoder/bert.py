@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from core.encoder.architecture import Architecture, EncoderOutput
 
 # -----------------------------------------------------------------------------
 # building blocks
@@ -225,13 +227,6 @@ class BertConfig:
 # model
 
 
-class EncoderOutput(NamedTuple):
-    last_hidden_state: Tensor  # (B, T, H)
-    pooler_output: Tensor  # (B, H)
-    # num_layers + 1 of (B, T, H): the embedding output, then each layer's
-    hidden_states: tuple[Tensor, ...] | None = None
-
-
 INIT_STD = 0.02  # BERT's initializer_range
 
 
@@ -243,6 +238,10 @@ class BertModel(nn.Module):
         self.encoder = Encoder(config)
         self.pooler = Pooler(config)
         self.init_weights()
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.encoder.layer
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> None:
@@ -271,3 +270,9 @@ class BertModel(nn.Module):
                 output_hidden_states: bool = False) -> EncoderOutput:
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         return self.encode(x, attention_mask, output_hidden_states)
+
+
+# the architecture of model_type "bert" (registered by plugins/standard/encoders/bert.py); pretraining heads and
+# task heads sit beside the encoder in Hugging Face checkpoints, under "bert."
+BERT = Architecture(config=BertConfig.from_dict, model=BertModel, prefixes=("bert.",),
+                    ignored=("embeddings.position_ids", "cls.", "classifier.", "qa_outputs."))

@@ -141,6 +141,9 @@ def load_masked_lm(checkpoint: str | CheckpointSource, *, dropout: float | None 
     """The encoder of ``checkpoint`` with its MLM head: the checkpoint's when it has one, else BERT's
     init (seeded). Returns the model and whether the head came from the checkpoint."""
     source = checkpoint if isinstance(checkpoint, CheckpointSource) else resolve_checkpoint(checkpoint)
+    if source.model_type != "bert":
+        raise CheckpointError(f"checkpoint {source.name}: the masked-language model is BERT's; this checkpoint is "
+                              f"{source.model_type}")
     encoder = load_encoder(source, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, seed=seed)
     model = MaskedLM(encoder)
     if seed is not None:

@@ -57,6 +57,8 @@ def pool(encoder_output, attention_mask: torch.Tensor, how: str) -> torch.Tensor
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
     if name == "pooler":
+        if encoder_output.pooler_output is None:
+            raise ValueError("pooling 'pooler': this encoder's architecture has no pooler; use cls or mean")
         return encoder_output.pooler_output
     layers = encoder_output.hidden_states  # num_layers + 1 of (B, T, H), the embeddings first
     if layers is None:

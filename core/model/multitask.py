@@ -11,7 +11,7 @@ import torch.nn as nn
 from core.base.devices import autocast
 from core.base.errors import PlatformError
 from core.data.batch import Batch
-from core.encoder.bert import BertModel, EncoderOutput
+from core.encoder.architecture import Encoder, EncoderOutput
 from core.encoder.pooling import needs_hidden_states, pool
 from core.tasks.task import Task
 
@@ -19,8 +19,13 @@ from core.tasks.task import Task
 @contextlib.contextmanager
 def perturbed_embeddings(model: "MultitaskModel", perturb: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """Within the block, ``model``'s embedding-layer output (S·B, T, H) is replaced by ``perturb`` of it
-    before the transformer layers (SMART's adversarial noise); gradients flow through ``perturb``."""
-    handle = model.encoder.embeddings.register_forward_hook(lambda module, args, output: perturb(output))
+    before the transformer layers (SMART's adversarial noise); gradients flow through ``perturb``. Every
+    architecture's embeddings are a module whose output the first layer reads (core.encoder.architecture)."""
+    embeddings = getattr(model.encoder, "embeddings", None)
+    if not isinstance(embeddings, nn.Module):
+        raise PlatformError(f"the encoder ({type(model.encoder).__name__}) has no embeddings module whose output "
+                            "could be perturbed; an encoder architecture must have one (core.api.Encoder)")
+    handle = embeddings.register_forward_hook(lambda module, args, output: perturb(output))
     try:
         yield
     finally:
@@ -28,10 +33,10 @@ def perturbed_embeddings(model: "MultitaskModel", perturb: Callable[[torch.Tenso
 
 
 class MultitaskModel(nn.Module):
-    def __init__(self, encoder: BertModel, heads: nn.ModuleDict, tasks: dict[str, Task], pooling: str,
+    def __init__(self, encoder: Encoder, heads: nn.ModuleDict, tasks: dict[str, Task], pooling: str,
                  precision: str = "fp32"):
         super().__init__()
-        self.encoder = encoder
+        self.encoder: Encoder = encoder
         self.heads = heads
         self.tasks = tasks
         self.pooling = pooling
@@ -70,7 +75,8 @@ class MultitaskModel(nn.Module):
         if self.precision == "fp32":
             return encoded
         hidden = None if encoded.hidden_states is None else tuple(h.float() for h in encoded.hidden_states)
-        return EncoderOutput(encoded.last_hidden_state.float(), encoded.pooler_output.float(), hidden)
+        pooled = None if encoded.pooler_output is None else encoded.pooler_output.float()
+        return EncoderOutput(encoded.last_hidden_state.float(), pooled, hidden)
 
     def freeze_encoder(self) -> None:
         """``pretrain`` mode: the encoder is a fixed feature extractor; only heads train."""

@@ -18,6 +18,7 @@ import pluggy
 if TYPE_CHECKING:
     import torch
 
+    from core.encoder.architecture import Architecture
     from core.model.topology import TopologyFactory
     from core.plugin.command import Command
     from core.plugin.component import Component, SearchSpace
@@ -98,6 +99,13 @@ def platform_search_spaces() -> Iterable[Component[SearchSpace]]:
     """Optuna search spaces over the run's own settings: ``Component(name, space)`` where ``space(trial,
     base)`` returns a dict of :class:`~core.runs.config.RunConfig` fields suggested from the trial for the
     base configuration. A component's own settings are searched by its ``space`` instead."""
+
+
+@hookspec
+def platform_encoders() -> Iterable[Component[Architecture]]:
+    """Encoder architectures: ``Component(model_type, Architecture(config, model, ...))`` where ``model_type`` is
+    what a checkpoint's ``config.json`` says (``"roberta"``); ``--checkpoint`` reads a folder of it with its
+    config, weights and tokenizer (:class:`~core.encoder.architecture.Architecture`)."""
 
 
 @hookspec

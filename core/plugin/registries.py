@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 import pluggy
 
+from core.encoder.architecture import Architecture
 from core.model.topology import TopologyFactory
 from core.plugin.command import Command
 from core.plugin.component import Component, SearchSpace
@@ -34,10 +35,11 @@ BALANCERS: Family[BalancerFactory] = Family("platform_balancers", "balancer", on
 MASKERS: Family[MaskerFactory] = Family("platform_maskers", "masker", one_default=True)
 SEARCH_SPACES: Family[SearchSpace] = Family("platform_search_spaces", "search space")
 COMMANDS: Family[Command] = Family("platform_commands", "command", Command)
+ENCODERS: Family[Architecture] = Family("platform_encoders", "encoder architecture", Architecture)
 
 FAMILIES: dict[str, Family[Any]] = {"task_kinds": TASK_KINDS, "metrics": METRICS, "tasks": TASKS, "samplers": SAMPLERS,
             "regularizers": REGULARIZERS, "topologies": TOPOLOGIES, "balancers": BALANCERS, "maskers": MASKERS,
-            "search_spaces": SEARCH_SPACES, "commands": COMMANDS}
+            "search_spaces": SEARCH_SPACES, "commands": COMMANDS, "encoders": ENCODERS}
 WITH_SETTINGS = ("samplers", "regularizers", "topologies", "balancers", "maskers")  # families whose settings are run options
 
 
@@ -54,6 +56,7 @@ class Registries:
     maskers: Registry[MaskerFactory]
     search_spaces: Registry[SearchSpace]
     commands: Registry[Command]
+    encoders: Registry[Architecture]
 
     def __init__(self, pm: pluggy.PluginManager):
         self.pm = pm

@@ -75,7 +75,9 @@ class RunConfig:
                                    converter=names, validator=distinct, metadata={"default": "the default tasks"})
     plugins: tuple[str, ...] = field((), "comma-separated opt-in plugins to enable (see `platform plugins`)",
                                      converter=names, validator=distinct)
-    checkpoint: str = field("minilm-l6", "pretrained encoder: a folder, minilm-l6, a hub id, or a random-init preset (tiny, small)")
+    checkpoint: str = field("minilm-l6", "pretrained encoder: a folder (BERT, RoBERTa, DistilBERT, ELECTRA, MPNet, "
+                                       "DeBERTa-v2), minilm-l6, mpnet-base (once installed: `platform checkpoints "
+                                       "install mpnet-base`), a hub id, or a random-init preset (tiny, small)")
     mode: str = field("finetune", "finetune: train everything; pretrain: freeze the encoder, train the heads",
                       validator=v.in_(("finetune", "pretrain")))
     sampler: str = field("", "how task batches are scheduled: a sampler (see `platform plugins`; default: the one "

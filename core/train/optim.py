@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 import torch
 from torch.optim import Optimizer
 
-from core.encoder.bert import BertModel
+from core.encoder.architecture import Encoder
 
 if TYPE_CHECKING:
     from core.model.multitask import MultitaskModel
@@ -192,7 +192,7 @@ class Layered(Protocol):
     parameters; the multitask model (with ``heads``) and the masked-language model have them."""
 
     @property
-    def encoder(self) -> BertModel: ...
+    def encoder(self) -> Encoder: ...
 
     def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
 
@@ -208,9 +208,9 @@ def parameter_groups(model: Layered, lr: float, layer_decay: float, weight_decay
     others. Weight decay applies to weight matrices and embedding tables (>= 2-D) only, never to
     biases or LayerNorm weights. Frozen parameters (``--mode pretrain``) are left out.
     """
-    num_layers = len(model.encoder.encoder.layer)
+    num_layers = len(model.encoder.layers)
     depth = {id(p): num_layers for p in model.encoder.embeddings.parameters()}
-    for index, layer in enumerate(model.encoder.encoder.layer):
+    for index, layer in enumerate(model.encoder.layers):
         depth.update({id(p): num_layers - 1 - index for p in layer.parameters()})  # the top layer is 0
     heads: torch.nn.Module | None = getattr(model, "heads", None)
     apart = {id(p) for p in heads.parameters()} if heads is not None and head_lr_multiplier != 1.0 else set()

@@ -52,7 +52,8 @@ OPT_IN, ALWAYS_ON, SAMPLERS = _installed()
     (["--tasks", "sts", "--mode", "pretrain"], "--mode pretrain freezes the encoder, and the heads of sts have no "
                                                "trainable parameters (a cosine head has none); use --mode finetune"),
     (["--checkpoint", "no-such-model!"],
-     "unknown checkpoint 'no-such-model!': not a folder, a hub id (org/name), or one of: minilm-l6, tiny, small"),
+     "unknown checkpoint 'no-such-model!': not a folder, a hub id (org/name), or one of: minilm-l6, tiny, small, "
+     "mpnet-base"),
     (["--epochs", "0"], "--epochs must be >= 1: 0"),
     (["--limit", "-1"], "--limit must be positive, got -1"),
     (["--sampler", "interleaved", "--interleaved-ratios", "sst=0"],

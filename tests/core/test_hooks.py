@@ -246,6 +246,38 @@ def test_hook_platform_commands(capsys):
     assert capsys.readouterr().out == "hi hi\n"
 
 
+def test_hook_platform_encoders(tmp_path):
+    """A plugin's architecture reads the checkpoint folders whose config.json names its model_type."""
+    import json
+
+    import safetensors.torch
+
+    from core.build.parts import Parts
+    from core.encoder.bert import BERT, BertConfig, BertModel
+    from core.encoder.loading import load_encoder
+
+    architecture = attrs.evolve(BERT, prefixes=("mine.",))
+
+    class Plugin:
+        @hookimpl
+        def platform_encoders(self):
+            return [Component("mine", architecture, help="BERT under another name")]
+
+    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
+    weights = {f"mine.{key}": t for key, t in BertModel(config).state_dict().items()}
+    safetensors.torch.save_file(weights, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({**config.to_dict(), "model_type": "mine"}))
+    (tmp_path / "vocab.txt").write_bytes(Parts((), "tiny").source.vocab.read_bytes())
+    pm = make_plugin_manager(enabled=(), third_party=False)
+    pm.register(Plugin(), name="fixture")
+    parts = Parts((), str(tmp_path), pm=pm)
+    assert Registries(pm).encoders["mine"].help == "BERT under another name"
+    assert parts.source.architecture is architecture and parts.source.model_type == "mine"
+    encoder = load_encoder(parts.source)
+    assert all(torch.equal(encoder.state_dict()[key.removeprefix("mine.")], t) for key, t in weights.items())
+
+
 def test_a_plugin_with_an_unknown_hook_is_refused():
     """pluggy checks every platform_ implementation against the specs: a typo is an error, not a no-op."""
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from core.cli.commands import encode, evaluate, plugins, predict, pretrain, report, run
+from core.cli.commands import checkpoints, encode, evaluate, plugins, predict, pretrain, report, run
 from core.plugin.command import Command
 from core.plugin.component import Component
 from core.plugin.hookspecs import hookimpl
@@ -11,4 +11,5 @@ from core.plugin.hookspecs import hookimpl
 
 @hookimpl
 def platform_commands() -> list[Component[Command]]:
-    return [module.COMMAND for module in (run, pretrain, evaluate, predict, encode, report, plugins)]
+    return [module.COMMAND for module in (run, pretrain, evaluate, predict, encode, report, plugins,
+                                      checkpoints)]
