@@ -10,12 +10,12 @@ import attrs
 import pytest
 import torch
 
-from core.api import hookimpl
 from core.build.run import prepare
 from core.build.trained import load_run
 from core.plugin.manager import make_plugin_manager
 from core.train.loop import train
 from plugins.methods.experts.blocks import Gate, MixedHead
+from tests.helpers import InterruptAt, Interrupted
 
 TASKS = ("sst", "cfimdb", "quora", "sts")
 
@@ -80,22 +80,6 @@ def test_ple_trains_logs_task_and_shared_gates_and_reloads(train_tiny):
     assert config.plugins == ("ple",) and all(isinstance(model.heads[task], MixedHead) for task in TASKS)
     extraction = model.heads["sst"].mixture.extraction
     assert all(model.heads[task].mixture.extraction is extraction for task in TASKS) and len(extraction.levels) == 2
-
-
-class Interrupted(Exception):
-    pass
-
-
-class InterruptAt:
-    """Stops training right after global step ``step``, before that step's checkpoint."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    @hookimpl
-    def platform_on_after_step(self, step: int) -> None:
-        if step == self.step:
-            raise Interrupted(step)
 
 
 @pytest.mark.parametrize("plugin", ["mmoe", "ple"])

@@ -70,7 +70,8 @@ def test_shapes_heads_over_the_mixture_and_a_token_task_keeps_its_head():
     for task, kind_head in (("sst", SentenceClassifier), ("quora", PairClassifier), ("sts", CosineRegressor)):
         assert isinstance(built[task], MixedHead) and isinstance(built[task].head, kind_head)
     experts = built["sst"].mixture.experts
-    assert len(experts) == 3 and experts.experts[0].inner.out_features == 24 and experts.experts[0].outer.out_features == H
+    first = experts.experts[0]
+    assert len(experts) == 3 and first.inner.out_features == 24 and first.outer.out_features == H
     assert experts(u).shape == (5, 3, H)
 
 
@@ -126,7 +127,8 @@ def test_a_pair_head_mixes_u_and_v_apart_then_the_kinds_head_reads_them():
     randomise_gates(built)
     u, v = inputs()
     sts = built["sts"]
-    torch.testing.assert_close(sts(u, v), torch.nn.functional.cosine_similarity(sts.mixture(u), sts.mixture(v)).unsqueeze(-1))
+    cosine = torch.nn.functional.cosine_similarity(sts.mixture(u), sts.mixture(v)).unsqueeze(-1)
+    torch.testing.assert_close(sts(u, v), cosine)
 
 
 def test_the_gate_tallies_training_forwards_only_and_usage_clears_it():

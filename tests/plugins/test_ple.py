@@ -78,7 +78,8 @@ def test_levels_shared_and_own_experts_gates_and_shapes():
                                                            "sts_own0", "sts_own1"]
     assert extraction.levels[-1].shared_gate is None  # the last level feeds the heads alone
     u, v = inputs(batch=5)
-    assert built["sst"](u).shape == (5, 5) and built["quora"](u, v).shape == (5, 1) and built["sts"](u, v).shape == (5, 1)
+    assert built["sst"](u).shape == (5, 5)
+    assert built["quora"](u, v).shape == (5, 1) and built["sts"](u, v).shape == (5, 1)
     for task, kind_head in (("sst", SentenceClassifier), ("quora", PairClassifier), ("sts", CosineRegressor)):
         assert isinstance(built[task], MixedHead) and isinstance(built[task].head, kind_head)
 
@@ -109,7 +110,8 @@ def test_two_levels_follow_the_formula(residual):
     own = {task: [expert(x) for expert in first.own[task].experts] for task in ("sst", "quora", "sts")}
     h_sts = gated(first.gates["sts"], x, shared + own["sts"])
     h_shared = gated(first.shared_gate, x, shared + own["sst"] + own["quora"] + own["sts"])
-    top = [expert(h_shared) for expert in second.shared.experts] + [expert(h_sts) for expert in second.own["sts"].experts]
+    top = [expert(h_shared) for expert in second.shared.experts]
+    top += [expert(h_sts) for expert in second.own["sts"].experts]
     expected = gated(second.gates["sts"], h_sts, top)
     torch.testing.assert_close(built["sts"].mixture(x), x + expected if residual else expected)
 

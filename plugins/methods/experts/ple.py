@@ -21,7 +21,7 @@ docs/methods.md.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import torch
@@ -82,15 +82,16 @@ class Extraction(nn.Module):
                                     for number in range(1, config.levels + 1))
 
     def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
+        levels = cast(list[Level], list(self.levels))
         states, shared = dict.fromkeys(self.tasks, x), x  # level 0: every representation is x
-        for level in self.levels[:-1]:
+        for level in levels[:-1]:
             experts = level.shared(shared)  # (B, S, W)
             own = {name: level.own[name](states[name]) for name in self.tasks}  # (B, P, W) each
             states = {name: mix(level.gates[name](states[name], record=name == task),
                                 torch.cat([experts, own[name]], dim=1)) for name in self.tasks}
             assert level.shared_gate is not None  # every level but the last has one
             shared = mix(level.shared_gate(shared), torch.cat([experts, *own.values()], dim=1))  # (B, W)
-        last = self.levels[-1]
+        last = levels[-1]
         return last.task_output(task, states[task], last.shared(shared), record=True)
 
 
