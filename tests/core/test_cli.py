@@ -32,9 +32,10 @@ def test_bare_command_lists_commands(capsys):
     (["--tasks", "sst,nope"], "--tasks: unknown task 'nope'; available: cfimdb, quora, sst, sts"),
     (["--sampler", "shuffle"],
      "--sampler: unknown sampler 'shuffle'; available: annealed, interleaved, proportional, rrobin, rrobin-pre"),
-    (["--plugins", "smrt"], "unknown plugin(s) in --plugins: smrt; available: bam, mmoe, ple, rlayer, smart, "
-                            "temperature (always on: cfimdb, commands, independent, kinds, maskers, metrics, quora, "
-                            "samplers, search_space, sst, sts, studies, tagging, telemetry)"),
+    (["--plugins", "smrt"], "unknown plugin(s) in --plugins: smrt; available: bam, dwa, famo, gradnorm, mmoe, ple, "
+                            "rlayer, rlw, smart, temperature, uncertainty (always on: cfimdb, commands, equal, "
+                            "independent, kinds, maskers, metrics, quora, samplers, search_space, sst, sts, studies, "
+                            "tagging, telemetry)"),
     (["--tasks", "sts", "--mode", "pretrain"], "--mode pretrain freezes the encoder, and the heads of sts have no "
                                                "trainable parameters (a cosine head has none); use --mode finetune"),
     (["--checkpoint", "no-such-model!"],

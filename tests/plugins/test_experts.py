@@ -102,3 +102,18 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_runs_metrics_and_weights(tin
     final, expected = resumed.model.state_dict(), reference_run.model.state_dict()
     assert list(final) == list(expected) and all(torch.equal(final[key], expected[key]) for key in final)
     assert any(isinstance(module, Gate) for module in resumed.model.modules())
+
+
+def test_mmoe_composes_with_every_task_temperature_steps_and_a_gradient_balancer(train_tiny):
+    """The experts are shared parameters (in every head) and each gate is its task's own: FAMO aggregates the
+    tasks' gradients of the experts and the encoder, and scales each gate's with its task's weight."""
+    run = train_tiny("sst", "quora", "sts", plugins=("mmoe", "temperature", "famo"), sampler="temperature",
+                     update="summed", components={"temperature": {"mode": "every-task", "t": 2.0}})
+    assert set(run.best) >= {"sst", "quora", "sts", "mean"}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(run.folder / "tensorboard")).Reload().Tags()["scalars"]
+    assert {f"balance/weight/{task}" for task in ("sst", "quora", "sts")} <= set(tags)
+    assert {f"mmoe/gates/{task}/expert0" for task in ("sst", "quora", "sts")} <= set(tags)
+    assert all(sum(gate_scalars(run.folder, f"mmoe/gates/{task}")[f"mmoe/gates/{task}"][1].values())
+               == pytest.approx(1.0, abs=1e-5) for task in ("sst", "quora", "sts"))
