@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test quick check bench venv
+.PHONY: run test quick check bench bench-balancers venv
 
 venv: $(STAMP)
 
@@ -37,3 +37,7 @@ quick: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py $(ARGS)
+
+# Time per step and peak memory of every balancer next to equal weighting (docs/methods.md).
+bench-balancers: $(STAMP)
+	$(BIN)/python benchmarks/balancers.py $(ARGS)

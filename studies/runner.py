@@ -21,12 +21,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
+import attrs
 import optuna
 
 from core.base import distributed
 from core.base.devices import resolve_device
 from core.base.errors import PlatformError
 from core.build.parts import RunParts, with_defaults
+from studies.methods import balancer_choices, method_spaces
+from core.plugin.component import Component
 from core.plugin.manager import make_plugin_manager
 from core.runs.config import RunConfig, differences
 from studies.objective import Objective, TrialRunner, follow, make_pruner, parse_objective
@@ -62,7 +65,9 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
     parts = RunParts(base, pm)
     base = with_defaults(base, parts.registries)
     parts = RunParts(base, pm)
-    recorded_base = base_record(base, parts.check())
+    choices = balancer_choices(parts.registries, base.balancer)
+    checked = RunParts(attrs.evolve(base, balancer=choices[0]), pm) if choices else parts  # the default's
+    recorded_base = base_record(base, checked.check())
     spaces = active_spaces(parts)
     rules = load_space_file(settings.space_file) if settings.space_file else {}
     suggested = dry_run(base, spaces, rules, source=settings.space_file or "--space-file",
@@ -86,11 +91,15 @@ def run_study(base: RunConfig, settings: StudySettings, *, plugins: Iterable[obj
 
 def active_spaces(parts: RunParts) -> list[ActiveSpace]:
     """The spaces a study of ``parts``'s configuration searches: the spaces over the run's own settings,
-    then the own space of each component that takes part (sampler, topology, regularizers)."""
+    then the own space of each component that takes part (sampler, topology, balancer, regularizers); when
+    the study chooses the balancer (:mod:`studies.methods`), the space that draws it and each method's own."""
+    choices = balancer_choices(parts.registries, parts.config.balancer)
+    components: list[Component[Any]] = [parts.sampler, parts.topology, *([] if choices else [parts.balancer]),
+                                        *parts.regularizers]
     spaces = [ActiveSpace(space.name, space.plugin, space.factory) for space in parts.registries.search_spaces]
     spaces += [ActiveSpace(component.name, component.plugin, component.space, component=component.name)
-               for component in parts.active() if component.space is not None]
-    return spaces
+               for component in components if component.space is not None]
+    return spaces + method_spaces(parts.registries, choices)
 
 
 def _run_main(settings: StudySettings, objective: Objective, runner: TrialRunner, enqueued: list[dict],

@@ -169,6 +169,8 @@ class SpaceTrial:
         self._rules = rules or {}
         self.space: ActiveSpace | None = None  # the space now suggesting
         self.suggested: dict[str, Suggested] = {}
+        self.values: dict[str, Any] = {}  # what each parameter took in this trial, suggested or fixed
+        self.dry = False  # a dry run, which lists every parameter, also those of branches the trial did not take
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._trial, name)
@@ -179,7 +181,8 @@ class SpaceTrial:
         if rule is not None and rule.fixed:
             return self._fix(name, "float", float(rule.value), rule, low=low, high=high)
         value = self._trial.suggest_float(name, low, high, step=step, log=log)
-        self._record(Suggested(name, "float", *self._origin(), low=low, high=high, log=log, step=step, rule=rule))
+        self._record(Suggested(name, "float", *self._origin(), low=low, high=high, log=log, step=step, rule=rule),
+                     value)
         return value
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
@@ -195,7 +198,8 @@ class SpaceTrial:
                 raise SpaceError(f"{where}: {name} is an integer parameter; {key} must be an integer, got {number}")
         low, high, step = int(low), int(high), int(step)
         value = self._trial.suggest_int(name, low, high, step=step, log=log)
-        self._record(Suggested(name, "int", *self._origin(), low=low, high=high, log=log, step=step, rule=rule))
+        self._record(Suggested(name, "int", *self._origin(), low=low, high=high, log=log, step=step, rule=rule),
+                     value)
         return value
 
     def suggest_categorical(self, name: str, choices: Iterable) -> Any:
@@ -207,7 +211,7 @@ class SpaceTrial:
             return self._fix(name, "categorical", rule.value, rule, choices=tuple(choices))
         choices = rule.choices if rule is not None and rule.choices is not None else tuple(choices)
         value = self._trial.suggest_categorical(name, list(choices))
-        self._record(Suggested(name, "categorical", *self._origin(), choices=tuple(choices), rule=rule))
+        self._record(Suggested(name, "categorical", *self._origin(), choices=tuple(choices), rule=rule), value)
         return value
 
     def _narrow(self, name, kind, low, high, step, log):
@@ -228,19 +232,20 @@ class SpaceTrial:
 
     def _fix(self, name, kind, value, rule, **distribution):
         self._trial.set_user_attr(f"fixed:{name}", value)
-        self._record(Suggested(name, kind, *self._origin(), value=value, rule=rule, **distribution))
+        self._record(Suggested(name, kind, *self._origin(), value=value, rule=rule, **distribution), value)
         return value
 
     def _origin(self) -> tuple[str, str]:
         return (self.space.name, self.space.plugin) if self.space is not None else ("", "")
 
-    def _record(self, suggested: Suggested) -> None:
+    def _record(self, suggested: Suggested, value: Any) -> None:
         earlier = self.suggested.get(suggested.name)
         if earlier is not None and earlier.space != suggested.space:
             raise SpaceError(f"parameter {suggested.name!r} is suggested by two search spaces: {earlier.space!r} "
                              f"(plugin {earlier.plugin}) and {suggested.space!r} (plugin {suggested.plugin}); "
                              "rename one")
         self.suggested[suggested.name] = suggested
+        self.values[suggested.name] = value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,6 +305,7 @@ def dry_run(base: RunConfig, spaces: list[ActiveSpace], rules: dict[str, Rule], 
     finally:
         optuna.logging.set_verbosity(verbosity)
     trial = SpaceTrial(throwaway, rules)
+    trial.dry = True
     try:
         config = trial_config(base, spaces, trial, output_dir="dry-run")
         if check is not None:

@@ -186,7 +186,7 @@ def with_defaults(config: RunConfig, registries: Registries) -> RunConfig:
 
 
 def default_of(registry: Registry[Any]) -> Component[Any]:
-    """The one default component of a family (the default sampler, topology or masker)."""
+    """The one default component of a family (the default sampler, topology, balancer or masker)."""
     defaults = registry.defaults()
     if not defaults:
         raise ConfigError(f"no installed plugin provides a default {registry.what}; name one "

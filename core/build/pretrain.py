@@ -12,7 +12,6 @@ import torch
 
 from core.base.devices import resolve_device
 from core.base.errors import ConfigError
-from core.base.files import atomic_write
 from core.base.settings import build
 from core.build.parts import Parts, default_of, lookup, not_active
 from core.data.folders import resolve_data_dir
@@ -21,7 +20,7 @@ from core.pretrain.config import RUN_CONFIG, PretrainConfig, finalize
 from core.pretrain.corpus import load_corpus
 from core.pretrain.loop import PretrainingRun, load_state, restore
 from core.pretrain.masking import Masker, ReplacementRule, Vocabulary
-from core.runs.folder import claim, folder_of, lock_for_resume
+from core.runs.folder import RunFolder, folder_of
 from core.train.optim import AdamW, parameter_groups, warmup_linear_decay
 
 
@@ -59,20 +58,22 @@ def prepare(config: PretrainConfig, pm: pluggy.PluginManager | None = None, *,
         raise ConfigError(f"--max-length {config.max_length} exceeds the checkpoint's max_position_embeddings "
                           f"{source.config.max_position_embeddings}")
     config = finalize(attrs.evolve(config, masker=masker_component.name))
-    output_dir = folder_of(config)
-    lock = lock_for_resume(output_dir) if resume else claim(output_dir, config_file=RUN_CONFIG, overwritable=False)
+    folder = RunFolder(folder_of(config))
+    if resume:
+        folder.take_for_resume()
+    else:
+        folder.claim(config_file=RUN_CONFIG, overwritable=False)
     try:
-        run = _build(config, parts, output_dir, masker, rule)
+        run = _build(config, parts, folder, masker, rule)
     except BaseException:
-        lock.release()
+        folder.close()
         raise
-    run.folder_lock = lock
-    if resume and (output_dir / "last.pt").exists():
-        restore(run, load_state(output_dir / "last.pt"))
+    if resume and (folder / "last.pt").exists():
+        restore(run, load_state(folder / "last.pt"))
     return run
 
 
-def _build(config: PretrainConfig, parts: Parts, output_dir: Path, masker: Masker,
+def _build(config: PretrainConfig, parts: Parts, folder: RunFolder, masker: Masker,
            rule: ReplacementRule) -> PretrainingRun:
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -93,8 +94,8 @@ def _build(config: PretrainConfig, parts: Parts, output_dir: Path, masker: Maske
     warmup_steps = int(config.warmup * config.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 1.0 if config.warmup == 0 else warmup_linear_decay(step, warmup_steps, config.steps))
-    run = PretrainingRun(config=config, pm=parts.pm, output_dir=output_dir, model=model, optimizer=optimizer,
+    run = PretrainingRun(config=config, pm=parts.pm, folder=folder, model=model, optimizer=optimizer,
                          scheduler=scheduler, tokenizer=tokenizer, vocab=Vocabulary.of(tokenizer), masker=masker,
                          rule=rule, corpus=corpus, source=parts.source, head_from_checkpoint=from_checkpoint)
-    atomic_write(output_dir / RUN_CONFIG, json.dumps(config.to_dict(), indent=2) + "\n")
+    folder.write(RUN_CONFIG, json.dumps(config.to_dict(), indent=2) + "\n")
     return run

@@ -11,7 +11,6 @@ import pluggy
 import torch
 
 from core.base import distributed
-from core.base import files as checkpoints
 from core.base.devices import resolve_device
 from core.build.parts import RunParts, with_defaults
 from core.data.folders import resolve_data_dir
@@ -41,30 +40,28 @@ def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume
     named = config.output_dir
     made = distributed.on_main(lambda: named is None or not os.path.exists(named))  # this call makes the folder
     config = distributed.on_main(runfolder.finalize, config)  # one folder name (and precision) for every process
-    output_dir = runfolder.folder_of(config)
-    locks: list[runfolder.FolderLock] = []  # the main process's
+    folder = runfolder.RunFolder(runfolder.folder_of(config))  # locked by the main process, below
     try:
-        return _build(config, parts, output_dir, locks, resume=resume, overwrite=overwrite)
+        return _build(config, parts, folder, resume=resume, overwrite=overwrite)
     except BaseException:
-        for lock in locks:
-            lock.release()
+        folder.close()
         if distributed.is_main() and made:
-            _remove_if_empty(output_dir)
+            _remove_if_empty(folder.path)
         raise
 
 
-def _build(config: RunConfig, parts: RunParts, output_dir: Path, locks: list[runfolder.FolderLock], *,
-           resume: bool, overwrite: bool) -> TrainingRun:
-    has_last = False
+def _build(config: RunConfig, parts: RunParts, folder: runfolder.RunFolder, *, resume: bool,
+           overwrite: bool) -> TrainingRun:
+    has_last, output_dir = False, folder.path
     if resume:
         config = distributed.on_main(runfolder.check_resumable, config, output_dir,
                                      lambda saved: with_defaults(saved, parts.registries))
-        distributed.on_main(lambda: locks.append(runfolder.lock_for_resume(output_dir)))
+        distributed.on_main(folder.take_for_resume)
         has_last = distributed.on_main((output_dir / "last.pt").exists)
         if not has_last:
             distributed.on_main(runfolder.check_restartable, output_dir)
     else:
-        distributed.on_main(lambda: locks.append(runfolder.claim(output_dir, overwrite=overwrite)))
+        distributed.on_main(folder.claim, overwrite=overwrite)
     if config.threads:
         torch.set_num_threads(config.threads)
     parts = RunParts(config, parts.pm)  # the configuration as finalized (and, resumed, as saved)
@@ -90,18 +87,17 @@ def _build(config: RunConfig, parts: RunParts, output_dir: Path, locks: list[run
     regularizers = {component.name: component.factory(parts.settings(component), model)
                     for component in parts.regularizers}
     balancer = parts.balancer.factory(parts.settings(parts.balancer), list(parts.tasks), config.seed)
-    run = TrainingRun(config=config, pm=pm, output_dir=output_dir, model=model, tokenizer=tokenizer,
+    run = TrainingRun(config=config, pm=pm, folder=folder, model=model, tokenizer=tokenizer,
                       train_data=train_data, dev_data=dev_data, sampler=sampler, optimizer=optimizer,
                       scheduler=scheduler, regularizers=regularizers, balancer=balancer,
                       parameter_split=split_parameters(model, model.heads), steps_per_epoch=len(first),
                       examples_per_epoch=sum(len(indices) for step in first for _, indices in step),
-                      validation_data=validation_data, loss_weights=config.task_loss_weights, ddp=ddp,
-                      folder_lock=locks[0] if locks else None)
+                      validation_data=validation_data, loss_weights=config.task_loss_weights, ddp=ddp)
     for name, regularizer in regularizers.items():  # a regularizer receives the loop hooks as plugins do
         pm.register(regularizer, name=f"regularizer:{name}")
     pm.register(balancer, name="balancer")  # so does the balancer
     if has_last:
-        runfiles.restore(run, distributed.on_main(checkpoints.load, output_dir / "last.pt"))
+        runfiles.restore(run, distributed.on_main(folder.load, "last.pt"))
         runfiles.save_best_if_behind(run)
     if distributed.is_main():
         if not resume:

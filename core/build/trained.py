@@ -30,7 +30,13 @@ def load_run(path: Path, data_dir: str | None = None, pm: pluggy.PluginManager |
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     recorded = runfolder.best_epoch_recorded(folder)
     saved_epoch = state.get("metrics", {}).get("epoch")
-    if recorded is not None and recorded != saved_epoch:
+    if recorded == "unreadable":
+        log.warning("%s cannot be read (a corrupt file?): the run's record of its best epoch is lost; %s holds "
+                    "epoch %s and is used as it is", folder / "metrics.json", folder / "best.pt", saved_epoch)
+    elif recorded == "missing":
+        log.warning("%s holds epoch %s, but %s is missing: the run stopped while saving; `platform run --resume %s` "
+                    "writes it", folder / "best.pt", saved_epoch, folder / "metrics.json", folder)
+    elif recorded is not None and recorded != saved_epoch:
         log.warning("%s holds epoch %s, but %s records epoch %s as best: the run stopped while saving; "
                     "`platform run --resume %s` makes them agree", folder / "best.pt", saved_epoch,
                     folder / "metrics.json", recorded, folder)

@@ -132,11 +132,20 @@ def active_components(command: Component[Any], registries: Registries, early: Si
     if configures == "run":
         sampler = (lookup(registries.samplers, early.sampler, "--sampler") if early.sampler
                    else default_of(registries.samplers))
-        return [sampler, chosen(registries, "topologies", early.topology), chosen(registries, "balancers", early.balancer),
+        return [sampler, chosen(registries, "topologies", early.topology), *run_balancers(registries, early.balancer),
                 *registries.regularizers]
     if configures == "pretrain":
         return [lookup(registries.maskers, early.masker, "--masker") if early.masker else default_of(registries.maskers)]
     return []
+
+
+def run_balancers(registries: Registries, balancer: str) -> list[Component[Any]]:
+    """The balancers whose settings are options: ``--balancer``'s; without it, every enabled opt-in plugin's
+    when there are several (a study draws one per trial; a run is told to choose), else the one chosen."""
+    offered = [component for component in registries.balancers if registries.opt_in(component)]
+    if not balancer and len(offered) > 1:
+        return offered
+    return [chosen(registries, "balancers", balancer)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,7 +221,7 @@ def refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str], registri
             config = SimpleNamespace(plugins=early.plugins, topology=early.topology, balancer=early.balancer)
             names = {"samplers": early.sampler or default_of(registries.samplers).name,
                      "topologies": chosen(registries, "topologies", early.topology).name,
-                     "balancers": chosen(registries, "balancers", early.balancer).name,
+                     "balancers": ",".join(c.name for c in run_balancers(registries, early.balancer)),
                      "maskers": early.masker or default_of(registries.maskers).name}
             raise ConfigError(not_active(config, component.name, settings, registries, names))
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")

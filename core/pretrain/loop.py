@@ -225,13 +225,13 @@ def train(run: PretrainingRun) -> dict[str, Any]:
                 if run.global_step % config.save_every == 0 and run.global_step < config.steps:
                     run.train_seconds += time.perf_counter() - started
                     started = time.perf_counter()
-                    checkpoints.save(run.output_dir / "last.pt", state_of(run))
+                    run.folder.save("last.pt", state_of(run))
             run.train_seconds += time.perf_counter() - started
         finally:
             bar.close()
         if run.history[-1]["step"] != run.global_step:
             record_heldout(run)  # the "after" figure
-        checkpoints.save(run.output_dir / "last.pt", state_of(run))
+        run.folder.save("last.pt", state_of(run))
         write_checkpoint_folder(run)
         metrics = write_metrics(run)
         run.pm.hook.platform_on_train_end(run=run, metrics=metrics["after"])
@@ -246,7 +246,7 @@ def write_metrics(run: PretrainingRun) -> dict[str, Any]:
                "train_seconds": round(run.train_seconds, 1), "head_from_checkpoint": run.head_from_checkpoint,
                "corpus": {"texts": corpus.texts, "train_sequences": len(corpus.train),
                           "heldout_sequences": len(corpus.heldout), "train_tokens": corpus.train_tokens}}
-    checkpoints.atomic_write(run.output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    run.folder.write("metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

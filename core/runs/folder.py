@@ -1,12 +1,14 @@
-"""The run folder: which folder a run may write into, what a resume may change, and the one lock that
-keeps a folder to one run at a time.
+"""The run folder: which folder a run may write into, what a resume may change, the one lock that keeps a
+folder to one run at a time, and :class:`RunFolder`, the folder as a run holds it (its lock, its files,
+its writer).
 
 A new run writes only into a folder that does not exist, is empty, or (with ``--overwrite``) holds an
 earlier run, of which only what a run writes is cleared: a folder holding anything else (a checkpoint,
 someone's files) is never written into, and the message names what is in the way. A default folder name
 is claimed atomically, so runs started in the same second never share one. While a run (or its resume)
-is in progress it holds a lock on the folder; a second run into the same folder is refused. ``--resume`` continues the run in its folder with the configuration it was started with;
-options that would change what is computed are refused by name.
+is in progress it holds a lock on the folder; a second run into the same folder is refused. ``--resume``
+continues the run in its folder with the configuration it was started with; options that would change what
+is computed are refused by name.
 
 The same rules serve ``platform pretrain`` (its configuration file is ``pretrain.json``).
 """
@@ -21,14 +23,18 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 import attrs
 
+from core.base import distributed, files
 from core.base.devices import resolve_device, resolve_precision
 from core.base.errors import ConfigError
-from core.base.files import check_folder
+from core.base.files import atomic_write, check_folder
 from core.runs.config import DEFAULT_LR, RunConfig, differences
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 log = logging.getLogger("platform")
 
@@ -225,12 +231,67 @@ def check_restartable(folder: Path) -> None:
 
 
 def best_epoch_recorded(folder: Path) -> int | str | None:
-    """The best epoch ``metrics.json`` records; ``"none"`` in a run folder without a readable one; None
-    elsewhere."""
+    """The best epoch ``metrics.json`` records; ``"missing"`` in a run folder without one, ``"unreadable"``
+    when it cannot be read (a corrupt or foreign file); None elsewhere."""
     try:
         record: Any = json.loads((folder / "metrics.json").read_text())
         return record["best"]["epoch"]
     except FileNotFoundError:
-        return "none" if (folder / "config.json").is_file() else None
+        return "missing" if (folder / "config.json").is_file() else None
     except (OSError, ValueError, KeyError, TypeError):
-        return "none"
+        return "unreadable"
+
+
+class RunFolder:
+    """A run's folder as the run holds it: its path; its lock, taken by :meth:`claim` (a new run, on the
+    rules above) or :meth:`take_for_resume`, and held by the main process until :meth:`close`; its files, written
+    atomically (:meth:`write`) and its state files saved and read safely, never unpickled (:meth:`save` and
+    :meth:`load`, ``core.base.files``: the whole RNG state travels in the states a run saves); and the run's
+    TensorBoard writer. Under torchrun only the main process claims and writes; the others hold it unlocked,
+    and their writer writes nothing."""
+
+    def __init__(self, path: Path, lock: FolderLock | None = None):
+        self.path, self.lock = Path(path), lock
+        self._writer: Any = None
+
+    def claim(self, *, overwrite: bool = False, config_file: str = "config.json", overwritable: bool = True) -> None:
+        """Take the folder for a new run (see :func:`claim`), locked."""
+        self.lock = claim(self.path, overwrite=overwrite, config_file=config_file, overwritable=overwritable)
+
+    def take_for_resume(self) -> None:
+        """Take the folder of a run to continue, locked (see :func:`lock_for_resume`)."""
+        self.lock = lock_for_resume(self.path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def write(self, name: str, content: bytes | str | Callable[[BinaryIO], None]) -> None:
+        """Write the file ``name`` (a path below the folder) whole or not at all."""
+        atomic_write(self.path / name, content)
+
+    def save(self, name: str, state: dict[str, Any]) -> None:
+        """Save a state file (``last.pt``, ``best.pt``) atomically."""
+        files.save(self.path / name, state)
+
+    def load(self, name: str) -> dict[str, Any]:
+        """Read a state file back, tensors and plain values only."""
+        return files.load(self.path / name)
+
+    def writer(self, global_step: int) -> SummaryWriter:
+        """The run's TensorBoard writer under ``tensorboard/``, made on first use; events after
+        ``global_step`` that an earlier, killed part of the run wrote are purged. It writes nothing on a
+        process other than the main one."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = (SummaryWriter(str(self.path / "tensorboard"), purge_step=global_step or None)
+                            if distributed.is_main() else distributed.NullWriter())
+        return self._writer
+
+    def close(self) -> None:
+        """The writer closed, the lock released (closing twice is harmless)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self.lock is not None:
+            self.lock.release()

@@ -52,7 +52,7 @@ def save_last(run: TrainingRun) -> None:
     check_finite_weights(run)
     state = state_of(run)
     if distributed.is_main():
-        checkpoints.save(run.output_dir / "last.pt", state)
+        run.folder.save("last.pt", state)
     run.saved_step = run.global_step
 
 
@@ -113,7 +113,7 @@ def save_best(run: TrainingRun, predictions: dict) -> None:
     if not distributed.is_main():
         return
     write_split_predictions(run, run.selection_split, run.selection_data, predictions)
-    checkpoints.save(run.output_dir / "best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
+    run.folder.save("best.pt", {"config": run.config.to_dict(), "model": run.model.state_dict(),
                                                    "metrics": run.best, "selected_on": run.selection_split})
 
 
@@ -148,7 +148,7 @@ def write_metrics(run: TrainingRun) -> None:
         return
     record = {"selected_on": run.selection_split, "best": run.best, "history": run.history,
               "examples_seen": run.examples_seen, **({"dev": run.dev} if run.dev else {})}
-    checkpoints.atomic_write(run.output_dir / "metrics.json", json.dumps(record, indent=2) + "\n")
+    run.folder.write("metrics.json", json.dumps(record, indent=2) + "\n")
 
 
 def write_split_predictions(run: TrainingRun, split: str, data: dict[str, SplitData], predictions: dict) -> None:

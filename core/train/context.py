@@ -9,11 +9,10 @@ import attrs
 import pluggy
 import torch
 
-from core.base import distributed
 from core.data.tokenizer import Tokenizer
 from core.model.multitask import MultitaskModel
 from core.runs.config import RunConfig
-from core.runs.folder import FolderLock
+from core.runs.folder import RunFolder
 from core.tasks.splits import VALIDATION, SplitData
 from core.train.balancer import Balancer
 from core.train.gradients import ParameterSplit
@@ -31,15 +30,18 @@ class Run:
 
     config: Any
     pm: pluggy.PluginManager
-    output_dir: Path
+    folder: RunFolder  # its lock held (by the main process) until the run is closed
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     global_step: int = 0
     examples_seen: int = 0  # training examples (sequences, for pretraining) seen so far
     plugin_state: dict[str, Any] = attrs.Factory(dict)  # scratch space of plugins, by plugin name
-    folder_lock: FolderLock | None = None  # held (by the main process) until the run is closed
-    _writer: Any = None
+
+    @property
+    def output_dir(self) -> Path:
+        """The run folder's path."""
+        return self.folder.path
 
     @property
     def total_steps(self) -> int:
@@ -54,20 +56,11 @@ class Run:
     def writer(self) -> SummaryWriter:
         """The run's TensorBoard ``SummaryWriter`` (created on first use); plugins log through it. On
         every process but the main one it writes nothing."""
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = (SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.global_step or None)
-                            if distributed.is_main() else distributed.NullWriter())
-        return self._writer
+        return self.folder.writer(self.global_step)
 
     def close(self) -> None:
         """End the run: the writer closes, the folder's lock is released (closing twice is harmless)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self.folder_lock is not None:
-            self.folder_lock.release()
+        self.folder.close()
 
 
 @attrs.define(kw_only=True)

@@ -24,7 +24,6 @@ import torch
 from tqdm.auto import tqdm
 
 from core.base import distributed
-from core.base import files as checkpoints
 from core.base.memory import peak_rss_mb
 from core.tasks.splits import make_batch
 from core.train import checkpointing as runfiles
@@ -205,7 +204,7 @@ def finish(run: TrainingRun) -> None:
     (``run.dev``, hook ``platform_on_evaluate_end`` with split ``dev``) and dev predictions; then its
     test predictions. Without it, dev predictions were written when the best model was found."""
     if run.best.get("epoch") != run.epoch - 1:  # the model in hand is not the best one
-        run.model.load_state_dict(distributed.on_main(checkpoints.load, run.output_dir / "best.pt")["model"])
+        run.model.load_state_dict(distributed.on_main(run.folder.load, "best.pt")["model"])
     if run.validation_data:
         run.dev, predictions = evaluate(run.model, run.dev_data, run.tokenizer.pad, run.config.eval_batch_size)
         run.pm.hook.platform_on_evaluate_end(run=run, split="dev", metrics=run.dev)

@@ -28,14 +28,27 @@ def test_bare_command_lists_commands(capsys):
         assert command in out
 
 
+def _installed() -> tuple[list[str], list[str], list[str]]:
+    """The installed plugins, opt-in and always on, and the samplers they provide, as the messages list them."""
+    from importlib.metadata import entry_points
+
+    from core.plugin.manager import is_opt_in, make_plugin_manager
+    from core.plugin.registries import Registries
+
+    modules = {point.name: point.load() for point in entry_points(group="platform")}
+    opt_in = sorted(name for name, module in modules.items() if is_opt_in(module))
+    samplers = sorted(Registries(make_plugin_manager(enabled=None)).samplers.names())
+    return opt_in, sorted(set(modules) - set(opt_in)), samplers
+
+
+OPT_IN, ALWAYS_ON, SAMPLERS = _installed()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--tasks", "sst,nope"], "--tasks: unknown task 'nope'; available: cfimdb, quora, sst, sts"),
-    (["--sampler", "shuffle"],
-     "--sampler: unknown sampler 'shuffle'; available: annealed, interleaved, proportional, rrobin, rrobin-pre"),
-    (["--plugins", "smrt"], "unknown plugin(s) in --plugins: smrt; available: bam, dwa, famo, gradnorm, mmoe, ple, "
-                            "rlayer, rlw, smart, temperature, uncertainty (always on: cfimdb, commands, equal, "
-                            "independent, kinds, maskers, metrics, quora, samplers, search_space, sst, sts, studies, "
-                            "tagging, telemetry)"),
+    (["--sampler", "shuffle"], f"--sampler: unknown sampler 'shuffle'; available: {', '.join(SAMPLERS)}"),
+    (["--plugins", "smrt"], f"unknown plugin(s) in --plugins: smrt; available: {', '.join(OPT_IN)} (always on: "
+                            f"{', '.join(ALWAYS_ON)})"),
     (["--tasks", "sts", "--mode", "pretrain"], "--mode pretrain freezes the encoder, and the heads of sts have no "
                                                "trainable parameters (a cosine head has none); use --mode finetune"),
     (["--checkpoint", "no-such-model!"],

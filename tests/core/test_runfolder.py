@@ -186,7 +186,7 @@ def test_evaluate_says_when_metrics_json_is_behind_best_pt(tiny_config, tmp_path
     kill_run(config, tmp_path, "call", "write_metrics", 1)  # killed after the epoch's best.pt, before metrics.json
     folder = Path(config.output_dir)
     assert (folder / "best.pt").exists() and not (folder / "metrics.json").exists()
-    behind = f"{folder / 'best.pt'} holds epoch 0, but {folder / 'metrics.json'} records epoch none as best"
+    behind = f"{folder / 'best.pt'} holds epoch 0, but {folder / 'metrics.json'} is missing: the run stopped while saving"
     with caplog.at_level("WARNING", logger="platform"):
         inference.evaluate_checkpoint(folder)
     assert behind in caplog.text and "--resume" in caplog.text
@@ -194,7 +194,18 @@ def test_evaluate_says_when_metrics_json_is_behind_best_pt(tiny_config, tmp_path
     train(prepare(config, resume=True))
     with caplog.at_level("WARNING", logger="platform"):
         inference.evaluate_checkpoint(folder)
-    assert "records epoch" not in caplog.text
+    assert "records epoch" not in caplog.text and "is missing" not in caplog.text
+
+
+def test_evaluate_says_when_metrics_json_cannot_be_read(tiny_config, caplog):
+    config = attrs.evolve(tiny_config, tasks=("sst",), epochs=1)
+    train(prepare(config))
+    folder = Path(config.output_dir)
+    (folder / "metrics.json").write_text('{"best": {"epo')  # cut short
+    with caplog.at_level("WARNING", logger="platform"):
+        inference.evaluate_checkpoint(folder)
+    assert (f"{folder / 'metrics.json'} cannot be read (a corrupt file?): the run's record of its best epoch is lost; "
+            f"{folder / 'best.pt'} holds epoch 0 and is used as it is") in caplog.text
 
 
 @pytest.mark.integration

@@ -123,3 +123,37 @@ def test_a_batch_split_by_max_batch_tokens_has_the_whole_batch_gradient(tiny_con
         for run in runs.values():
             run.optimizer.zero_grad(set_to_none=True)
     assert seen.count("sst") > 1 and seen.count("quora") > 1  # split: one call per chunk
+
+
+def test_a_head_of_the_wrong_shape_is_named_on_its_first_batch(tiny_config):
+    """A kind whose head builds one output fewer than it declares: the first training batch stops the run
+    with one message naming the task, the kind and its module, and both shapes."""
+    from core.model.multitask import HeadShapeError
+    from core.plugin.component import Component
+    from core.plugin.manager import make_plugin_manager
+    from plugins.standard.kinds import SingleClassification
+    from tasks.sst import SST
+
+    class Short(SingleClassification):
+        name = "short-classification"
+
+        def build_head(self, spec, widths, dropout):
+            return self.classifier(spec, widths, spec.num_labels - 1, dropout)
+
+    class Plugin:
+        @hookimpl
+        def platform_task_kinds(self):
+            return [Component.of(Short())]
+
+        @hookimpl
+        def platform_tasks(self):
+            return [Component.of(attrs.evolve(SST, name="sst-short", kind="short-classification"))]
+
+    pm = make_plugin_manager(enabled=())
+    pm.register(Plugin(), name="short")
+    run = prepare(attrs.evolve(tiny_config, tasks=("sst-short",), epochs=1), pm)
+    with pytest.raises(HeadShapeError) as caught:
+        train(run)
+    assert str(caught.value) == (
+        f"task 'sst-short': the head of kind 'short-classification' (from {__name__}) returned a (8, 4) output for "
+        "a batch of 8, expected (8, 5) (batch, kind.outputs(spec) = 5)")
