@@ -1,11 +1,13 @@
-"""Helpers shared by tests: bind task specs as a run does, crash a run for real in a subprocess, install a
-plugin package outside the repository and run the platform beside it."""
+"""Helpers shared by tests: bind task specs as a run does, crash a run for real in a subprocess or stop one in
+process (:class:`InterruptAt`), install a plugin package outside the repository and run the platform beside it."""
 
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from core.api import hookimpl
 
 KILL_SCRIPT = Path(__file__).with_name("kill_run.py")
 
@@ -63,3 +65,21 @@ def platform_beside(args: list[str], site: Path, **env: str) -> subprocess.Compl
     pythonpath = os.pathsep.join([str(site), str(Path(__file__).parents[1])])
     return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": pythonpath, **env})
+
+
+class Interrupted(Exception):
+    """Raised by :class:`InterruptAt`: a run stopped in the middle, without killing a process."""
+
+
+class InterruptAt:
+    """A plugin that stops training right after global step ``step``, before that step's checkpoint: register
+    it on a run's plugin manager, then resume the run's folder to check that it ends where an uninterrupted run
+    ends."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    @hookimpl
+    def platform_on_after_step(self, step: int) -> None:
+        if step == self.step:
+            raise Interrupted(step)

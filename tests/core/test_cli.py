@@ -29,7 +29,8 @@ def test_bare_command_lists_commands(capsys):
 
 
 def _installed() -> tuple[list[str], list[str], list[str]]:
-    """The installed plugins, opt-in and always on, and the samplers they provide, as the messages list them."""
+    """The installed plugins, opt-in and always on, and the samplers of the always-on ones (a run without
+    --plugins), as the messages list them."""
     from importlib.metadata import entry_points
 
     from core.plugin.manager import is_opt_in, make_plugin_manager
@@ -37,7 +38,7 @@ def _installed() -> tuple[list[str], list[str], list[str]]:
 
     modules = {point.name: point.load() for point in entry_points(group="platform")}
     opt_in = sorted(name for name, module in modules.items() if is_opt_in(module))
-    samplers = sorted(Registries(make_plugin_manager(enabled=None)).samplers.names())
+    samplers = sorted(Registries(make_plugin_manager(enabled=())).samplers.names())
     return opt_in, sorted(set(modules) - set(opt_in)), samplers
 
 

@@ -86,7 +86,8 @@ def test_a_regularizer_of_ones_own_with_its_option_and_telemetry(tiny_config):
     module = example("l2sp")
     pm = make_plugin_manager(enabled=None)
     pm.register(module, name="l2sp")
-    assert "--l2sp-weight" in parser_for(["run"], pm).format_help()
+    every_plugin_on = ["run", "--topology", "independent", "--balancer", "equal"]  # choose among several providers
+    assert "--l2sp-weight" in parser_for(every_plugin_on, pm).format_help()
     config = attrs.evolve(tiny_config, tasks=("sst",), epochs=1, components={"l2sp": {"weight": 0.5}})
     run, _ = run_with(config, module)
     assert run.regularizers["l2sp"].config.weight == 0.5

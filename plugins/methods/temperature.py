@@ -1,0 +1,154 @@
+"""temperature plugin (opt-in: --plugins temperature --sampler temperature): temperature sampling of tasks
+(Arivazhagan et al. 2019; jiant's temperature sampler).
+
+Task t of N_t training examples is drawn with probability
+
+    p_t = min(N_t, cap)^(1/T) / Σ_u min(N_u, cap)^(1/T)
+
+T = 1 is proportional to size (the ``proportional`` sampler), T → ∞ uniform; between them small tasks
+are drawn more often than their size alone would have them. ``--temperature-mode one-task`` (default)
+draws one task per step, a batch of ``--batch-size`` of its examples; an epoch has ⌈Σ N_t / batch⌉ steps.
+``every-task`` puts a batch of every task in each step instead, task t's batch size
+b_t = max(1, round(batch · p_t / max_u p_u)) (the likeliest task gets ``--batch-size``; T = 1 gives the
+``interleaved`` sampler's sizes), for methods that need every task in a step; an epoch has
+⌈Σ N_t / Σ b_t⌉ steps. Either way an epoch holds about as many examples as the training data, and a
+task's examples come from a fresh permutation each epoch, salted by its name, wrapping into a new one
+when it runs out. A plan is a pure function of (seed, epoch), so a resumed run replays it. How the
+modes compose with ``--update summed|sequential``: docs/methods.md.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any
+
+import attrs
+import torch
+from attrs import validators as v
+
+from core.api import (
+    Component,
+    ConfigError,
+    SamplerFactory,
+    Step,
+    field,
+    generator,
+    hookimpl,
+    is_positive,
+    permutation,
+    positive_or_none,
+)
+
+PLATFORM_OPT_IN = True
+NAME = "temperature"
+MODES = ("one-task", "every-task")
+_WRAP = 104_729  # salt stride of a task's wrap count, far from the epoch stride (7919) of generator()
+_DRAW = 31  # salt of the task draws, apart from the per-task permutations
+
+
+def finite_positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not is_positive(value):
+        raise ValueError(f"{attribute.name} must be a positive, finite number (1: proportional to size, larger: "
+                         f"closer to uniform), got {value}")
+
+
+@attrs.frozen
+class TemperatureConfig:
+    t: float = field(2.0, "the temperature T: a task is drawn with probability proportional to size^(1/T); 1: "
+                          "proportional to size, large: uniform", validator=finite_positive)
+    cap: int | None = field(None, "a task's size counts at most this many examples in its probability (jiant's "
+                                  "examples cap); None: no cap", validator=positive_or_none)
+    mode: str = field("one-task", "one-task: one task drawn per step; every-task: a batch of every task per step, "
+                                  "batch sizes in proportion to the probabilities", validator=v.in_(MODES),
+                      metadata={"choices": MODES})
+
+
+def task_probabilities(sizes: dict[str, int], t: float, cap: int | None = None) -> dict[str, float]:
+    """p_t ∝ min(N_t, cap)^(1/T), computed as a softmax of log sizes / T (exact for any T)."""
+    counted = torch.tensor([math.log(min(size, cap) if cap else size) for size in sizes.values()], dtype=torch.float64)
+    return dict(zip(sizes, torch.softmax(counted / t, dim=0).tolist()))
+
+
+class _Stream:
+    """One task's examples in one epoch: consecutive chunks of a permutation, wrapping into a new one."""
+
+    def __init__(self, size: int, seed: int, epoch: int, task: str):
+        self.size, self.seed, self.epoch, self.salt = size, seed, epoch, zlib.crc32(task.encode())
+        self.wrap, self.pos = 0, 0
+        self.order = permutation(size, seed, epoch, self.salt)
+
+    def take(self, n: int) -> list[int]:
+        batch: list[int] = []
+        while len(batch) < n:
+            if self.pos == self.size:
+                self.wrap, self.pos = self.wrap + 1, 0
+                self.order = permutation(self.size, self.seed, self.epoch, self.salt + self.wrap * _WRAP)
+            k = min(n - len(batch), self.size - self.pos)
+            batch += self.order[self.pos:self.pos + k]
+            self.pos += k
+        return batch
+
+
+class TemperatureSampler:
+    """Tasks drawn with probability ∝ size^(1/T): one per step, or every task per step with batch sizes
+    in proportion (``mode``)."""
+
+    def __init__(self, settings: TemperatureConfig | None, sizes: dict[str, int], batch_size: int, seed: int,
+                 epochs: int):
+        if not sizes:
+            raise ConfigError(f"sampler {NAME!r}: no tasks to sample from")
+        empty = [task for task, size in sizes.items() if size < 1]
+        if empty:
+            raise ConfigError(f"sampler {NAME!r}: task(s) {', '.join(empty)} have no training examples")
+        if batch_size < 1 or epochs < 1:
+            raise ConfigError(f"sampler {NAME!r}: batch_size and epochs must be >= 1, got {batch_size}, {epochs}")
+        self.settings = settings or TemperatureConfig()
+        self.sizes, self.batch_size, self.seed = dict(sizes), batch_size, seed
+        self.tasks = list(self.sizes)
+        self.probabilities = task_probabilities(self.sizes, self.settings.t, self.settings.cap)
+        likeliest = max(self.probabilities.values())
+        self.batch_sizes = {task: min(self.sizes[task], max(1, round(batch_size * p / likeliest)))
+                            for task, p in self.probabilities.items()}
+
+    def steps_per_epoch(self) -> int:
+        step = sum(self.batch_sizes.values()) if self.settings.mode == "every-task" else self.batch_size
+        return math.ceil(sum(self.sizes.values()) / step)
+
+    def draws(self, epoch: int) -> list[str]:
+        """The task of every step of ``epoch`` (one-task mode): inverse-CDF draws from p."""
+        cumulative = torch.tensor([self.probabilities[task] for task in self.tasks], dtype=torch.float64).cumsum(0)
+        uniform = torch.rand(self.steps_per_epoch(), 1, generator=generator(self.seed, epoch, _DRAW),
+                             dtype=torch.float64)
+        picks = (cumulative < uniform).sum(1).clamp(max=len(self.tasks) - 1).tolist()  # (steps,)
+        return [self.tasks[i] for i in picks]
+
+    def plan(self, epoch: int) -> list[Step]:
+        streams = {task: _Stream(size, self.seed, epoch, task) for task, size in self.sizes.items()}
+        if self.settings.mode == "every-task":
+            return [[(task, streams[task].take(self.batch_sizes[task])) for task in self.tasks]
+                    for _ in range(self.steps_per_epoch())]
+        return [[(task, streams[task].take(min(self.batch_size, self.sizes[task])))] for task in self.draws(epoch)]
+
+    def state_dict(self) -> dict:
+        return {"sampler": NAME, "sizes": dict(self.sizes), "batch_size": self.batch_size, "seed": self.seed,
+                **attrs.asdict(self.settings)}
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()
+        diffs = [f"{key}: {state.get(key)!r} in the checkpoint, {mine.get(key)!r} in this run"
+                 for key in sorted(set(mine) | set(state)) if state.get(key) != mine.get(key)]
+        if diffs:
+            raise ConfigError("the checkpoint's sampler settings differ from this run's: " + "; ".join(diffs))
+
+
+def temperature_space(trial: Any, base: Any) -> dict[str, float]:
+    """The temperature (``temperature_t``, 1..10, log scale: proportional to size .. nearly uniform)."""
+    return {"t": trial.suggest_float("temperature_t", 1.0, 10.0, log=True)}
+
+
+@hookimpl
+def platform_samplers() -> list[Component[SamplerFactory]]:
+    return [Component(NAME, TemperatureSampler, settings=TemperatureConfig, space=temperature_space,
+                      help="tasks drawn with probability proportional to size^(1/T), one per step or every task "
+                           "per step with batch sizes in proportion")]
