@@ -9,9 +9,9 @@ import contracts in ``pyproject.toml``. What a plugin author needs to know, on o
 - **Provide components**: a registration hook (``platform_tasks``, ``platform_samplers``, …; marked
   ``hookimpl``) returns :class:`Component` s, one descriptor for every family: a name, the family's
   factory (:class:`TaskSpec`, :class:`TaskKind`, :class:`SamplerFactory`, :class:`RegularizerFactory`,
-  :class:`TopologyFactory`, :class:`BalancerFactory`, :class:`MaskerFactory`, a :class:`SearchSpace`, a
-  :class:`Command`), its settings class (fields made with :func:`field`; per-task settings with :func:`assignments`), its own
-  search space, whether it is the family's default.
+  :class:`TopologyFactory`, :class:`BalancerFactory`, :class:`ModelTransform`, :class:`MaskerFactory`, a
+  :class:`SearchSpace`, a :class:`Command`), its settings class (fields made with :func:`field`; per-task settings
+  with :func:`assignments`), its own search space, whether it is the family's default.
 - **A task** is a :class:`TaskSpec`; a run binds it to a :class:`Task`. A new shape of task is a
   :class:`TaskKind`: labels, encoding with the :class:`Tokenizer`, collating a :class:`SplitData` into a
   :class:`Batch`, what the head sees (:class:`EncoderOutput`, :class:`Widths`), the head, the form of its
@@ -58,6 +58,7 @@ from core.train.evaluation import head_outputs
 from core.train.balancer import Aggregation, Balancer, BalancerFactory, step_generator
 from core.train.regularizer import Regularizer, RegularizerFactory
 from core.train.sampling import Sampler, SamplerFactory, Step, TaskBatch, generator, permutation
+from core.train.transform import ModelTransform
 
 __all__ = [
     # components and hooks
@@ -77,7 +78,7 @@ __all__ = [
     "SentenceClassifier", "PairClassifier", "CosineRegressor", "TokenClassifier",
     # the factories of the component families, and what they build
     "SamplerFactory", "Sampler", "Step", "TaskBatch", "generator", "permutation", "RegularizerFactory", "Regularizer",
-    "BalancerFactory", "Balancer", "Aggregation", "step_generator",
+    "BalancerFactory", "Balancer", "Aggregation", "step_generator", "ModelTransform",
     "TopologyFactory", "MaskerFactory", "Masker", "budget", "SearchSpace", "Command", "Invocation",
     # the run a hook receives
     "Run", "TrainingRun", "RunConfig", "MultitaskModel", "perturbed_embeddings", "head_outputs", "load_run",

@@ -37,6 +37,7 @@ from core.tasks.task import Task
 from core.train.balancer import BalancerFactory
 from core.train.regularizer import RegularizerFactory
 from core.train.sampling import SamplerFactory
+from core.train.transform import ModelTransform
 
 
 class Parts:
@@ -114,9 +115,15 @@ class RunParts(Parts):
         """The regularizers of the enabled plugins (only opt-in plugins may provide one)."""
         return list(self.registries.regularizers)
 
+    @cached_property
+    def transforms(self) -> list[Component[ModelTransform]]:
+        """The model transforms of the enabled plugins (only opt-in plugins may provide one), in the order
+        of ``--plugins``."""
+        return list(self.registries.model_transforms)
+
     def active(self) -> list[Component[Any]]:
-        """The run's sampler, topology, balancer and regularizers, in this order."""
-        return [self.sampler, self.topology, self.balancer, *self.regularizers]
+        """The run's sampler, topology, balancer, regularizers and model transforms, in this order."""
+        return [self.sampler, self.topology, self.balancer, *self.regularizers, *self.transforms]
 
     def chosen(self) -> dict[str, str]:
         """The name of the run's component of each family that takes one: sampler, topology, balancer."""
@@ -156,7 +163,8 @@ class RunParts(Parts):
         return load_data(self.config, self.tasks, self.tokenizer, split)
 
     def model(self) -> MultitaskModel:
-        """A new model: the encoder from the checkpoint and the topology's heads, seeded by ``--seed``."""
+        """A new model: the encoder from the checkpoint and the topology's heads, seeded by ``--seed``, changed
+        by the enabled plugins' model transforms (:mod:`core.train.transform`) before it moves to its device."""
         config, tasks = self.config, self.tasks
         torch.manual_seed(config.seed)
         encoder = load_encoder(self.source, hidden_dropout_prob=config.dropout,
@@ -173,12 +181,17 @@ class RunParts(Parts):
             raise ConfigError(f"topology {self.topology.name!r} built no head for task(s) {missing}")
         device = resolve_device(config.device)
         model = MultitaskModel(encoder, heads, tasks, config.pooling, resolve_precision(config.precision, device))
+        for transform in self.transforms:
+            transform.factory(self.settings(transform), model, config)
         model = model.to(device)
         if config.mode == "pretrain":
             model.freeze_encoder()
             if not any(p.requires_grad for p in model.parameters()):
                 raise ConfigError(f"--mode pretrain freezes the encoder, and the heads of {', '.join(tasks)} have "
                                   "no trainable parameters (a cosine head has none); use --mode finetune")
+        if self.transforms and not any(p.requires_grad for p in model.parameters()):
+            names = ", ".join(f"{t.name} (plugin {t.plugin})" for t in self.transforms)
+            raise ConfigError(f"--plugins: the model transforms {names} left no parameter to train")
         return model
 
 
@@ -230,8 +243,8 @@ def not_active(config: Any, name: str, settings: list[str], registries: Registri
                 f"use {option} {name}, or leave {options} out")
     family, found = find(Registries(make_plugin_manager(enabled=None)), name)
     if found is None:
-        return (f"{what} {name!r}, which no installed plugin provides as a sampler, regularizer, topology, balancer "
-                "or masker (see `platform plugins`)")
+        return (f"{what} {name!r}, which no installed plugin provides as a sampler, regularizer, model transform, "
+                "topology, balancer or masker (see `platform plugins`)")
     enable = f"--plugins {','.join((*config.plugins, found.plugin))}"
     if family in ("samplers", "maskers") or (family in ("topologies", "balancers")
                                              and bool(getattr(config, FAMILIES[family].what, ""))):

@@ -31,7 +31,7 @@ from core.cli.parsing import add_options, merged, option_names, options_given
 from core.plugin.component import Component
 from core.plugin.invocation import Invocation
 from core.plugin.manager import PluginManager, make_plugin_manager
-from core.plugin.registries import Registries
+from core.plugin.registries import WITH_SETTINGS, Registries
 
 EARLY = ("plugins", "sampler", "topology", "balancer", "masker", "config", "resume")  # what the first pass reads
 
@@ -129,18 +129,19 @@ def first_pass(argv: list[str]) -> SimpleNamespace:
 
 
 def active_components(command: Component[Any], registries: Registries, early: SimpleNamespace) -> list[Component[Any]]:
-    """The components whose settings are options of ``command``: a run's sampler, topology, balancer and
-    regularizers; pretraining's masker."""
+    """The components whose settings are options of ``command``: a run's sampler, topology, balancer,
+    regularizers and model transforms; pretraining's masker."""
     configures = command.factory.configures
     if early.resume and configures:  # every setting is an option, so that a change is refused as such
         installed = Registries(make_plugin_manager(enabled=None))
-        families = ("samplers", "topologies", "balancers", "regularizers") if configures == "run" else ("maskers",)
+        families = ("samplers", "topologies", "balancers", "regularizers", "model_transforms") \
+            if configures == "run" else ("maskers",)
         return [component for family in families for component in installed.family(family)]
     if configures == "run":
         sampler = (lookup(registries.samplers, early.sampler, "--sampler") if early.sampler
                    else default_of(registries.samplers))
         return [sampler, chosen(registries, "topologies", early.topology), *run_balancers(registries, early.balancer),
-                *registries.regularizers]
+                *registries.regularizers, *registries.model_transforms]
     if configures == "pretrain":
         return [lookup(registries.maskers, early.masker, "--masker") if early.masker else default_of(registries.maskers)]
     return []
@@ -218,8 +219,7 @@ def refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str], registri
     what would make it take part; otherwise argparse's own message."""
     installed = Registries(make_plugin_manager(enabled=None))
     options = [word.split("=", 1)[0] for word in unknown if word.startswith("--")]
-    for component in (c for family in ("samplers", "regularizers", "topologies", "balancers", "maskers")
-                      for c in installed.family(family)):
+    for component in (c for family in WITH_SETTINGS for c in installed.family(family)):
         if component.settings is None:
             continue
         names = option_names(component.settings, prefix=f"{component.name}-")

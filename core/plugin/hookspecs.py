@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from core.train.context import Run
     from core.train.regularizer import RegularizerFactory
     from core.train.sampling import SamplerFactory
+    from core.train.transform import ModelTransform
 
 PROJECT = "platform"
 
@@ -71,6 +72,14 @@ def platform_regularizers() -> Iterable[Component[RegularizerFactory]]:
     """Loss regularizers: ``Component(name, factory, settings=...)`` where ``factory(settings, model)``
     returns a :class:`~core.train.regularizer.Regularizer`. Only an opt-in plugin may provide one: it acts
     in every run that enables the plugin (``--plugins``)."""
+
+
+@hookspec
+def platform_model_transforms() -> Iterable[Component[ModelTransform]]:
+    """Model transforms: ``Component(name, factory, settings=...)`` where ``factory(settings, model, config)``
+    changes a run's new model in place (adds adapters, freezes parameters) before it moves to its device and
+    before the optimizer is built (:class:`~core.train.transform.ModelTransform`). Only an opt-in plugin may
+    provide one: it acts in every run that enables the plugin, also where ``evaluate``/``predict`` rebuild it."""
 
 
 @hookspec

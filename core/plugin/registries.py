@@ -24,12 +24,14 @@ from core.tasks.task import Task, bind
 from core.train.balancer import BalancerFactory
 from core.train.regularizer import RegularizerFactory
 from core.train.sampling import SamplerFactory
+from core.train.transform import ModelTransform
 
 TASK_KINDS: Family[TaskKind] = Family("platform_task_kinds", "task kind", TaskKind)
 METRICS: Family[Metric] = Family("platform_metrics", "metric")
 TASKS: Family[TaskSpec] = Family("platform_tasks", "task", TaskSpec)
 SAMPLERS: Family[SamplerFactory] = Family("platform_samplers", "sampler", one_default=True)
 REGULARIZERS: Family[RegularizerFactory] = Family("platform_regularizers", "regularizer", opt_in_only=True)
+MODEL_TRANSFORMS: Family[ModelTransform] = Family("platform_model_transforms", "model transform", opt_in_only=True)
 TOPOLOGIES: Family[TopologyFactory] = Family("platform_topologies", "topology", one_default=True)
 BALANCERS: Family[BalancerFactory] = Family("platform_balancers", "balancer", one_default=True)
 MASKERS: Family[MaskerFactory] = Family("platform_maskers", "masker", one_default=True)
@@ -38,9 +40,11 @@ COMMANDS: Family[Command] = Family("platform_commands", "command", Command)
 ENCODERS: Family[Architecture] = Family("platform_encoders", "encoder architecture", Architecture)
 
 FAMILIES: dict[str, Family[Any]] = {"task_kinds": TASK_KINDS, "metrics": METRICS, "tasks": TASKS, "samplers": SAMPLERS,
-            "regularizers": REGULARIZERS, "topologies": TOPOLOGIES, "balancers": BALANCERS, "maskers": MASKERS,
-            "search_spaces": SEARCH_SPACES, "commands": COMMANDS, "encoders": ENCODERS}
-WITH_SETTINGS = ("samplers", "regularizers", "topologies", "balancers", "maskers")  # families whose settings are run options
+            "regularizers": REGULARIZERS, "model_transforms": MODEL_TRANSFORMS, "topologies": TOPOLOGIES,
+            "balancers": BALANCERS, "maskers": MASKERS, "search_spaces": SEARCH_SPACES, "commands": COMMANDS,
+            "encoders": ENCODERS}
+# the families whose settings are run options
+WITH_SETTINGS = ("samplers", "regularizers", "model_transforms", "topologies", "balancers", "maskers")
 
 
 class Registries:
@@ -51,6 +55,7 @@ class Registries:
     tasks: Registry[TaskSpec]
     samplers: Registry[SamplerFactory]
     regularizers: Registry[RegularizerFactory]
+    model_transforms: Registry[ModelTransform]
     topologies: Registry[TopologyFactory]
     balancers: Registry[BalancerFactory]
     maskers: Registry[MaskerFactory]

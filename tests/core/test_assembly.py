@@ -94,7 +94,8 @@ def test_settings_of_a_component_nobody_registers_are_refused(tiny_config):
     with pytest.raises(ConfigError) as info:
         RunParts(config).check_components()
     assert str(info.value) == ("--mixup-alpha is a setting of 'mixup', which no installed plugin provides as a "
-                               "sampler, regularizer, topology, balancer or masker (see `platform plugins`)")
+                               "sampler, regularizer, model transform, topology, balancer or masker (see `platform "
+                               "plugins`)")
 
 
 def test_check_components_returns_the_active_settings_with_their_defaults():

@@ -153,6 +153,45 @@ def test_hook_platform_regularizers():
         registries_with(AlwaysOn())
 
 
+def test_hook_platform_model_transforms(tiny_config):
+    """A transform changes the new model before it moves to its device and before the optimizer is built:
+    what it adds trains, what it freezes is left out; it runs again wherever the model is rebuilt."""
+    calls = []
+
+    @attrs.frozen
+    class Settings:
+        scale: float = attrs.field(default=2.0, metadata={"help": "initial scale"})
+
+    def add_scale(settings, model, config):
+        calls.append((settings.scale, config.seed))
+        model.encoder.embeddings.requires_grad_(False)
+        model.register_parameter("scale", torch.nn.Parameter(torch.tensor(settings.scale)))
+
+    class Plugin:
+        PLATFORM_OPT_IN = True
+
+        @hookimpl
+        def platform_model_transforms(self):
+            return [Component("scaled", add_scale, settings=Settings, help="a learnt scale")]
+
+    assert registries_with(Plugin()).model_transforms["scaled"].help == "a learnt scale"
+    pm = make_plugin_manager(enabled=(), third_party=False)
+    pm.register(Plugin(), name="fixture")
+    run = prepare(attrs.evolve(tiny_config, tasks=("sst",), epochs=1, components={"scaled": {"scale": 3.0}}), pm)
+    assert calls == [(3.0, tiny_config.seed)] and float(run.model.scale.detach()) == 3.0
+    in_optimizer = {id(p) for group in run.optimizer.param_groups for p in group["params"]}
+    assert id(run.model.scale) in in_optimizer
+    assert not in_optimizer & {id(p) for p in run.model.encoder.embeddings.parameters()}
+
+    class AlwaysOn:
+        @hookimpl
+        def platform_model_transforms(self):
+            return [Component("noop", lambda settings, model, config: None)]
+
+    with pytest.raises(ValueError, match="plugin 'fixture' provides model transform 'noop' but is always on"):
+        registries_with(AlwaysOn())
+
+
 def test_hook_platform_topologies():
     class Plugin:
         @hookimpl

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+import torch
 
 from core.build.parts import RunParts
 from core.build.run import prepare
@@ -164,3 +165,21 @@ def test_a_kind_of_ones_own_is_listed_with_its_description():
     component = registries.task_kinds["multi-label"]
     assert component.plugin == "multilabel" and component.help.startswith("one sentence -> any subset")
     assert registries.metrics["exact_match"].help == "Share of sentences whose whole label set is right."
+
+
+def test_a_model_transform_of_ones_own(tiny_config):
+    module = example("freeze")
+    pm = make_plugin_manager(enabled=None)
+    pm.register(module, name="freeze")
+    assert "--freeze-layers" in parser_for(["run"], pm).format_help()
+    config = attrs.evolve(tiny_config, tasks=("sst",), epochs=1, components={"freeze": {"layers": 1}})
+    pm = make_plugin_manager(enabled=())
+    pm.register(module, name="freeze")
+    run = prepare(config, pm)
+    frozen = [*run.model.encoder.embeddings.parameters(), *run.model.encoder.encoder.layer[0].parameters()]
+    before = [p.detach().clone() for p in frozen]
+    in_optimizer = {id(p) for group in run.optimizer.param_groups for p in group["params"]}
+    assert not in_optimizer & {id(p) for p in frozen} and id(run.model.encoder.encoder.layer[1].output.dense.weight) \
+        in in_optimizer
+    train(run)
+    assert all(torch.equal(p, b) for p, b in zip(frozen, before))
