@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test quick check bench bench-balancers venv
+.PHONY: run test quick check bench bench-balancers bench-lora venv
 
 venv: $(STAMP)
 
@@ -41,3 +41,7 @@ bench: $(STAMP)
 # Time per step and peak memory of every balancer next to equal weighting (docs/methods.md).
 bench-balancers: $(STAMP)
 	$(BIN)/python benchmarks/balancers.py $(ARGS)
+
+# LoRA against full fine-tuning: time per step and AdamW state bytes, on the tiny and small presets on the CPU.
+bench-lora: $(STAMP)
+	$(BIN)/python benchmarks/lora.py $(ARGS)

@@ -79,8 +79,8 @@ def _some(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> 
 class LoRAConfig:
     rank: int = field(8, "r, the rank of every adapter (at most the narrower width of its projection)",
                       validator=[v.instance_of(int), positive])
-    alpha: float = field(16.0, "alpha: an adapter's update is scaled by alpha / rank", converter=float,
-                         validator=positive)
+    alpha: float = field(8.0, "alpha: an adapter's update is scaled by alpha / rank (the paper sets alpha to the "
+                              "first rank it tries and leaves it there)", converter=float, validator=positive)
     dropout: float = field(0.0, "dropout on an adapter's input (the frozen projection sees the input as it is)",
                            converter=float, validator=[v.ge(0.0), v.lt(1.0)])
     targets: tuple[str, ...] = field(("query", "value"), "comma-separated projections to adapt, by their path inside "
@@ -283,8 +283,8 @@ def platform_on_train_end(run: TrainingRun) -> None:
 
 
 def lora_space(trial: Any, base: Any) -> dict[str, Any]:
-    """r, alpha, adapter dropout and which projections, around the paper's GLUE settings (r 8, alpha 16,
-    query and value)."""
+    """r, alpha, adapter dropout and which projections, around the paper's GLUE settings (r 8, alpha 8, query
+    and value)."""
     return {
         "rank": trial.suggest_categorical("lora_rank", [4, 8, 16, 32]),
         "alpha": trial.suggest_categorical("lora_alpha", [8.0, 16.0, 32.0]),

@@ -292,6 +292,34 @@ def test_pretrain_mode_with_lora_is_refused(tiny_run_config):
         prepare(lora(attrs.evolve(tiny_run_config, mode="pretrain")))
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--lora-rank", "0"], "--lora-rank must be positive, got 0"),
+    (["--lora-targets", "attention.self.qkv"], "--lora-targets: 'attention.self.qkv' names no projection of the "
+                                               "encoder's layers; they are attention.output.dense, attention.self.key, "
+                                               "attention.self.query, attention.self.value, intermediate.dense, "
+                                               "output.dense (a plain name matches the last part)"),
+])
+def test_the_command_line_refuses_bad_lora_options_in_one_line(capsys, tmp_path, tiny_data_dir, args, message):
+    from core.cli.main import main
+
+    code = main(["run", "--tasks", "sst", "--checkpoint", "tiny", "--limit", "8", "--max-length", "24", "--threads",
+                 "1", "--data-dir", str(tiny_data_dir), "--output-dir", str(tmp_path / "run"), "--plugins", "lora",
+                 "--lora-per-task", "true", *args])
+    # a target is checked against the encoder's layers, once the model is built: after the data is read
+    assert code == 2 and capsys.readouterr().err.splitlines()[-1] == f"platform run: error: {message}"
+    assert not (tmp_path / "run").exists()  # refused before the run's folder holds anything
+
+
+def test_platform_plugins_lists_lora_with_one_line(capsys):
+    from core.cli.main import main
+
+    assert main(["plugins"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    start = listed.index("lora  [opt-in (--plugins lora)]  plugins.methods.lora")
+    assert listed[start + 1].startswith("    model transform lora: LoRA: low-rank adapters on the encoder's projections")
+    assert listed[start + 2] == "    hooks: platform_model_transforms, platform_on_train_end"
+
+
 def test_lora_options_without_the_plugin_say_how_to_enable_it(tiny_run_config):
     with pytest.raises(ConfigError, match="^--lora-rank is a setting of model transform 'lora' from plugin 'lora', "
                                           "which is not enabled: add --plugins lora$"):
