@@ -105,11 +105,12 @@ def study_data(parts: RunParts) -> dict[str, dict[str, Any]] | None:
 
 def active_spaces(parts: RunParts) -> list[ActiveSpace]:
     """The spaces a study of ``parts``'s configuration searches: the spaces over the run's own settings,
-    then the own space of each component that takes part (sampler, topology, balancer, regularizers); when
-    the study chooses the balancer (:mod:`studies.methods`), the space that draws it and each method's own."""
+    then the own space of each component that takes part (sampler, topology, balancer, regularizers, model
+    transforms); when the study chooses the balancer (:mod:`studies.methods`), the space that draws it and each
+    method's own."""
     choices = balancer_choices(parts.registries, parts.config.balancer)
     components: list[Component[Any]] = [parts.sampler, parts.topology, *([] if choices else [parts.balancer]),
-                                        *parts.regularizers]
+                                        *parts.regularizers, *parts.transforms]
     spaces = [ActiveSpace(space.name, space.plugin, space.factory) for space in parts.registries.search_spaces]
     spaces += [ActiveSpace(component.name, component.plugin, component.space, component=component.name)
                for component in components if component.space is not None]

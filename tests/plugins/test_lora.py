@@ -187,6 +187,10 @@ def test_a_tiny_lora_run_end_to_end_then_evaluate_and_predict(train_tiny, tmp_pa
     assert any(".lora_" in key for key in torch.load(tiny.folder / "last.pt", weights_only=True)["model"])
     assert list(saved["config"]["plugins"]) == ["lora"] and saved["config"]["components"]["lora"] == {"rank": 4, "alpha": 8}
 
+    again = prepare(tiny.config, resume=True)  # a finished run resumed: the best model again, nothing trained
+    assert train(again) == tiny.best and not any(".lora_" in key for key in torch.load(
+        tiny.folder / "best.pt", weights_only=True)["model"])
+
     metrics = evaluate_checkpoint(tiny.folder)  # rebuilt from the saved config: the plugin, the merged weights
     expected = {name: value for name, value in tiny.best.items() if name != "epoch"}
     assert metrics == pytest.approx(expected, abs=1e-5)
@@ -203,6 +207,17 @@ def test_per_task_adapters_stay_unmerged_and_evaluate_exactly(train_tiny):
     _, model, _ = load_run(tiny.folder)
     assert adapters(model) and all(m.current is not None for m in adapters(model).values())
     assert evaluate_checkpoint(tiny.folder) == {name: value for name, value in tiny.best.items() if name != "epoch"}
+
+
+def test_a_study_searches_the_adapters_of_a_base_configuration_with_lora(tiny_run_config):
+    from studies.runner import active_spaces
+    from studies.space import dry_run
+
+    config = lora(tiny_run_config)
+    suggested = dry_run(config, active_spaces(RunParts(config)), {})
+    assert {"lora_rank", "lora_alpha", "lora_dropout", "lora_targets"} <= set(suggested)
+    assert suggested["lora_rank"].plugin == "lora"
+    assert not {"lora_rank"} & set(dry_run(tiny_run_config, active_spaces(RunParts(tiny_run_config)), {}))
 
 
 # --------------------------------------------------------------------------------------------------
