@@ -220,6 +220,17 @@ def test_a_study_searches_the_adapters_of_a_base_configuration_with_lora(tiny_ru
     assert not {"lora_rank"} & set(dry_run(tiny_run_config, active_spaces(RunParts(tiny_run_config)), {}))
 
 
+@pytest.mark.parametrize("per_task", [False, True])
+def test_a_gradient_balancer_keeps_apart_the_tasks_gradients_of_the_adapters_only(tiny_config, per_task):
+    config = lora(attrs.evolve(tiny_config, tasks=("sst", "sts"), plugins=("famo",), update="summed",
+                               sampler="rrobin", epochs=1), per_task=per_task)
+    run = prepare(config)
+    shared = {id(p) for p in run.parameter_split.shared}
+    assert shared == {id(p) for m in adapters(run.model).values() for p in (*m.lora_A.values(), *m.lora_B.values())}
+    best = train(run)
+    assert {"sst", "sts"} <= set(best) and run.balancer.gradients
+
+
 # --------------------------------------------------------------------------------------------------
 # Resume, bf16, DDP
 # --------------------------------------------------------------------------------------------------
