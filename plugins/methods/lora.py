@@ -37,7 +37,6 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -57,10 +56,8 @@ from core.api import (
     field,
     hookimpl,
     is_main,
-    load_state,
     names,
     positive,
-    save_state,
 )
 
 PLATFORM_OPT_IN = True
@@ -275,11 +272,10 @@ def platform_on_train_end(run: TrainingRun) -> None:
         log.info("lora: per-task adapters are kept unmerged in best.pt (merging would make one encoder per task)")
         return
     merged = merge_adapters(run.model)
-    best = Path(run.output_dir) / "best.pt"
-    if is_main() and best.exists():
-        state = load_state(best)
-        save_state(best, {**state, "model": run.model.state_dict()})
-    log.info("lora: merged %d adapters into the encoder; %s holds the merged weights", merged, best)
+    if is_main() and (run.output_dir / "best.pt").exists():
+        run.folder.save("best.pt", {**run.folder.load("best.pt"), "model": run.model.state_dict()})
+    log.info("lora: merged %d adapters into the encoder; %s holds the merged weights", merged,
+             run.output_dir / "best.pt")
 
 
 def lora_space(trial: Any, base: Any) -> dict[str, Any]:
