@@ -34,8 +34,8 @@ def configuration(args, method: str, checkpoint: str, tmp: str) -> RunConfig:
     pool = max(args.steps, RunConfig().length_window) * args.batch_size
     lora = {"plugins": ("lora",), "components": {"lora": {"rank": args.rank, "targets": args.targets}}}
     return RunConfig(tasks=(args.task,), checkpoint=checkpoint, batch_size=args.batch_size, limit=pool,
-                     data_dir=args.data_dir, output_dir=str(Path(tmp) / "run"), log_every=10**9, device=str(args.device),
-                     precision=args.precision, **(lora if method == "lora" else {}))
+                     data_dir=args.data_dir, output_dir=str(Path(tmp) / "run"), log_every=10**9,
+                     device=str(args.device), precision=args.precision, **(lora if method == "lora" else {}))
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:

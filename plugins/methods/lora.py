@@ -292,4 +292,5 @@ def lora_space(trial: Any, base: Any) -> dict[str, Any]:
 @hookimpl
 def platform_model_transforms() -> list[Component[ModelTransform]]:
     return [Component(NAME, add_adapters, settings=LoRAConfig, space=lora_space,
-                      help="LoRA: low-rank adapters on the encoder's projections, the encoder frozen, merged at the end")]
+                      help="LoRA: low-rank adapters on the encoder's projections, the encoder frozen, merged at the "
+                           "end")]

@@ -185,7 +185,8 @@ def test_a_tiny_lora_run_end_to_end_then_evaluate_and_predict(train_tiny, tmp_pa
     saved = torch.load(tiny.folder / "best.pt", weights_only=True)
     assert not any(".lora_" in key for key in saved["model"])  # merged
     assert any(".lora_" in key for key in torch.load(tiny.folder / "last.pt", weights_only=True)["model"])
-    assert list(saved["config"]["plugins"]) == ["lora"] and saved["config"]["components"]["lora"] == {"rank": 4, "alpha": 8}
+    assert list(saved["config"]["plugins"]) == ["lora"]
+    assert saved["config"]["components"]["lora"] == {"rank": 4, "alpha": 8}
 
     again = prepare(tiny.config, resume=True)  # a finished run resumed: the best model again, nothing trained
     assert train(again) == tiny.best and not any(".lora_" in key for key in torch.load(
@@ -342,7 +343,8 @@ def test_platform_plugins_lists_lora_with_one_line(capsys):
     assert main(["plugins"]) == 0
     listed = capsys.readouterr().out.splitlines()
     start = listed.index("lora  [opt-in (--plugins lora)]  plugins.methods.lora")
-    assert listed[start + 1].startswith("    model transform lora: LoRA: low-rank adapters on the encoder's projections")
+    assert listed[start + 1].startswith("    model transform lora: LoRA: low-rank adapters on the encoder's "
+                                        "projections")
     assert listed[start + 2] == "    hooks: platform_model_transforms, platform_on_train_end"
 
 
