@@ -13,10 +13,12 @@ two copies of the encoder to two copies of the adapters (``make bench-lora``).
 
 Which projections: ``--lora-targets``, names matched against the path of every ``nn.Linear`` inside a
 transformer layer (the part after the layer's index: ``attention.self.query``, ``attention.output.dense``,
-``intermediate.dense``, ``output.dense`` in our BERT). A plain name matches the last part (``query``,
+``intermediate.dense``, ``output.dense`` in BERT). A plain name matches the last part (``query``,
 ``value``, ``dense``: all three dense layers); a dotted name or a glob matches the whole path
-(``attention.output.dense``, ``output.dense``: the feed-forward output only, ``attention.*``, ``*``). Other
-encoders' layer names work the same way, so nothing here names BERT's.
+(``attention.output.dense``, ``output.dense``: the feed-forward output only, ``attention.*``, ``*``). Every
+architecture is targeted by its own names (its ``layers``); ``query``, ``key`` and ``value`` also match the
+other built-in architectures' names for them (DistilBERT's ``q_lin``, MPNet's ``q``, DeBERTa-v2's
+``query_proj``, ...), so the default targets fit every one.
 
 Shared or per task (``--lora-per-task``): shared adapters are one set for every task; per-task adapters give
 each task its own set on the same frozen encoder. The model's forward of a batch makes its task the current
@@ -48,6 +50,7 @@ from attrs import validators as v
 from core.api import (
     Component,
     ConfigError,
+    Encoder,
     ModelTransform,
     MultitaskModel,
     PlatformError,
@@ -163,42 +166,44 @@ class LoRALinear(nn.Linear):
 # --------------------------------------------------------------------------------------------------
 
 
-def layer_projections(encoder: nn.Module) -> dict[str, tuple[str, nn.Linear]]:
-    """Every ``nn.Linear`` inside a transformer layer of ``encoder``: full path -> (path inside its layer,
-    module). A layer is an item of a numbered module list (``encoder.layer.3``); a projection outside one
-    (the pooler) is never a target."""
-    found = {}
-    for path, module in encoder.named_modules():
-        parts = path.split(".")
-        numbered = [i for i, part in enumerate(parts) if part.isdigit()]
-        if isinstance(module, nn.Linear) and numbered and numbered[0] < len(parts) - 1:
-            found[path] = (".".join(parts[numbered[0] + 1:]), module)
-    return found
+# the attention projections as the built-in architectures name them (BERT, RoBERTa, ELECTRA; DistilBERT; MPNet;
+# DeBERTa-v2): a plain target among them matches them all, so the default targets fit every one
+ALIASES = {role: names for names in (("query", "q_lin", "q", "query_proj"), ("key", "k_lin", "k", "key_proj"),
+                                     ("value", "v_lin", "v", "value_proj")) for role in names}
+
+
+def layer_projections(encoder: Encoder) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """Every ``nn.Linear`` inside a transformer layer of ``encoder`` (``encoder.layers``), lowest layer first:
+    (its layer, its path inside the layer, itself). A projection outside the layers (the pooler) is never a
+    target."""
+    return [(layer, inner, module) for layer in encoder.layers for inner, module in layer.named_modules()
+            if isinstance(module, nn.Linear)]
 
 
 def matches(target: str, inner: str) -> bool:
     """Whether ``target`` names the projection at ``inner`` (its path inside a layer): a plain name its
-    last part, a dotted name or a glob the whole path."""
+    last part (``query`` also another architecture's name for it, see :data:`ALIASES`), a dotted name or a
+    glob the whole path."""
     if "." not in target and not any(c in target for c in "*?["):
-        return inner.rsplit(".", 1)[-1] == target
+        return inner.rsplit(".", 1)[-1] in ALIASES.get(target, (target,))
     return fnmatch.fnmatchcase(inner, target)
 
 
-def chosen(settings: LoRAConfig, encoder: nn.Module) -> dict[str, nn.Linear]:
-    """The projections ``settings.targets`` name, by full path; a target naming none is refused."""
+def chosen(settings: LoRAConfig, encoder: Encoder) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """The projections ``settings.targets`` name (as :func:`layer_projections` gives them); a target naming
+    none is refused, and so is a rank above a chosen projection's narrower width."""
     projections = layer_projections(encoder)
-    inner_paths = sorted({inner for inner, _ in projections.values()})
+    inner_paths = sorted({inner for _, inner, _ in projections})
     for target in settings.targets:
         if not any(matches(target, inner) for inner in inner_paths):
             raise ConfigError(f"--lora-targets: {target!r} names no projection of the encoder's layers; they are "
                               f"{', '.join(inner_paths) or 'none'} (a plain name matches the last part)")
-    picked = {path: linear for path, (inner, linear) in projections.items()
-              if any(matches(target, inner) for target in settings.targets)}
-    for path, linear in picked.items():
+    picked = [(layer, inner, linear) for layer, inner, linear in projections
+              if any(matches(target, inner) for target in settings.targets)]
+    for _, inner, linear in picked:
         if settings.rank > min(linear.in_features, linear.out_features):
-            raise ConfigError(f"--lora-rank {settings.rank} is above the width of {projections[path][0]} "
-                              f"({linear.in_features} -> {linear.out_features}); use at most "
-                              f"{min(linear.in_features, linear.out_features)}")
+            raise ConfigError(f"--lora-rank {settings.rank} is above the width of {inner} ({linear.in_features} -> "
+                              f"{linear.out_features}); use at most {min(linear.in_features, linear.out_features)}")
     return picked
 
 
@@ -223,9 +228,8 @@ def add_adapters(settings: LoRAConfig | None, model: MultitaskModel, config: Run
         parameter.requires_grad_(False)
     current = CurrentTask() if settings.per_task else None
     keys = list(model.tasks) if settings.per_task else [SHARED]
-    for path, linear in picked.items():
-        replace(model.encoder, path, LoRALinear(linear, settings.rank, settings.alpha, settings.dropout, keys,
-                                                current))
+    for layer, inner, linear in picked:
+        replace(layer, inner, LoRALinear(linear, settings.rank, settings.alpha, settings.dropout, keys, current))
     if current is not None:
         model.register_forward_pre_hook(current.enter, with_kwargs=True)
         model.register_forward_hook(current.leave, with_kwargs=True, always_call=True)

@@ -80,9 +80,9 @@ def test_a_fresh_adapter_changes_nothing_and_a_trained_one_is_the_dense_low_rank
 def test_targets_name_projections_inside_every_layer_never_the_pooler(tiny_run_config, targets, expected):
     model = RunParts(tiny_run_config).model()
     picked = chosen(LoRAConfig(targets=targets), model.encoder)
-    layers = len(model.encoder.encoder.layer)
-    assert {path.split(".", 3)[3] for path in picked} == expected
-    assert len(picked) == layers * len(expected) and not any(path.startswith("pooler") for path in picked)
+    assert {inner for _, inner, _ in picked} == expected
+    assert len(picked) == len(model.encoder.layers) * len(expected)
+    assert all(layer is model.encoder.layers[i // len(expected)] for i, (layer, _, _) in enumerate(picked))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,6 +199,22 @@ def test_a_tiny_lora_run_end_to_end_then_evaluate_and_predict(train_tiny, tmp_pa
     for path in written:
         ours = (tiny.folder / "predictions" / path.name).read_text()
         assert path.read_text() == ours  # the merged model predicts what the adapted one did
+
+
+@pytest.mark.parametrize("architecture", ["roberta", "distilbert", "electra", "mpnet", "deberta-v2"])
+def test_the_default_targets_fit_every_built_in_architecture(architecture, tmp_path, tiny_run_config, train_tiny,
+                                                              tiny_data_dir):
+    """query and value under each architecture's own names (q_lin, q, query_proj, ...), two per layer; the
+    merged run evaluates as it scored."""
+    from tests.plugins.test_encoders import FOLDERS
+
+    folder = str(FOLDERS[architecture](tmp_path))
+    model = RunParts(lora(attrs.evolve(tiny_run_config, checkpoint=folder))).model()
+    names = {path.rsplit(".", 1)[-1] for path in adapters(model)}
+    assert len(adapters(model)) == 2 * len(model.encoder.layers) and len(names) == 2, names
+    run = train_tiny("sst", "sts", checkpoint=folder, plugins=("lora",))
+    again = evaluate_checkpoint(run.folder, data_dir=str(tiny_data_dir))
+    assert again == pytest.approx({k: v for k, v in run.best.items() if k != "epoch"}, abs=1e-5)
 
 
 def test_per_task_adapters_stay_unmerged_and_evaluate_exactly(train_tiny):
