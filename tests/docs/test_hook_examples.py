@@ -171,7 +171,8 @@ def test_a_model_transform_of_ones_own(tiny_config):
     module = example("freeze")
     pm = make_plugin_manager(enabled=None)
     pm.register(module, name="freeze")
-    assert "--freeze-layers" in parser_for(["run"], pm).format_help()
+    every_plugin_on = ["run", "--topology", "independent", "--balancer", "equal"]  # choose among several providers
+    assert "--freeze-layers" in parser_for(every_plugin_on, pm).format_help()
     config = attrs.evolve(tiny_config, tasks=("sst",), epochs=1, components={"freeze": {"layers": 1}})
     pm = make_plugin_manager(enabled=())
     pm.register(module, name="freeze")
