@@ -19,7 +19,8 @@ from core.build.run import prepare
 from core.plugin.hookspecs import hookimpl
 from core.plugin.manager import make_plugin_manager
 from core.train.loop import train
-from plugins.methods.aggregation._gramian import GRAM_EPSILON, combined_norm, gramian, min_norm_weights, normalised, solve_qp
+from plugins.methods.aggregation._gramian import (GRAM_EPSILON, combined_norm, gramian, min_norm_weights, normalised,
+                                                  solve_qp)
 from plugins.methods.aggregation.alignedmtl import AlignedMTL, AlignedMTLConfig, balance_transformation
 from plugins.methods.aggregation.cagrad import CAGrad, CAGradConfig, cagrad_weights
 from plugins.methods.aggregation.imtl import IMTLG
@@ -394,11 +395,47 @@ def test_alignedmtl_aligns_the_task_gradients(name):
         torch.testing.assert_close(singular, singular[:1].expand_as(singular), rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("method", ["pcgrad", "cagrad", "mgda", "imtl", "nashmtl", "alignedmtl", "upgrad"])
+def test_non_finite_gradients_pass_through_for_the_loop_to_stop_the_run(method):
+    """A diverging run's NaN or infinite gradients reach the direction (the mean), not a solver's exception:
+    the loop's finite-loss check then stops the run naming the step and task."""
+    from core.plugin.registries import Registries
+
+    component = Registries(make_plugin_manager(enabled=(method,))).balancers[method]
+    balancer = component.factory(component.settings() if component.settings else None, TASKS, 0)
+    for bad in (float("nan"), float("inf")):
+        grads = matrix("conflicting-3")
+        grads[1, 0] = bad
+        made = aggregate(balancer, grads)
+        assert not bool(torch.isfinite(made.direction).all())
+        torch.testing.assert_close(made.weights, torch.full((3,), 1 / 3))
+
+
 # --------------------------------------------------------------------------------------------------
 # In real runs
 # --------------------------------------------------------------------------------------------------
 
 METHODS = ["pcgrad", "cagrad", "mgda", "imtl", "nashmtl", "alignedmtl", "upgrad"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_methods_search_space_suggests_valid_settings(tiny_config, method):
+    """Each method's own space (where it has one) suggests values its settings class accepts, and a study
+    would pass them to the balancer it builds."""
+    import optuna
+
+    from core.plugin.registries import Registries
+
+    component = Registries(make_plugin_manager(enabled=(method,))).balancers[method]
+    assert component.help and (component.space is None) == (method in ("pcgrad", "imtl", "upgrad"))
+    if component.space is None:
+        return
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        settings = component.settings(**component.space(study.ask(), tiny_config))
+        balancer = component.factory(settings, TASKS, 0)
+        made = aggregate(balancer, matrix("conflicting-3"))
+        assert bool(torch.isfinite(made.direction).all())
 
 
 def aggregated(tiny_config, method: str, **changes):

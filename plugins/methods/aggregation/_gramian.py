@@ -33,7 +33,11 @@ class GramianBalancer(Balancer):
     gradients = True
 
     def aggregate(self, grads: torch.Tensor, losses: torch.Tensor, tasks: list[str], step: int) -> Aggregation:
-        weights = self.weigh(gramian(grads), losses.detach().double().cpu(), tasks, step)
+        gram = gramian(grads)
+        if torch.isfinite(gram).all():
+            weights = self.weigh(gram, losses.detach().double().cpu(), tasks, step)
+        else:  # a diverging run: the mean carries the non-finite gradients on, and the loop stops it as any other
+            weights = torch.full((len(tasks),), 1 / len(tasks), dtype=torch.float64)
         weights = weights.to(device=grads.device, dtype=grads.dtype)
         return Aggregation(weights @ grads, weights=weights)  # (T,) @ (T, P) -> (P,)
 
@@ -45,7 +49,8 @@ class GramianBalancer(Balancer):
 def gramian(grads: torch.Tensor) -> torch.Tensor:
     """The (T, T) Gram matrix of the rows of ``grads`` (T, P), in float64 on the CPU. The product runs on the
     gradients' device in their dtype (float32: a copy in float64 would double T rows of the shared
-    parameters' size); it is symmetrised, which rounding may not leave it."""
+    parameters' size); reading it is the step's one wait for the device. It is symmetrised, which rounding
+    may not leave it."""
     gram = (grads @ grads.T).double().cpu()
     return (gram + gram.T) / 2
 
