@@ -395,14 +395,30 @@ def test_alignedmtl_aligns_the_task_gradients(name):
         torch.testing.assert_close(singular, singular[:1].expand_as(singular), rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("method", ["pcgrad", "cagrad", "mgda", "imtl", "nashmtl", "alignedmtl", "upgrad"])
+# --------------------------------------------------------------------------------------------------
+# Every method, as registered: edge cases and search spaces
+# --------------------------------------------------------------------------------------------------
+
+METHODS = ["pcgrad", "cagrad", "mgda", "imtl", "nashmtl", "alignedmtl", "upgrad"]
+
+
+def registered(method: str):
+    """The balancer component plugin ``method`` registers, as a run enabling it finds it."""
+    from core.plugin.registries import Registries
+
+    return Registries(make_plugin_manager(enabled=(method,))).balancers[method]
+
+
+def default_settings(method: str):
+    settings = registered(method).settings
+    return settings() if settings is not None else None
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_non_finite_gradients_pass_through_for_the_loop_to_stop_the_run(method):
     """A diverging run's NaN or infinite gradients reach the direction (the mean), not a solver's exception:
     the loop's finite-loss check then stops the run naming the step and task."""
-    from core.plugin.registries import Registries
-
-    component = Registries(make_plugin_manager(enabled=(method,))).balancers[method]
-    balancer = component.factory(component.settings() if component.settings else None, TASKS, 0)
+    balancer = registered(method).factory(default_settings(method), TASKS, 0)
     for bad in (float("nan"), float("inf")):
         grads = matrix("conflicting-3")
         grads[1, 0] = bad
@@ -411,11 +427,15 @@ def test_non_finite_gradients_pass_through_for_the_loop_to_stop_the_run(method):
         torch.testing.assert_close(made.weights, torch.full((3,), 1 / 3))
 
 
-# --------------------------------------------------------------------------------------------------
-# In real runs
-# --------------------------------------------------------------------------------------------------
-
-METHODS = ["pcgrad", "cagrad", "mgda", "imtl", "nashmtl", "alignedmtl", "upgrad"]
+@pytest.mark.parametrize("method", METHODS)
+def test_a_step_of_one_task_follows_its_gradient(method):
+    """A sampler of one task per step: every method's update is that task's gradient times a positive factor
+    (1 + c for CAGrad, 1 / ||g|| for Nash-MTL, 1 for the others)."""
+    balancer = registered(method).factory(default_settings(method), TASKS, 0)
+    grads = torch.tensor([[3.0, -4.0, 0.0]])
+    made = balancer.aggregate(grads, torch.ones(1), ["sts"], 0)
+    factor = {"cagrad": 1.5, "nashmtl": 1 / 5}.get(method, 1.0)
+    torch.testing.assert_close(made.direction, factor * grads[0])
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -424,9 +444,7 @@ def test_a_methods_search_space_suggests_valid_settings(tiny_config, method):
     would pass them to the balancer it builds."""
     import optuna
 
-    from core.plugin.registries import Registries
-
-    component = Registries(make_plugin_manager(enabled=(method,))).balancers[method]
+    component = registered(method)
     assert component.help and (component.space is None) == (method in ("pcgrad", "imtl", "upgrad"))
     if component.space is None:
         return
@@ -436,6 +454,11 @@ def test_a_methods_search_space_suggests_valid_settings(tiny_config, method):
         balancer = component.factory(settings, TASKS, 0)
         made = aggregate(balancer, matrix("conflicting-3"))
         assert bool(torch.isfinite(made.direction).all())
+
+
+# --------------------------------------------------------------------------------------------------
+# In real runs
+# --------------------------------------------------------------------------------------------------
 
 
 def aggregated(tiny_config, method: str, **changes):
