@@ -9,7 +9,7 @@ task (d . g_t >= 0), and equals the mean gradient when no two gradients conflict
 exactly by the package's active-set solver, on G normalised to trace 1 plus ``--upgrad-ridge`` times the
 identity, as TorchJD's default projector (quadprog) does; unlike TorchJD, a Gram matrix of trace below 1e-4
 (gradient norms below about 0.01) is normalised too, not set to zero (which made the update the mean).
-The ridge lets d . g_t fall below 0 by at most ridge x v_t on that scale.
+The ridge lets d . g_t fall below 0 by at most ridge x w_t on that scale (w_t: task t's weight).
 """
 
 from __future__ import annotations
