@@ -264,10 +264,10 @@ def test_bam_under_ddp_distils_as_one_process_with_summed_updates(tmp_path, tiny
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("method", ["famo", "uncertainty"])
+@pytest.mark.parametrize("method", ["famo", "upgrad", "uncertainty"])
 def test_two_processes_balance_tasks_as_one(tmp_path, tiny_data_dir, method):
-    """A balancer under DDP: FAMO aggregates the tasks' gradients, which each task's backward averaged over
-    the processes; uncertainty weighting learns from the step's losses, averaged over the processes' examples.
+    """A balancer under DDP: FAMO and UPGrad aggregate the tasks' gradients, which each task's backward averaged
+    over the processes; uncertainty weighting learns from the step's losses, averaged over the processes' examples.
     Every process updates the same state from the same numbers: the run equals the one-process run."""
     extra = ["--tasks", "sst,quora,sts", "--plugins", method, "--update", "summed", "--sampler", "rrobin",
              "--batch-size", "6", "--dropout", "0", "--max-batch-tokens", "40"]

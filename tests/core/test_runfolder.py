@@ -59,6 +59,20 @@ def test_a_checkpoint_folder_is_never_written_into(capsys, tmp_path, tiny_config
     assert snapshot(folder) == before
 
 
+def test_overwrite_of_a_folder_holding_runs_below_a_stray_config_json_is_refused(capsys, tmp_path, tiny_config):
+    """Two complete runs in subfolders, and a config.json of someone's beside them: --overwrite deletes nothing."""
+    folder = tmp_path / "experiments"
+    for name in ("a", "b"):
+        train(prepare(attrs.evolve(tiny_config, tasks=("sst",), epochs=1, output_dir=str(folder / name))))
+    (folder / "config.json").write_text('{"note": "my own settings"}\n')
+    before = snapshot(folder)
+    code, err = cli(capsys, "run", *tiny_args(tiny_config), "--output-dir", folder, "--overwrite")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"platform run: error: --output-dir {folder} is not empty and holds no platform run (a, b, config.json); "
+        "choose a new or empty folder (nothing was changed)")
+    assert snapshot(folder) == before
+
+
 def test_a_finished_run_without_last_pt_is_not_overwritten(capsys, finished, tiny_config):
     config, folder = finished
     (folder / "last.pt").unlink()
