@@ -1,5 +1,6 @@
 # The two set-up commands of the README: `make run` (the main job) and `make test` (the whole suite, as CI
-# runs it); `make quick` is the suite's quick tier: no CS224N data, no real checkpoint, no processes launched.
+# runs it); `make quick` is the suite's quick tier: no CS224N data, no real checkpoint, no processes launched,
+# none of the slow tests (tiny runs resumed, served dashboards, studies).
 # Each creates or refreshes the virtual environment first (when pyproject.toml changed).
 PYTHON ?= python3
 VENV ?= .venv
@@ -33,7 +34,7 @@ test: check
 	$(BIN)/python -m pytest -q $(ARGS)
 
 quick: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration and not data and not checkpoint" $(ARGS)
+	$(BIN)/python -m pytest -q -m "not integration and not data and not checkpoint and not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py $(ARGS)

@@ -141,6 +141,7 @@ def _teardown(rank: int, port: int, results) -> None:
     results[rank] = (before, native_threads())
 
 
+@pytest.mark.integration  # two processes, spawned
 def test_leaving_the_group_ends_its_threads(tmp_path):
     """A resumed two-process run aborted at exit now and then (SIGABRT, "terminate called without an active
     exception"): importing torch.distributed.nn once a group exists binds that group as the default argument

@@ -120,6 +120,7 @@ def test_pcgrad_draws_its_orders_from_the_seed_and_step():
     assert len(directions) > 1  # the order matters with three tasks, and changes with the step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MATRICES)
 def test_mgda_finds_the_min_norm_point_torchjd_approaches(name):
     """Ours meets the conditions that define the min-norm point w of the simplex: (G w)_t >= w^T G w for every
@@ -466,6 +467,7 @@ def aggregated(tiny_config, method: str, **changes):
                         **changes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_a_method_trains_and_logs_its_weights_and_the_gradients_cosine(tiny_config, method):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -487,6 +489,7 @@ class StopAtEpoch(RuntimeError):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_a_stopped_run_resumes_to_the_uninterrupted_one_with_the_methods_state(tiny_config, tmp_path, method):
     """Stopped as its second epoch starts (after the first epoch's last.pt), resumed: the same metrics, model

@@ -178,6 +178,7 @@ class StopAtSecondEpoch:
             raise Interrupted
 
 
+@pytest.mark.slow
 def test_student_distils_caches_once_and_resumes(tiny_config, teacher_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -359,6 +359,7 @@ FOLDERS = {  # one checkpoint folder of each architecture, small enough to train
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", FOLDERS)
 def test_every_architecture_trains_with_smart_and_is_evaluated_again(architecture, tmp_path, train_tiny,
                                                                       tiny_data_dir):

@@ -46,6 +46,7 @@ def check_usage(scalars: dict[int, dict[str, float]], experts: list[str], steps:
     assert max(abs(value - 1 / len(experts)) for value in scalars[steps].values()) > 1e-6
 
 
+@pytest.mark.slow
 def test_mmoe_trains_logs_each_tasks_gate_usage_and_reloads(train_tiny):
     run = train_tiny(*TASKS, plugins=("mmoe",), epochs=2, components={"mmoe": {"experts": 3, "width": 32}})
     assert set(run.best) >= {*TASKS, "mean"}
@@ -63,6 +64,7 @@ def test_mmoe_trains_logs_each_tasks_gate_usage_and_reloads(train_tiny):
     assert model.heads["sts"].mixture.gate.linear.weight.abs().sum() > 0  # the gates learned, from zero
 
 
+@pytest.mark.slow
 def test_ple_trains_logs_task_and_shared_gates_and_reloads(train_tiny):
     run = train_tiny(*TASKS, plugins=("ple",), epochs=2, components={"ple": {"levels": 2, "width": 32}})
     assert set(run.best) >= {*TASKS, "mean"}
@@ -82,6 +84,7 @@ def test_ple_trains_logs_task_and_shared_gates_and_reloads(train_tiny):
     assert all(model.heads[task].mixture.extraction is extraction for task in TASKS) and len(extraction.levels) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plugin", ["mmoe", "ple"])
 def test_a_stopped_run_resumes_to_the_uninterrupted_runs_metrics_and_weights(tiny_config, tmp_path, plugin):
     config = attrs.evolve(tiny_config, plugins=(plugin,), save_every=1, output_dir=str(tmp_path / "reference"))

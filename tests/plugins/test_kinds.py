@@ -168,6 +168,7 @@ def check_prediction(spec: TaskSpec, value: str, texts: list[str]) -> None:
         assert len(value.partition(".")[2]) == 4 and math.isfinite(float(value))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, kind", END_TO_END)
 def test_every_kind_trains_evaluates_predicts_and_resumes(task, kind, request, tmp_path):
     data_dir = request.getfixturevalue("synthetic_dir" if task in SPECS else "tiny_data_dir")

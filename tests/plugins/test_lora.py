@@ -201,6 +201,7 @@ def test_a_tiny_lora_run_end_to_end_then_evaluate_and_predict(train_tiny, tmp_pa
         assert path.read_text() == ours  # the merged model predicts what the adapted one did
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["roberta", "distilbert", "electra", "mpnet", "deberta-v2"])
 def test_the_default_targets_fit_every_built_in_architecture(architecture, tmp_path, tiny_run_config, train_tiny,
                                                               tiny_data_dir):
@@ -269,6 +270,7 @@ class InterruptAt:
             raise Interrupted(step)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, per_task", [("fp32", False), ("bf16", True)])
 def test_a_stopped_lora_run_resumes_to_the_uninterrupted_results(tiny_config, tmp_path, precision, per_task):
     config = lora(attrs.evolve(tiny_config, tasks=("sst", "sts"), precision=precision, save_every=1,

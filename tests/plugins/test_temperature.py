@@ -195,6 +195,7 @@ def test_its_space_searches_the_temperature_when_it_is_the_runs_sampler():
         enabled=other.plugins, third_party=False)))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,update", [("one-task", "sequential"), ("every-task", "summed")])
 def test_a_stopped_tiny_run_resumes_to_the_uninterrupted_runs_metrics(tiny_config, tmp_path, mode, update):
     config = attrs.evolve(tiny_config, plugins=("temperature",), sampler="temperature", update=update, save_every=1,

@@ -114,6 +114,7 @@ def balanced(tiny_config, method: str, **changes):
                         **changes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_a_method_trains_and_logs_every_tasks_weight(tiny_config, method):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -18,6 +18,8 @@ from studies.dashboard import make_dashboard, storage_url
 from studies.runner import StudyError, safe_url
 from tests.postgres_server import free_port, postgres_url  # noqa: F401  (a fixture)
 
+pytestmark = pytest.mark.slow  # each test serves a real dashboard (seconds each): left out of make quick
+
 
 @pytest.fixture
 def finished_study(tmp_path):

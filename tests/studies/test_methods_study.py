@@ -5,10 +5,13 @@ import json
 from pathlib import Path
 
 import optuna
+import pytest
 
 from core.cli.main import main
 from studies.runner import StudySettings, run_study
 from tests.studies.test_study import tiny_base
+
+pytestmark = pytest.mark.slow  # a real tiny study: left out of make quick
 
 METHODS = Path(__file__).parents[2] / "studies" / "methods.toml"
 PLUGINS = "uncertainty,dwa,rlw,famo"

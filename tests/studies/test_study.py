@@ -18,6 +18,8 @@ from core.runs.config import RunConfig
 from studies.objective import PruningPlugin, make_pruner, parse_objective
 from studies.runner import StudyError, StudySettings, run_study
 
+pytestmark = pytest.mark.slow  # real tiny studies: several training runs each: left out of make quick
+
 EXAMPLE = Path(__file__).parents[2] / "studies" / "interleaved_ratios.toml"
 TINY = ["--tasks", "sst,sts", "--checkpoint", "tiny", "--limit", "16", "--max-length", "24", "--threads", "1",
         "--batch-size", "8"]
