@@ -35,7 +35,6 @@ from typing import Any, Callable, Iterable
 import attrs
 import pytest
 
-from core.testing import TINY_DATA_DIR
 
 
 @attrs.frozen
@@ -50,9 +49,14 @@ class TinyRun:
 
 
 @pytest.fixture(scope="session")
-def tiny_data_dir() -> Path:
-    """The tiny synthetic CS224N files (read-only: write changed copies under ``tmp_path``)."""
-    return TINY_DATA_DIR
+def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny synthetic CS224N files, written once per test session (treat them as read-only: write changed
+    copies under ``tmp_path``)."""
+    from core.testing.tiny_data import write
+
+    folder = tmp_path_factory.mktemp("tiny-data")
+    write(folder)
+    return folder
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ no test file), a leading unnamed index column (two in the test-student files), 2
 few of the release's quirks: fields quoted because they hold a ``"``, an SST train index with gaps, a
 Quora dev row whose second question and label are empty (skipped with a warning). Labels follow the
 words (a sentiment word per class, paraphrases for duplicates, shared words for similarity), so a tiny
-encoder has something to learn. The files are committed beside this module (``data/``) and shipped
-with the package; ``python -m core.testing.tiny_data`` writes them again, the same bytes every time.
+encoder has something to learn. They are written when a test session first asks for them (the
+``tiny_data_dir`` fixture), the same bytes every time, and never committed: files named as the release's
+belong to the release alone. ``python -m core.testing.tiny_data FOLDER`` writes them into FOLDER.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import csv
 import random
 import sys
 from pathlib import Path
-
-from core.testing import TINY_DATA_DIR
 
 ROWS = {"train": 128, "dev": 32, "test": 32}  # per file: above the --limit of the tests (24; 120 for pretraining)
 
@@ -165,7 +164,7 @@ def tiny_files() -> dict[str, list[list[str]]]:
     return files
 
 
-def write(folder: Path = TINY_DATA_DIR) -> list[Path]:
+def write(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, rows in tiny_files().items():
@@ -176,5 +175,7 @@ def write(folder: Path = TINY_DATA_DIR) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for path in write(Path(sys.argv[1]) if len(sys.argv) > 1 else TINY_DATA_DIR):
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m core.testing.tiny_data FOLDER")
+    for path in write(Path(sys.argv[1])):
         print(path)
