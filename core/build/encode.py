@@ -20,12 +20,13 @@ def embed_sentences(encoder, pad, sequences: list[list[int]], pooling: str, batc
     """(N, H) pooled embeddings of tokenized sentences, batched in length order to limit padding."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
     out = torch.empty(len(sequences), encoder.config.hidden_size)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
-        indices = order[start:start + batch_size]
-        batch = pad([sequences[i] for i in indices])
-        output = encoder(batch["input_ids"], attention_mask=batch["attention_mask"],
-                         token_type_ids=batch["token_type_ids"])
-        out[indices] = pool(output, batch["attention_mask"], pooling)
+    with tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False) as starts:
+        for start in starts:
+            indices = order[start:start + batch_size]
+            batch = pad([sequences[i] for i in indices])
+            output = encoder(batch["input_ids"], attention_mask=batch["attention_mask"],
+                             token_type_ids=batch["token_type_ids"])
+            out[indices] = pool(output, batch["attention_mask"], pooling)
     return out
 
 

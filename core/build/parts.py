@@ -22,8 +22,8 @@ from core.base.errors import ConfigError
 from core.base.settings import build
 from core.data.tokenizer import Tokenizer
 from core.encoder.loading import CheckpointSource, check_max_length, load_encoder, resolve_checkpoint
-from core.encoder.pooling import parse as parse_pooling
 from core.encoder.pooling import check_layers, pooled_width
+from core.encoder.pooling import parse as parse_pooling
 from core.model.multitask import MultitaskModel
 from core.model.topology import TopologyFactory
 from core.plugin.component import Component

@@ -31,14 +31,14 @@ def infer(model: torch.nn.Module, data: SplitData, pad, batch_size: int, per_bat
     mine = [starts[i] for i in distributed.my_batches(len(starts))]
     results: list[Any] = []
     device = next(model.parameters()).device
-    bar = tqdm(total=len(data), desc=f"eval {data.task.name} {data.split}", unit="ex",
-               disable=not progress or not distributed.is_main(), leave=False)
-    for start in mine:
-        indices = order[start:start + batch_size]
-        batch = make_batch(data, indices, pad).to(device)
-        results.append(per_batch(model(batch), batch))
-        bar.update(len(indices) * distributed.world().size)
-    bar.close()
+    # closed on the way out of an interrupt too, so that its last redraw comes before the command's last line
+    with tqdm(total=len(data), desc=f"eval {data.task.name} {data.split}", unit="ex",
+              disable=not progress or not distributed.is_main(), leave=False) as bar:
+        for start in mine:
+            indices = order[start:start + batch_size]
+            batch = make_batch(data, indices, pad).to(device)
+            results.append(per_batch(model(batch), batch))
+            bar.update(len(indices) * distributed.world().size)
     model.train(was_training)
     results = [items.cpu() if isinstance(items, torch.Tensor) else items for items in results]
     if distributed.world().size > 1:  # batch i was computed by process i mod N, as its (i div N)-th
