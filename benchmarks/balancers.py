@@ -24,7 +24,7 @@ from core.build.parts import RunParts
 from core.build.run import prepare
 from core.plugin.manager import make_plugin_manager
 from core.plugin.registries import Registries
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.train.loop import epoch_plan, train_step
 
 

@@ -23,7 +23,7 @@ from clock import plan_counts, timed
 
 from core.base.devices import DeviceError, resolve_device
 from core.build.run import prepare
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.train.loop import epoch_plan, train_step
 
 METHODS = ("full", "lora")

@@ -1,7 +1,7 @@
 """Training and evaluation throughput of the platform next to transformers' BertModel, on this machine.
 
 Every configuration trains the same checkpoint on the same pool of CS224N train examples (loaded by
-``core.runs.config.load_data``), at the same batch size, for the same number of optimizer steps after the
+``core.experiment.config.load_data``), at the same batch size, for the same number of optimizer steps after the
 same warm-up, one after the other in this process; then each runs again alone in a child process
 (``--only TASK/NAME``) for a peak RSS of its own. ``--device cuda`` measures both sides on the GPU
 (the clock waits for it), transformers under the same bf16 autocast as the platform; ``--multitask``
@@ -40,7 +40,7 @@ from core.base.devices import DeviceError, autocast, resolve_device, resolve_pre
 from core.build.run import prepare as prepare_run
 from core.data.folders import resolve_data_dir
 from core.encoder.loading import resolve_checkpoint
-from core.runs.config import DEFAULT_LR, RunConfig, load_data
+from core.experiment.config import DEFAULT_LR, RunConfig, load_data
 from core.tasks.files import read_rows
 from core.tasks.splits import make_batch
 from core.train.context import TrainingRun

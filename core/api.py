@@ -47,7 +47,7 @@ from core.plugin.component import Component, SearchSpace
 from core.plugin.hookspecs import hookimpl, hookspec
 from core.plugin.invocation import Invocation
 from core.pretrain.masking import Masker, MaskerFactory, budget
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.tasks.heads import CosineRegressor, PairClassifier, SentenceClassifier, TokenClassifier, Widths
 from core.tasks.kind import TaskKind
 from core.tasks.spec import Metric, TaskSpec

@@ -22,7 +22,7 @@ from core.base.errors import ConfigError
 from core.base.settings import parse_assignments
 from core.build.run import prepare
 from core.plugin.hookspecs import hookimpl
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.train.context import TrainingRun
 from core.train.loop import train
 from studies.settings import PRUNERS

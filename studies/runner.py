@@ -32,8 +32,8 @@ from core.build.parts import RunParts, with_defaults
 from core.data.folders import resolve_data_dir
 from core.plugin.component import Component
 from core.plugin.manager import make_plugin_manager
-from core.runs import fingerprint
-from core.runs.config import RunConfig, differences
+from core.experiment import fingerprint
+from core.experiment.config import RunConfig, differences
 from studies.methods import balancer_choices, method_spaces
 from studies.objective import Objective, TrialRunner, follow, make_pruner, parse_objective
 from studies.settings import StudySettings
@@ -248,7 +248,7 @@ def open_study(storage: optuna.storages.RDBStorage, url: str, name: str, objecti
                data: dict[str, dict[str, Any]] | None = None) -> optuna.Study:
     """Load the study ``name``, or create it; an existing study must have the same direction(s),
     objective, base configuration (``base``, see :func:`base_record`) and train and dev data (``data``:
-    the fingerprints of :func:`core.runs.fingerprint.fingerprints`; a changed test file is only reported).
+    the fingerprints of :func:`core.experiment.fingerprint.fingerprints`; a changed test file is only reported).
     Nothing in it is changed when it does not."""
     try:
         study_id = storage.get_study_id_from_name(name)

@@ -2,7 +2,7 @@
 configuration a trial trains with.
 
 Spaces come from plugins: the spaces over a run's own settings (``platform_search_spaces``:
-``space(trial, base)`` returns overrides of fields of the base :class:`~core.runs.config.RunConfig`), and
+``space(trial, base)`` returns overrides of fields of the base :class:`~core.experiment.config.RunConfig`), and
 the own space of every component that takes part in the base configuration (``Component.space``: it
 returns values of that component's settings), so no space switches on which components are chosen.
 A space file narrows or fixes any suggested parameter by name; :class:`SpaceTrial` stands between
@@ -21,7 +21,7 @@ import tomllib
 from core.base.errors import PlatformError
 from core.base.settings import parse_assignments
 from core.plugin.component import SearchSpace
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from studies.table import aligned
 
 RANGE_KEYS = ("low", "high", "log", "step")

@@ -63,7 +63,7 @@ def tiny_config(tmp_path, tiny_data_dir):
     """A quick multitask run on the tiny synthetic files: tiny random-init encoder, 24 examples per task
     and split, on the CPU in float32 (tests compare runs exactly and feed batches by hand;
     tests/core/test_devices.py covers bf16, tests/core/test_cuda.py the GPU)."""
-    from core.runs.config import RunConfig
+    from core.experiment.config import RunConfig
 
     return RunConfig(tasks=("sst", "cfimdb", "quora", "sts"), checkpoint="tiny", limit=24, batch_size=8,
                      eval_batch_size=16, max_length=32, epochs=2, lr=1e-3, sampler="rrobin", save_every=2,

@@ -19,7 +19,7 @@ from core.base import files as checkpoints
 from core.build.run import prepare
 from core.plugin.hookspecs import hookimpl
 from core.plugin.manager import make_plugin_manager
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.train import checkpointing as runfiles
 from core.train.loop import train
 

@@ -11,7 +11,7 @@ import sys
 import optuna
 
 from core.base import distributed
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from studies.runner import StudySettings, run_study
 
 

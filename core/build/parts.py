@@ -30,7 +30,7 @@ from core.plugin.component import Component
 from core.plugin.manager import make_plugin_manager
 from core.plugin.registries import FAMILIES, WITH_SETTINGS, Registries
 from core.plugin.registry import Registry, RegistryError
-from core.runs.config import RunConfig, load_data
+from core.experiment.config import RunConfig, load_data
 from core.tasks.heads import Widths
 from core.tasks.splits import SplitData
 from core.tasks.task import Task

@@ -21,7 +21,7 @@ from core.pretrain.config import RUN_CONFIG, PretrainConfig, finalize
 from core.pretrain.corpus import load_corpus
 from core.pretrain.loop import PretrainingRun, load_state, restore
 from core.pretrain.masking import Masker, ReplacementRule, Vocabulary
-from core.runs.folder import RunFolder, folder_of
+from core.experiment.folder import RunFolder, folder_of
 from core.train.optim import AdamW, parameter_groups, warmup_linear_decay
 
 

@@ -14,9 +14,9 @@ from core.base import distributed
 from core.base.devices import resolve_device
 from core.build.parts import RunParts, with_defaults
 from core.data.folders import resolve_data_dir
-from core.runs import fingerprint
-from core.runs import folder as runfolder
-from core.runs.config import RunConfig
+from core.experiment import fingerprint
+from core.experiment import folder as runfolder
+from core.experiment.config import RunConfig
 from core.tasks.splits import VALIDATION
 from core.train import checkpointing as runfiles
 from core.train.context import TrainingRun
@@ -27,9 +27,9 @@ from core.train.optim import build_optimizer
 def prepare(config: RunConfig, pm: pluggy.PluginManager | None = None, *, resume: bool = False,
             overwrite: bool = False) -> TrainingRun:
     """Build every part of a run from ``config``. Every name and setting is checked first; then a new run
-    claims its folder (see :func:`core.runs.folder.claim`; ``overwrite`` clears an earlier run there) or,
+    claims its folder (see :func:`core.experiment.folder.claim`; ``overwrite`` clears an earlier run there) or,
     with ``resume``, the run's folder is locked, ``config`` must be its saved one (but for
-    :data:`core.runs.folder.MAY_CHANGE_ON_RESUME`), its data unchanged, and ``last.pt`` is restored. The
+    :data:`core.experiment.folder.MAY_CHANGE_ON_RESUME`), its data unchanged, and ``last.pt`` is restored. The
     folder stays locked until the run is closed; a folder this call made and left empty is removed when
     building fails."""
     distributed.setup(resolve_device(config.device))

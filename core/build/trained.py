@@ -14,8 +14,8 @@ from core.base.files import check_folder
 from core.build.parts import RunParts
 from core.data.folders import resolve_data_dir
 from core.model.ensemble import Ensemble
-from core.runs import folder as runfolder
-from core.runs.config import RunConfig, load_data
+from core.experiment import folder as runfolder
+from core.experiment.config import RunConfig, load_data
 from core.tasks.splits import VALIDATION, load_split
 from core.train.evaluation import evaluate, predict_split, write_predictions
 

@@ -19,7 +19,7 @@ import tomllib
 from core.base.errors import ConfigError
 from core.pretrain.config import RUN_CONFIG as PRETRAIN_CONFIG
 from core.pretrain.config import PretrainConfig
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 
 CONFIGURATIONS: dict[str, type] = {"run": RunConfig, "pretrain": PretrainConfig}  # what a command configures
 

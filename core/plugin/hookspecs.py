@@ -106,7 +106,7 @@ def platform_maskers() -> Iterable[Component[MaskerFactory]]:
 @hookspec
 def platform_search_spaces() -> Iterable[Component[SearchSpace]]:
     """Optuna search spaces over the run's own settings: ``Component(name, space)`` where ``space(trial,
-    base)`` returns a dict of :class:`~core.runs.config.RunConfig` fields suggested from the trial for the
+    base)`` returns a dict of :class:`~core.experiment.config.RunConfig` fields suggested from the trial for the
     base configuration. A component's own settings are searched by its ``space`` instead."""
 
 

@@ -13,7 +13,7 @@ from attrs import validators as v
 from core.base.devices import resolve_device, resolve_precision
 from core.base.errors import ConfigError
 from core.base.settings import build, field, names, positive_or_none, valid_seed
-from core.runs.folder import claim_new_name
+from core.experiment.folder import claim_new_name
 
 RUN_CONFIG = "pretrain.json"
 

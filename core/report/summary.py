@@ -18,7 +18,7 @@ from typing import Any
 
 from core.base.errors import ConfigError
 from core.base.files import atomic_write
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 
 FORMAT = "platform-result/1"
 # The settings a results table shows; the whole configuration stays in the run's config.json.

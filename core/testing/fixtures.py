@@ -13,7 +13,7 @@ The distribution installs this module as a pytest plugin (entry point ``platform
 - ``tiny_data_dir``: a folder of tiny files named and formatted as the CS224N release's (``sst``,
   ``cfimdb``, ``quora``, ``sts``; see :mod:`core.testing.tiny_data`), so a task reading those files
   runs on it as it is; a task of other files passes its own folder (``data_dir=``).
-- ``tiny_run_config``: a :class:`~core.runs.config.RunConfig` on the ``tiny`` preset (2 layers, width
+- ``tiny_run_config``: a :class:`~core.experiment.config.RunConfig` on the ``tiny`` preset (2 layers, width
   128, random init), SST only, 24 examples per split, one epoch, CPU, float32, in ``tmp_path / "run"``.
 - ``train_tiny``: ``train_tiny(*tasks, register=(modules), **settings)`` trains ``tasks`` from
   ``tiny_run_config`` (``settings`` replace its fields: ``epochs=2``, ``plugins=("smart",)``, …) with
@@ -63,7 +63,7 @@ def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_run_config(tmp_path: Path, tiny_data_dir: Path):
     """A quick run: the ``tiny`` random-init encoder, SST, 24 examples per split in batches of 8, one
     epoch at lr 1e-3, one thread, CPU, float32 (runs are exactly repeatable); ``attrs.evolve`` it."""
-    from core.runs.config import RunConfig
+    from core.experiment.config import RunConfig
 
     return RunConfig(tasks=("sst",), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16, max_length=32,
                      epochs=1, lr=1e-3, sampler="rrobin", log_every=1, data_dir=str(tiny_data_dir),

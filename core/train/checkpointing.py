@@ -21,7 +21,7 @@ import torch
 from core.base import distributed
 from core.base import files as checkpoints
 from core.base.errors import PlatformError
-from core.runs.config import load_data
+from core.experiment.config import load_data
 from core.tasks.splits import SplitData
 from core.train.evaluation import evaluate, predict_split, write_predictions
 

@@ -11,8 +11,8 @@ import torch
 
 from core.data.tokenizer import Tokenizer
 from core.model.multitask import MultitaskModel
-from core.runs.config import RunConfig
-from core.runs.folder import RunFolder
+from core.experiment.config import RunConfig
+from core.experiment.folder import RunFolder
 from core.tasks.splits import VALIDATION, SplitData
 from core.train.balancer import Balancer
 from core.train.gradients import ParameterSplit

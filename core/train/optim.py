@@ -27,7 +27,7 @@ from core.encoder.architecture import Encoder
 
 if TYPE_CHECKING:
     from core.model.multitask import MultitaskModel
-    from core.runs.config import RunConfig
+    from core.experiment.config import RunConfig
 
 
 def _check_hyperparameters(lr, betas, eps, weight_decay) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from core.model.multitask import MultitaskModel
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 
 
 class ModelTransform(Protocol):

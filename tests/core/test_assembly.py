@@ -15,7 +15,7 @@ from core.base.errors import ConfigError
 from core.build.parts import RunParts
 from core.build.run import prepare
 from core.cli.main import main
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 
 TINY = ["--tasks", "sst", "--checkpoint", "tiny", "--limit", "8", "--max-length", "24", "--threads", "1"]
 

@@ -7,7 +7,7 @@ import torch
 
 from core.base import files as checkpoints
 from core.cli.main import main
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 
 
 class Payload:

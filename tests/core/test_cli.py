@@ -204,7 +204,7 @@ def test_encode_with_a_limit_correlates_that_many_pairs(capsys, tiny_data_dir):
 def test_config_file_in_toml_with_options_over_it(tmp_path):
     from core.base.settings import build
     from core.cli.main import read
-    from core.runs.config import RunConfig
+    from core.experiment.config import RunConfig
 
     recipe = tmp_path / "recipe.toml"
     recipe.write_text('tasks = ["sst", "sts"]\nplugins = ["smart"]\nepochs = 3\nloss_weights = {sts = 20}\n\n'

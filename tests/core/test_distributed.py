@@ -20,7 +20,7 @@ from core.base.errors import ConfigError
 from core.base.settings import build
 from core.build.run import prepare
 from core.cli.main import read
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.train.loop import epoch_plan, logged_losses, train, train_step
 
 ROOT = Path(__file__).parents[2]

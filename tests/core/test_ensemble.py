@@ -13,7 +13,7 @@ from core.build.trained import evaluate_checkpoint, load_run, predict_checkpoint
 from core.cli.main import main
 from core.model.ensemble import Ensemble
 from core.plugin.manager import make_plugin_manager
-from core.runs.config import load_data
+from core.experiment.config import load_data
 from core.train import loop as loop_
 from core.train.evaluation import head_outputs
 
@@ -27,7 +27,7 @@ def train(config, seed, folder, **changes):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_data_dir):
     """Three tiny runs of SST and STS: seeds 1, 1 again (identical), and 2."""
-    from core.runs.config import RunConfig
+    from core.experiment.config import RunConfig
 
     root = tmp_path_factory.mktemp("ensemble")
     config = RunConfig(tasks=("sst", "sts"), checkpoint="tiny", limit=24, batch_size=8, eval_batch_size=16,

@@ -386,7 +386,7 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory, tiny_data_dir):
-    from core.runs.config import RunConfig
+    from core.experiment.config import RunConfig
 
     config = RunConfig(tasks=("sst", "sts"), checkpoint="tiny", limit=16, batch_size=8, max_length=24, epochs=2,
                        sampler="rrobin", log_every=2, data_dir=str(tiny_data_dir), threads=1,

@@ -21,7 +21,7 @@ from core.build.pretrain import prepare
 from core.cli.main import main
 from core.pretrain.config import PretrainConfig
 from core.pretrain.loop import evaluate_heldout, train
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.train import loop as loop_
 
 

@@ -13,7 +13,7 @@ from core.build.parts import RunParts
 from core.build.run import prepare
 from core.data.batch import Batch
 from core.encoder.pooling import pool, pooled_width
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.tasks.spec import TaskSpec
 from core.train.loop import task_step, train
 from core.train.optim import build_optimizer, warmup_linear_decay

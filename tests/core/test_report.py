@@ -12,7 +12,7 @@ from core.build.run import prepare
 from core.cli.main import main
 from core.report import plots
 from core.report import summary as report
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.train.loop import train
 
 

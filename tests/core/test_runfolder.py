@@ -276,7 +276,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tiny_config):
     import subprocess
     import sys
 
-    from core.runs.folder import claim
+    from core.experiment.folder import claim
 
     folder = Path(tiny_config.output_dir)
     lock = claim(folder)
@@ -315,7 +315,7 @@ def test_out_of_memory_is_one_line_with_what_to_lower(capsys, tiny_config):
 def test_a_resume_of_a_run_in_progress_is_refused(tiny_config):
     """The lock is held for --resume too: a run folder locked by a run still going (here this process, through
     a descriptor of its own: flock locks conflict between descriptors) is not resumed beside it."""
-    from core.runs.folder import FolderLock
+    from core.experiment.folder import FolderLock
 
     config = attrs.evolve(tiny_config, tasks=("sst",), epochs=1)
     train(prepare(config))
@@ -332,7 +332,7 @@ def test_a_resume_of_a_run_in_progress_is_refused(tiny_config):
 
 
 def test_default_folders_of_runs_started_in_the_same_second_differ(tmp_path, monkeypatch, tiny_config):
-    from core.runs.folder import finalize
+    from core.experiment.folder import finalize
 
     monkeypatch.chdir(tmp_path)  # runs/ of this test only
     config = attrs.evolve(tiny_config, output_dir=None, tasks=("sst",))
@@ -491,7 +491,7 @@ def test_sigterm_stops_a_run_saying_where_it_stands_and_it_resumes(tiny_config):
     assert lines[-2].startswith("stopped at epoch ") and "last.pt holds step " in lines[-2]
     state = checkpoints.load(folder / "last.pt")
     assert 0 < state["global_step"]
-    from core.runs.folder import saved_config
+    from core.experiment.folder import saved_config
 
     resumed = prepare(saved_config(folder), resume=True)
     assert resumed.global_step == state["global_step"]

@@ -14,7 +14,7 @@ from core.build.trained import evaluate_checkpoint
 from core.cli.main import main
 from core.plugin.hookspecs import hookimpl
 from core.plugin.manager import make_plugin_manager
-from core.runs.config import RunConfig, load_data
+from core.experiment.config import RunConfig, load_data
 from core.tasks.files import read_rows
 from core.tasks.splits import VALIDATION, held_out, sample, split_rows
 from core.train import loop as loop_

@@ -14,7 +14,7 @@ from core.build.trained import load_run
 from core.data.batch import Batch
 from core.plugin.hookspecs import hookimpl
 from core.plugin.manager import make_plugin_manager
-from core.runs.config import RunConfig, load_data
+from core.experiment.config import RunConfig, load_data
 from core.tasks.splits import make_batch
 from core.train.loop import train
 from plugins.methods.bam import BamConfig, BamError, BamRegularizer, teacher_loss, teacher_outputs, teacher_weight

@@ -14,7 +14,7 @@ from tests.helpers import kill_run_at_step
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, tiny_data_dir):
-    from core.runs.config import RunConfig
+    from core.experiment.config import RunConfig
 
     out = tmp_path_factory.mktemp("teacher") / "sst"
     config = RunConfig(tasks=("sst",), checkpoint="tiny", limit=24, batch_size=8, max_length=32, epochs=1, lr=1e-3,

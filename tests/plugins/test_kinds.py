@@ -17,7 +17,7 @@ from core.plugin.component import Component
 from core.plugin.hookspecs import hookimpl
 from core.plugin.manager import make_plugin_manager
 from core.plugin.registries import Registries
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.tasks.files import read_rows
 from core.tasks.spec import TaskSpec
 from core.tasks.splits import load_split

@@ -12,7 +12,7 @@ from core.build.parts import RunParts
 from core.plugin.manager import make_plugin_manager
 from core.plugin.registries import TOPOLOGIES
 from core.plugin.registry import Registry
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.tasks.heads import CosineRegressor, PairClassifier, SentenceClassifier, TokenClassifier, Widths
 from core.tasks.spec import TaskSpec
 from plugins.methods.experts import mmoe

@@ -314,7 +314,7 @@ def test_config_rejects_out_of_range_settings(bad):
 @pytest.fixture(scope="module")
 def smart_config(tmp_path_factory, tiny_data_dir):
     """Two epochs of a tiny run with SMART over one task of each head kind (ce, bce, mse)."""
-    from core.runs.config import RunConfig
+    from core.experiment.config import RunConfig
 
     return RunConfig(tasks=("sst", "quora", "sts"), plugins=("smart",), checkpoint="tiny", limit=16, batch_size=8,
                      eval_batch_size=16, max_length=32, epochs=2, lr=1e-3, sampler="rrobin", log_every=1,

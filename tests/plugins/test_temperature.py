@@ -19,7 +19,7 @@ from core.cli.main import main
 from core.plugin.manager import make_plugin_manager
 from core.plugin.registries import SAMPLERS
 from core.plugin.registry import Registry
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from core.train.loop import train
 from plugins.methods import temperature
 from plugins.methods.temperature import TemperatureConfig, TemperatureSampler, task_probabilities, temperature_space

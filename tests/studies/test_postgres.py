@@ -16,7 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from core.cli.main import main
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from studies.runner import StudySettings, open_storage, run_study
 from tests.postgres_server import create_database, free_port, postgres_url  # noqa: F401  (a fixture)
 

@@ -9,7 +9,7 @@ from core.build.parts import RunParts
 from core.cli.main import main
 from core.plugin.component import Component
 from core.plugin.manager import make_plugin_manager
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from studies.runner import active_spaces
 from studies.space import SpaceError, SpaceTrial, dry_run, load_space_file, trial_config
 

@@ -14,7 +14,7 @@ from core.base.errors import PlatformError
 from core.cli.main import main, parser_for
 from core.plugin.component import Component
 from core.plugin.hookspecs import hookimpl
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 from studies.objective import PruningPlugin, make_pruner, parse_objective
 from studies.runner import StudyError, StudySettings, run_study
 

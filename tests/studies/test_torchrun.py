@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from core.runs.config import RunConfig
+from core.experiment.config import RunConfig
 
 ROOT = Path(__file__).parents[2]
 

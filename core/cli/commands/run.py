@@ -17,8 +17,8 @@ from core.cli.commands.output import format_metrics
 from core.plugin.command import Command
 from core.plugin.component import Component
 from core.plugin.invocation import Invocation
-from core.runs.config import RunConfig
-from core.runs.folder import saved_config
+from core.experiment.config import RunConfig
+from core.experiment.folder import saved_config
 from core.train.loop import train
 
 

@@ -31,7 +31,7 @@ from core.base import distributed, files
 from core.base.devices import resolve_device, resolve_precision
 from core.base.errors import ConfigError
 from core.base.files import atomic_write, check_folder
-from core.runs.config import DEFAULT_LR, RunConfig, differences
+from core.experiment.config import DEFAULT_LR, RunConfig, differences
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
