@@ -57,7 +57,17 @@ from core.train.context import Run, TrainingRun
 from core.train.evaluation import head_outputs
 from core.train.balancer import Aggregation, Balancer, BalancerFactory, step_generator
 from core.train.regularizer import Regularizer, RegularizerFactory
-from core.train.sampling import Sampler, SamplerFactory, Step, TaskBatch, generator, permutation
+from core.train.sampling import (
+    PlannedSampler,
+    Sampler,
+    SamplerFactory,
+    Step,
+    TaskBatch,
+    TaskStream,
+    generator,
+    permutation,
+    task_salt,
+)
 from core.train.transform import ModelTransform
 
 __all__ = [
@@ -77,7 +87,8 @@ __all__ = [
     # heads the built-in kinds build
     "SentenceClassifier", "PairClassifier", "CosineRegressor", "TokenClassifier",
     # the factories of the component families, and what they build
-    "SamplerFactory", "Sampler", "Step", "TaskBatch", "generator", "permutation", "RegularizerFactory", "Regularizer",
+    "SamplerFactory", "Sampler", "PlannedSampler", "TaskStream", "task_salt", "Step", "TaskBatch", "generator",
+    "permutation", "RegularizerFactory", "Regularizer",
     "BalancerFactory", "Balancer", "Aggregation", "step_generator", "ModelTransform",
     "TopologyFactory", "MaskerFactory", "Masker", "budget", "SearchSpace", "Command", "Invocation",
     # the run a hook receives

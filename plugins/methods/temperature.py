@@ -20,7 +20,6 @@ modes compose with ``--update summed|sequential``: docs/methods.md.
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any
 
 import attrs
@@ -29,21 +28,19 @@ from attrs import validators as v
 
 from core.api import (
     Component,
-    ConfigError,
+    PlannedSampler,
     SamplerFactory,
     Step,
     field,
     generator,
     hookimpl,
     is_positive,
-    permutation,
     positive_or_none,
 )
 
 PLATFORM_OPT_IN = True
 NAME = "temperature"
 MODES = ("one-task", "every-task")
-_WRAP = 104_729  # salt stride of a task's wrap count, far from the epoch stride (7919) of generator()
 _DRAW = 31  # salt of the task draws, apart from the per-task permutations
 
 
@@ -70,42 +67,15 @@ def task_probabilities(sizes: dict[str, int], t: float, cap: int | None = None) 
     return dict(zip(sizes, torch.softmax(counted / t, dim=0).tolist()))
 
 
-class _Stream:
-    """One task's examples in one epoch: consecutive chunks of a permutation, wrapping into a new one."""
-
-    def __init__(self, size: int, seed: int, epoch: int, task: str):
-        self.size, self.seed, self.epoch, self.salt = size, seed, epoch, zlib.crc32(task.encode())
-        self.wrap, self.pos = 0, 0
-        self.order = permutation(size, seed, epoch, self.salt)
-
-    def take(self, n: int) -> list[int]:
-        batch: list[int] = []
-        while len(batch) < n:
-            if self.pos == self.size:
-                self.wrap, self.pos = self.wrap + 1, 0
-                self.order = permutation(self.size, self.seed, self.epoch, self.salt + self.wrap * _WRAP)
-            k = min(n - len(batch), self.size - self.pos)
-            batch += self.order[self.pos:self.pos + k]
-            self.pos += k
-        return batch
-
-
-class TemperatureSampler:
+class TemperatureSampler(PlannedSampler):
     """Tasks drawn with probability ∝ size^(1/T): one per step, or every task per step with batch sizes
     in proportion (``mode``)."""
 
+    name = NAME
+
     def __init__(self, settings: TemperatureConfig | None, sizes: dict[str, int], batch_size: int, seed: int,
                  epochs: int):
-        if not sizes:
-            raise ConfigError(f"sampler {NAME!r}: no tasks to sample from")
-        empty = [task for task, size in sizes.items() if size < 1]
-        if empty:
-            raise ConfigError(f"sampler {NAME!r}: task(s) {', '.join(empty)} have no training examples")
-        if batch_size < 1 or epochs < 1:
-            raise ConfigError(f"sampler {NAME!r}: batch_size and epochs must be >= 1, got {batch_size}, {epochs}")
-        self.settings = settings or TemperatureConfig()
-        self.sizes, self.batch_size, self.seed = dict(sizes), batch_size, seed
-        self.tasks = list(self.sizes)
+        super().__init__(settings or TemperatureConfig(), sizes, batch_size, seed, epochs)
         self.probabilities = task_probabilities(self.sizes, self.settings.t, self.settings.cap)
         likeliest = max(self.probabilities.values())
         self.batch_sizes = {task: min(self.sizes[task], max(1, round(batch_size * p / likeliest)))
@@ -124,22 +94,11 @@ class TemperatureSampler:
         return [self.tasks[i] for i in picks]
 
     def plan(self, epoch: int) -> list[Step]:
-        streams = {task: _Stream(size, self.seed, epoch, task) for task, size in self.sizes.items()}
+        streams = self.streams(epoch)
         if self.settings.mode == "every-task":
             return [[(task, streams[task].take(self.batch_sizes[task])) for task in self.tasks]
                     for _ in range(self.steps_per_epoch())]
         return [[(task, streams[task].take(min(self.batch_size, self.sizes[task])))] for task in self.draws(epoch)]
-
-    def state_dict(self) -> dict:
-        return {"sampler": NAME, "sizes": dict(self.sizes), "batch_size": self.batch_size, "seed": self.seed,
-                **attrs.asdict(self.settings)}
-
-    def load_state_dict(self, state: dict) -> None:
-        mine = self.state_dict()
-        diffs = [f"{key}: {state.get(key)!r} in the checkpoint, {mine.get(key)!r} in this run"
-                 for key in sorted(set(mine) | set(state)) if state.get(key) != mine.get(key)]
-        if diffs:
-            raise ConfigError("the checkpoint's sampler settings differ from this run's: " + "; ".join(diffs))
 
 
 def temperature_space(trial: Any, base: Any) -> dict[str, float]:

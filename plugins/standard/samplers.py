@@ -1,6 +1,7 @@
 """Built-in batch samplers: how the task batches of an epoch are scheduled into steps.
 
-Every sampler builds an epoch's plan from (seed, epoch) alone (see ``core.sampling``). Within a
+Every sampler builds an epoch's plan from (seed, epoch) alone (see ``core.train.sampling``, whose
+``PlannedSampler`` they all extend). Within a
 task, each epoch walks a fresh permutation of its examples, salted by the task's name, so a task
 sees the same order whatever the other tasks are; a task that runs out mid-epoch wraps around into a
 new permutation salted by the wrap count. A task batch never holds more examples than its task has:
@@ -13,20 +14,24 @@ refused by ``load_state_dict()``.
 from __future__ import annotations
 
 import math
-import zlib
 
 import attrs
 import torch
 from attrs import validators as v
 
-from core.api import Component, ConfigError, SamplerFactory, Step, assignments, field, generator, hookimpl, permutation
+from core.api import (
+    Component,
+    ConfigError,
+    PlannedSampler,
+    SamplerFactory,
+    Step,
+    assignments,
+    field,
+    generator,
+    hookimpl,
+)
 
-_WRAP = 104_729  # a prime far from the epoch stride (7919) so (epoch, wrap) salts never collide
 _DRAW = 17  # salt of the task-choice draws, apart from the per-task permutations
-
-
-def _salt(task: str, wrap: int = 0) -> int:
-    return zlib.crc32(task.encode()) + wrap * _WRAP  # stable across processes, unlike hash()
 
 
 @attrs.frozen
@@ -48,69 +53,11 @@ class AnnealedConfig:
                                validator=[v.ge(0.0), v.le(1.0)])
 
 
-class _Base:
-    """Settings shared by every sampler, and the per-task permutation streams."""
-
-    name = ""
-    keep_epochs = False  # whether a resumed run must keep the number of epochs (schedules over training)
-
-    def __init__(self, settings, sizes: dict[str, int], batch_size: int, seed: int, epochs: int):
-        if not sizes:
-            raise ConfigError(f"sampler {self.name!r}: no tasks to sample from")
-        empty = [task for task, size in sizes.items() if size < 1]
-        if empty:
-            raise ConfigError(f"sampler {self.name!r}: task(s) {', '.join(empty)} have no training examples")
-        if batch_size < 1 or epochs < 1:
-            raise ConfigError(f"sampler {self.name!r}: batch_size and epochs must be >= 1, got {batch_size}, {epochs}")
-        self.settings, self.sizes, self.batch_size = settings, dict(sizes), batch_size
-        self.seed, self.epochs = seed, epochs
-        self.tasks = list(self.sizes)
-
-    def state_dict(self) -> dict:
-        state = {"sampler": self.name, "sizes": dict(self.sizes), "batch_size": self.batch_size, "seed": self.seed}
-        if self.keep_epochs:
-            state["epochs"] = self.epochs
-        return state | (attrs.asdict(self.settings) if self.settings is not None else {})
-
-    def load_state_dict(self, state: dict) -> None:
-        mine = self.state_dict()
-        diffs = [f"{key}: {state.get(key)!r} in the checkpoint, {mine.get(key)!r} in this run"
-                 for key in sorted(set(mine) | set(state)) if state.get(key) != mine.get(key)]
-        if diffs:
-            raise ConfigError("the checkpoint's sampler settings differ from this run's: " + "; ".join(diffs))
-
-    def _order(self, task: str, epoch: int) -> list[int]:
-        return permutation(self.sizes[task], self.seed, epoch, _salt(task))
-
-    def _streams(self, epoch: int) -> dict[str, "_Stream"]:
-        return {task: _Stream(self.sizes[task], self.seed, epoch, task) for task in self.tasks}
-
-
-class _Stream:
-    """One task's examples in one epoch: consecutive chunks of a permutation, wrapping into a new one."""
-
-    def __init__(self, size: int, seed: int, epoch: int, task: str):
-        self.size, self.seed, self.epoch, self.task = size, seed, epoch, task
-        self.wrap, self.pos = 0, 0
-        self.order = permutation(size, seed, epoch, _salt(task))
-
-    def take(self, n: int) -> list[int]:
-        batch: list[int] = []
-        while len(batch) < n:
-            if self.pos == self.size:
-                self.wrap, self.pos = self.wrap + 1, 0
-                self.order = permutation(self.size, self.seed, self.epoch, _salt(self.task, self.wrap))
-            k = min(n - len(batch), self.size - self.pos)
-            batch += self.order[self.pos:self.pos + k]
-            self.pos += k
-        return batch
-
-
 def _chunks(order: list[int], size: int) -> list[list[int]]:
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-class RoundRobin(_Base):
+class RoundRobin(PlannedSampler):
     """One batch of every task per step; an epoch covers as many examples of each task as the smallest has."""
 
     name = "rrobin"
@@ -120,7 +67,7 @@ class RoundRobin(_Base):
 
     def plan(self, epoch: int) -> list[Step]:
         covered = min(self.sizes.values())
-        chunks = {task: _chunks(self._order(task, epoch)[:covered], self.batch_size) for task in self.tasks}
+        chunks = {task: _chunks(self.order(task, epoch)[:covered], self.batch_size) for task in self.tasks}
         return [[(task, chunks[task][i]) for task in self.tasks] for i in range(len(chunks[self.tasks[0]]))]
 
 
@@ -141,11 +88,11 @@ class RoundRobinPre(RoundRobin):
         return math.ceil(rest / self.batch_size) + super().steps_per_epoch()
 
     def plan(self, epoch: int) -> list[Step]:
-        rest = self._order(self.pre, epoch)[min(self.sizes.values()):]  # the part rrobin leaves out
+        rest = self.order(self.pre, epoch)[min(self.sizes.values()):]  # the part rrobin leaves out
         return [[(self.pre, chunk)] for chunk in _chunks(rest, self.batch_size)] + super().plan(epoch)
 
 
-class Interleaved(_Base):
+class Interleaved(PlannedSampler):
     """One batch of every task per step, batch sizes in proportion to task sizes; as long as the largest task."""
 
     name = "interleaved"
@@ -165,12 +112,12 @@ class Interleaved(_Base):
         return math.ceil(max(self.sizes.values()) / self.batch_size)
 
     def plan(self, epoch: int) -> list[Step]:
-        streams = self._streams(epoch)
+        streams = self.streams(epoch)
         return [[(task, streams[task].take(self.batch_sizes[task])) for task in self.tasks]
                 for _ in range(self.steps_per_epoch())]
 
 
-class Proportional(_Base):
+class Proportional(PlannedSampler):
     """One task per step, drawn with probability proportional to its size."""
 
     name = "proportional"
@@ -187,7 +134,7 @@ class Proportional(_Base):
         probs = self.probabilities(epoch)  # (S, T)
         draws = torch.rand(probs.shape[0], 1, generator=generator(self.seed, epoch, _DRAW), dtype=torch.float64)
         picks = (probs.cumsum(1) < draws).sum(1).clamp(max=len(self.tasks) - 1).tolist()  # inverse CDF, (S,)
-        streams = self._streams(epoch)
+        streams = self.streams(epoch)
         return [[(self.tasks[i], streams[self.tasks[i]].take(min(self.batch_size, self.sizes[self.tasks[i]])))]
                 for i in picks]
 
