@@ -66,7 +66,6 @@ from core.train.sampling import (
     TaskStream,
     generator,
     permutation,
-    task_salt,
 )
 from core.train.transform import ModelTransform
 
@@ -87,7 +86,7 @@ __all__ = [
     # heads the built-in kinds build
     "SentenceClassifier", "PairClassifier", "CosineRegressor", "TokenClassifier",
     # the factories of the component families, and what they build
-    "SamplerFactory", "Sampler", "PlannedSampler", "TaskStream", "task_salt", "Step", "TaskBatch", "generator",
+    "SamplerFactory", "Sampler", "PlannedSampler", "TaskStream", "Step", "TaskBatch", "generator",
     "permutation", "RegularizerFactory", "Regularizer",
     "BalancerFactory", "Balancer", "Aggregation", "step_generator", "ModelTransform",
     "TopologyFactory", "MaskerFactory", "Masker", "budget", "SearchSpace", "Command", "Invocation",

@@ -1,7 +1,8 @@
 """What a sampler produces: an epoch's plan of optimizer steps, each a list of task batches.
 
 A plan is a pure function of (seed, epoch), so a resumed run regenerates the same plan and skips the
-steps it has done: sampler state is exact without pickling generators.
+steps it has done: sampler state is exact without pickling generators. ``PlannedSampler`` is the base every
+built-in sampler extends (and a third-party one may).
 """
 
 from __future__ import annotations
