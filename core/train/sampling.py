@@ -126,3 +126,11 @@ class PlannedSampler:
     def streams(self, epoch: int) -> dict[str, TaskStream]:
         """A stream of every task's examples in ``epoch`` (wrapping into new permutations)."""
         return {task: TaskStream(self.sizes[task], self.seed, epoch, task) for task in self.tasks}
+
+    def draw_tasks(self, probabilities: torch.Tensor, epoch: int, salt: int) -> list[str]:
+        """A task per step, drawn by inverse CDF from ``probabilities`` (steps, tasks; rows sum to 1), with
+        uniforms private to (seed, epoch, salt)."""
+        uniform = torch.rand(probabilities.shape[0], 1, generator=generator(self.seed, epoch, salt),
+                             dtype=torch.float64)
+        picks = (probabilities.cumsum(1) < uniform).sum(1).clamp(max=len(self.tasks) - 1).tolist()  # (steps,)
+        return [self.tasks[i] for i in picks]

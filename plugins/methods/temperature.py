@@ -32,7 +32,6 @@ from core.api import (
     SamplerFactory,
     Step,
     field,
-    generator,
     hookimpl,
     is_positive,
     positive_or_none,
@@ -87,11 +86,8 @@ class TemperatureSampler(PlannedSampler):
 
     def draws(self, epoch: int) -> list[str]:
         """The task of every step of ``epoch`` (one-task mode): inverse-CDF draws from p."""
-        cumulative = torch.tensor([self.probabilities[task] for task in self.tasks], dtype=torch.float64).cumsum(0)
-        uniform = torch.rand(self.steps_per_epoch(), 1, generator=generator(self.seed, epoch, _DRAW),
-                             dtype=torch.float64)
-        picks = (cumulative < uniform).sum(1).clamp(max=len(self.tasks) - 1).tolist()  # (steps,)
-        return [self.tasks[i] for i in picks]
+        p = torch.tensor([self.probabilities[task] for task in self.tasks], dtype=torch.float64)
+        return self.draw_tasks(p.expand(self.steps_per_epoch(), -1), epoch, _DRAW)
 
     def plan(self, epoch: int) -> list[Step]:
         streams = self.streams(epoch)

@@ -1,10 +1,9 @@
 """Built-in batch samplers: how the task batches of an epoch are scheduled into steps.
 
-Every sampler builds an epoch's plan from (seed, epoch) alone (see ``core.train.sampling``, whose
-``PlannedSampler`` they all extend). Within a
-task, each epoch walks a fresh permutation of its examples, salted by the task's name, so a task
-sees the same order whatever the other tasks are; a task that runs out mid-epoch wraps around into a
-new permutation salted by the wrap count. A task batch never holds more examples than its task has:
+Every sampler builds an epoch's plan from (seed, epoch) alone and extends ``PlannedSampler``
+(``core.train.sampling``). Within a task, each epoch walks a fresh permutation of its examples, salted by
+the task's name, so a task sees the same order whatever the other tasks are; a task that runs out
+mid-epoch wraps around into a new permutation salted by the wrap count. A task batch never holds more examples than its task has:
 a larger batch size (``--batch-size 1000000``, or ``--limit`` below it) takes each example once, instead
 of the same examples over and over (a million-example batch of a 16-example task). ``state_dict()``
 holds the settings only: with them the plans are exact, and a resumed run with other settings is
@@ -27,7 +26,6 @@ from core.api import (
     Step,
     assignments,
     field,
-    generator,
     hookimpl,
 )
 
@@ -131,12 +129,9 @@ class Proportional(PlannedSampler):
         return (sizes / sizes.sum()).expand(self.steps_per_epoch(), -1)
 
     def plan(self, epoch: int) -> list[Step]:
-        probs = self.probabilities(epoch)  # (S, T)
-        draws = torch.rand(probs.shape[0], 1, generator=generator(self.seed, epoch, _DRAW), dtype=torch.float64)
-        picks = (probs.cumsum(1) < draws).sum(1).clamp(max=len(self.tasks) - 1).tolist()  # inverse CDF, (S,)
         streams = self.streams(epoch)
-        return [[(self.tasks[i], streams[self.tasks[i]].take(min(self.batch_size, self.sizes[self.tasks[i]])))]
-                for i in picks]
+        return [[(task, streams[task].take(min(self.batch_size, self.sizes[task])))]
+                for task in self.draw_tasks(self.probabilities(epoch), epoch, _DRAW)]
 
 
 class Annealed(Proportional):
