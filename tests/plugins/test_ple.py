@@ -13,39 +13,20 @@ from core.plugin.manager import make_plugin_manager
 from core.plugin.registries import TOPOLOGIES
 from core.plugin.registry import Registry
 from core.experiment.config import RunConfig
-from core.tasks.heads import CosineRegressor, PairClassifier, SentenceClassifier, TokenClassifier, Widths
-from core.tasks.spec import TaskSpec
+from core.tasks.heads import CosineRegressor, PairClassifier, SentenceClassifier, TokenClassifier
 from plugins.methods.experts import ple
 from plugins.methods.experts.blocks import Gate, MixedHead
 from plugins.methods.experts.ple import Extraction, PLEConfig, ple_heads, ple_space
 from studies.runner import active_spaces
 from studies.space import SpaceTrial, trial_config
-from tests.helpers import bind_tasks
-
-H = 16
-FILES = {"train": "-", "dev": "-"}
-SST = TaskSpec(name="sst", kind="single-classification", files=FILES, text_columns=("s",), num_labels=5)
-QUORA = TaskSpec(name="quora", kind="pair-classification", files=FILES, text_columns=("a", "b"), num_labels=1)
-STS = TaskSpec(name="sts", kind="pair-regression", files=FILES, text_columns=("a", "b"), label_range=(0.0, 5.0))
-NER = TaskSpec(name="ner", kind="token-tagging", files=FILES, text_columns=("words",), labels=("O", "B-PER", "I-PER"))
-TASKS = list(bind_tasks(SST, QUORA, STS, NER).values())
-WIDTHS = Widths(H, H)
-
-
-def inputs(batch: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, H, generator=generator), torch.randn(batch, H, generator=generator)
+from tests.plugins.expert_heads import TASKS, WIDTHS, inputs, randomise_gates
 
 
 def heads(config: PLEConfig = PLEConfig(), seed: int = 0, random_gates: bool = True) -> torch.nn.ModuleDict:
     torch.manual_seed(seed)
     built = ple_heads(config, TASKS, WIDTHS, dropout=0.0)
-    if random_gates:  # gates start uniform (at zero); training gives them weights of their own
-        generator = torch.Generator().manual_seed(7)
-        with torch.no_grad():
-            for gate in (m for m in built.modules() if isinstance(m, Gate)):
-                gate.linear.weight.copy_(torch.randn(gate.linear.weight.shape, generator=generator))
-                gate.linear.bias.copy_(torch.randn(gate.linear.bias.shape, generator=generator))
+    if random_gates:
+        randomise_gates(built)
     return built
 
 
