@@ -138,6 +138,21 @@ def test_the_table_has_a_line_per_label_with_seeds_as_mean_and_sd(runs, capsys):
     assert "[seed-1](results/seed-1.json), [seed-2](results/seed-2.json)" in seeds[-1]
 
 
+def test_relabel_gives_rows_of_several_studies_the_labels_of_this_table_and_keeps_their_files(runs, tmp_path,
+                                                                                                capsys):
+    out = tmp_path / "results"
+    assert main(["report", str(runs[1]), "--json-dir", str(out), "--label", "seed 1"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out / "seed-1.json"), str(runs[2]), "--table", "--plot", str(out),
+                 "--relabel", "seed-1=one epoch,seed-2=one epoch"]) == 0
+    *table, printed = capsys.readouterr().out.splitlines()
+    assert len(table) == 3 and table[2].split(" | ")[:2] == ["| one epoch", "2"]  # one label: its two seeds
+    assert printed == str(out / "scores.png")
+    assert json.loads((out / "seed-1.json").read_text())["label"] == "seed 1"
+    assert main(["report", str(runs[1]), "--relabel", "seed-9=x"]) == 2
+    assert "--relabel seed-9: no such row; the rows are seed-1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("content, what", [
     ('{"best": {"epoch": 0, "sst"', "Expecting ':' delimiter: line 1 column 28 (char 27)"),  # cut short
     ("[1, 2]", "a JSON list, not an object"),

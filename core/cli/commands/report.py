@@ -29,6 +29,10 @@ class ReportSettings:
                                            "only)", metadata={"option": "command", "metavar": "CMD", "default": "none"})
     note: str | None = field(None, "free text recorded in the rows of the run folders given (threads, load, ...)",
                              metadata={"default": "none"})
+    relabel: dict[str, str] = field(attrs.Factory(dict), "labels for this table and plot by row name, for rows "
+                                                        "from several studies (their result files keep theirs)",
+                                    converter=assignments(str, "NAME=LABEL, e.g. i13-i-combined-3ep=minilm-l6 full"),
+                                    metadata={"metavar": "NAME=LABEL,...", "default": "none"})
     table: bool = field(False, "print a Markdown table: a line per label (seeds as mean ± sd), dev scores, epochs",
                         metadata={"flag": True})
     plot: Path | None = field(None, "write DIR/scores.png (needs matplotlib: the plots extra)",
@@ -58,6 +62,7 @@ def report_command(settings: ReportSettings, invocation: Invocation) -> int:
             rows.append(row)
         else:
             rows.extend(summary.load_rows([path]))
+    rows = relabelled(rows, settings.relabel)
     tasks = list(settings.tasks) or None
     if settings.table:
         print(summary.markdown_table(rows, tasks))
@@ -70,6 +75,14 @@ def report_command(settings: ReportSettings, invocation: Invocation) -> int:
                                   f"{', '.join(row['name'] for row in rows)}")
             print(plots.save(plots.curves_figure(chosen[0]), settings.plot / f"curves-{settings.curves}.png"))
     return 0
+
+
+def relabelled(rows: list[dict], labels: dict[str, str]) -> list[dict]:
+    """The rows with the labels of --relabel NAME=LABEL; a NAME that is no row's is an error naming the rows."""
+    unknown = sorted(set(labels) - {row["name"] for row in rows})
+    if unknown:
+        raise ConfigError(f"--relabel {unknown[0]}: no such row; the rows are {', '.join(row['name'] for row in rows)}")
+    return [{**row, "label": labels[row["name"]]} if row["name"] in labels else row for row in rows]
 
 
 COMMAND = Component(
